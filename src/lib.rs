@@ -1,0 +1,10 @@
+//! spine-scheduler: a distributed cron scheduler on PostgreSQL.
+//!
+//! Run several identical replicas against one database; for every due tick
+//! they race to claim it in the run ledger, and exactly one wins. See
+//! `ARCHITECTURE.md` for the map of modules and `README.md` for operating it.
+
+//pub mod pg_cluster;
+pub mod schedule;
+pub mod schedule_file;
+//pub mod store;

@@ -1,0 +1,569 @@
+//! The schedule model: what fires, when, and under which policies.
+//!
+//! Pure domain code: no database, no clock reads, no I/O. A [`Schedule`] is
+//! immutable and always valid; it is built by the `cron`, `interval` and
+//! `once` constructors (the seed's `Schedule.cron(...)` etc.) refined with
+//! `with_*` methods, or from loosely typed input (YAML, JSON) through
+//! [`spec::parse_schedule`], which reports every problem at once.
+
+pub mod cron;
+mod error;
+mod retry;
+pub mod spec;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value};
+
+pub use self::cron::{CronError, CronExpr, DstPolicy};
+pub use self::error::{ValidationError, ValidationErrors};
+pub use self::retry::RetryPolicy;
+
+/// Longest schedule name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest pipeline name accepted.
+pub const MAX_PIPELINE_LEN: usize = 200;
+/// Longest description accepted, in characters.
+pub const MAX_DESCRIPTION_LEN: usize = 1000;
+/// Largest `params` object accepted, serialised as JSON.
+pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
+/// Largest `max_instances`.
+pub const MAX_INSTANCES: u32 = 1000;
+/// Shortest interval between ticks.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest interval between ticks (366 days).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Longest misfire grace, timeout or retry backoff (7 days).
+pub const MAX_POLICY_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default misfire grace, as in the seed (APScheduler's job default).
+pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(60);
+
+/// The three kinds of schedule, as the seed names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScheduleType {
+    /// A crontab expression.
+    Cron,
+    /// Every N seconds from an anchor.
+    Interval,
+    /// Once, at a fixed instant.
+    Date,
+}
+
+impl ScheduleType {
+    /// The name stored in the database and used in files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleType::Cron => "cron",
+            ScheduleType::Interval => "interval",
+            ScheduleType::Date => "date",
+        }
+    }
+}
+
+/// When a schedule is due.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// Fires whenever the wall clock in the schedule's zone matches.
+    Cron(CronExpr),
+    /// Fires at `start_at + k × every` for every integer k ≥ 0, in absolute time,
+    /// so every replica computes the same ticks.
+    Interval {
+        /// Time between ticks (whole seconds).
+        every: Duration,
+        /// The anchor; defaults to the Unix epoch, which aligns ticks to
+        /// multiples of the interval (a 15-minute interval fires at :00, :15, …).
+        start_at: DateTime<Utc>,
+    },
+    /// Fires once.
+    Once {
+        /// The instant to fire at.
+        run_at: DateTime<Utc>,
+    },
+}
+
+/// An immutable, validated schedule definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    name: String,
+    pipeline: String,
+    trigger: Trigger,
+    timezone: Tz,
+    params: Map<String, Value>,
+    enabled: bool,
+    max_instances: u32,
+    misfire_grace: Duration,
+    coalesce: bool,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+    description: Option<String>,
+}
+
+impl Schedule {
+    /// A cron schedule in UTC with the seed's defaults.
+    pub fn cron(name: &str, pipeline: &str, expression: &str) -> Result<Self, ValidationError> {
+        let expr =
+            CronExpr::parse(expression).map_err(|e| ValidationError::new("cron", e.to_string()))?;
+        Self::new(name, pipeline, Trigger::Cron(expr))
+    }
+
+    /// An interval schedule anchored at the Unix epoch.
+    pub fn interval(name: &str, pipeline: &str, every: Duration) -> Result<Self, ValidationError> {
+        validate_interval(every)?;
+        Self::new(
+            name,
+            pipeline,
+            Trigger::Interval {
+                every,
+                start_at: DateTime::UNIX_EPOCH,
+            },
+        )
+    }
+
+    /// A one-time schedule.
+    pub fn once(
+        name: &str,
+        pipeline: &str,
+        run_at: DateTime<Utc>,
+    ) -> Result<Self, ValidationError> {
+        Self::new(name, pipeline, Trigger::Once { run_at })
+    }
+
+    fn new(name: &str, pipeline: &str, trigger: Trigger) -> Result<Self, ValidationError> {
+        validate_name(name)?;
+        validate_pipeline(pipeline)?;
+        Ok(Schedule {
+            name: name.to_string(),
+            pipeline: pipeline.to_string(),
+            trigger,
+            ..Self::stand_in()
+        })
+    }
+
+    /// A valid placeholder used to keep checking policies when the core of a
+    /// definition is broken (see `spec`).
+    fn stand_in() -> Self {
+        Schedule {
+            name: "stand-in".to_string(),
+            pipeline: "stand-in".to_string(),
+            trigger: Trigger::Interval {
+                every: Duration::from_secs(60),
+                start_at: DateTime::UNIX_EPOCH,
+            },
+            timezone: Tz::UTC,
+            params: Map::new(),
+            enabled: true,
+            max_instances: 1,
+            misfire_grace: DEFAULT_MISFIRE_GRACE,
+            coalesce: true,
+            timeout: None,
+            retry: RetryPolicy::default(),
+            description: None,
+        }
+    }
+
+    /// The same schedule in another IANA zone (e.g. `America/New_York`).
+    pub fn with_timezone(self, zone: &str) -> Result<Self, ValidationError> {
+        let timezone = parse_timezone(zone)?;
+        Ok(Schedule { timezone, ..self })
+    }
+
+    /// The same schedule with these pipeline parameters.
+    pub fn with_params(self, params: Map<String, Value>) -> Result<Self, ValidationError> {
+        let size = Value::Object(params.clone()).to_string().len();
+        if size > MAX_PARAMS_BYTES {
+            return Err(ValidationError::new(
+                "params",
+                format!("is {size} bytes as JSON; the limit is {MAX_PARAMS_BYTES}"),
+            ));
+        }
+        Ok(Schedule { params, ..self })
+    }
+
+    /// The same schedule, enabled or paused.
+    pub fn with_enabled(self, enabled: bool) -> Self {
+        Schedule { enabled, ..self }
+    }
+
+    /// The same schedule with another cluster-wide concurrency limit.
+    pub fn with_max_instances(self, max_instances: u32) -> Result<Self, ValidationError> {
+        if !(1..=MAX_INSTANCES).contains(&max_instances) {
+            return Err(ValidationError::new(
+                "max_instances",
+                format!("must be between 1 and {MAX_INSTANCES}, got {max_instances}"),
+            ));
+        }
+        Ok(Schedule {
+            max_instances,
+            ..self
+        })
+    }
+
+    /// The same schedule with another misfire grace (how late a tick may still start).
+    pub fn with_misfire_grace(self, grace: Duration) -> Result<Self, ValidationError> {
+        check_policy_duration("misfire_grace_time", grace, Duration::ZERO)?;
+        Ok(Schedule {
+            misfire_grace: grace,
+            ..self
+        })
+    }
+
+    /// The same schedule, coalescing a backlog of missed ticks into one run or not.
+    pub fn with_coalesce(self, coalesce: bool) -> Self {
+        Schedule { coalesce, ..self }
+    }
+
+    /// The same schedule with a run timeout (`None`: runs may take as long as they need).
+    pub fn with_timeout(self, timeout: Option<Duration>) -> Result<Self, ValidationError> {
+        if let Some(t) = timeout {
+            check_policy_duration("timeout", t, Duration::from_secs(1))?;
+        }
+        Ok(Schedule { timeout, ..self })
+    }
+
+    /// The same schedule with another retry policy.
+    pub fn with_retry(self, retry: RetryPolicy) -> Self {
+        Schedule { retry, ..self }
+    }
+
+    /// The same schedule with a human description.
+    pub fn with_description(self, description: Option<String>) -> Result<Self, ValidationError> {
+        if let Some(d) = &description {
+            let n = d.chars().count();
+            if n > MAX_DESCRIPTION_LEN {
+                return Err(ValidationError::new(
+                    "description",
+                    format!("is {n} characters; the limit is {MAX_DESCRIPTION_LEN}"),
+                ));
+            }
+        }
+        Ok(Schedule {
+            description,
+            ..self
+        })
+    }
+
+    /// The same interval schedule with another anchor. Refused for other types.
+    pub fn with_start_at(self, start_at: DateTime<Utc>) -> Result<Self, ValidationError> {
+        match self.trigger {
+            Trigger::Interval { every, .. } => Ok(Schedule {
+                trigger: Trigger::Interval { every, start_at },
+                ..self
+            }),
+            _ => Err(ValidationError::new(
+                "start_at",
+                "only interval schedules have an anchor",
+            )),
+        }
+    }
+
+    /// The unique name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The pipeline a run executes.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+    /// When it is due.
+    pub fn trigger(&self) -> &Trigger {
+        &self.trigger
+    }
+    /// Cron, interval or date.
+    pub fn schedule_type(&self) -> ScheduleType {
+        match self.trigger {
+            Trigger::Cron(_) => ScheduleType::Cron,
+            Trigger::Interval { .. } => ScheduleType::Interval,
+            Trigger::Once { .. } => ScheduleType::Date,
+        }
+    }
+    /// The IANA zone cron fields are read in.
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+    /// Parameters handed to the pipeline.
+    pub fn params(&self) -> &Map<String, Value> {
+        &self.params
+    }
+    /// Whether ticks fire (false = paused).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+    /// How many runs of this schedule may run at once across the cluster.
+    pub fn max_instances(&self) -> u32 {
+        self.max_instances
+    }
+    /// How late a tick may start before it is recorded `missed`.
+    pub fn misfire_grace(&self) -> Duration {
+        self.misfire_grace
+    }
+    /// Whether a backlog of due ticks runs once rather than once per tick.
+    pub fn coalesce(&self) -> bool {
+        self.coalesce
+    }
+    /// The run timeout, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+    /// The human description, if any.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The first tick strictly after `after`, or `None` when there is none
+    /// (a one-time schedule that has passed).
+    pub fn next_fire_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.trigger {
+            Trigger::Cron(expr) => expr.next_after(after, self.timezone),
+            Trigger::Interval { every, start_at } => next_interval_tick(*start_at, *every, after),
+            Trigger::Once { run_at } => (*run_at > after).then_some(*run_at),
+        }
+    }
+
+    /// The next `count` ticks strictly after `after`.
+    pub fn upcoming(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::with_capacity(count.min(1024));
+        let mut cursor = after;
+        while out.len() < count {
+            match self.next_fire_after(cursor) {
+                Some(t) => {
+                    out.push(t);
+                    cursor = t;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+fn next_interval_tick(
+    start_at: DateTime<Utc>,
+    every: Duration,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if after < start_at {
+        return Some(start_at);
+    }
+    let every_ms = i64::try_from(every.as_millis()).ok()?.max(1);
+    let elapsed_ms = (after - start_at).num_milliseconds();
+    let k = elapsed_ms / every_ms + 1;
+    start_at.checked_add_signed(chrono::Duration::milliseconds(k.checked_mul(every_ms)?))
+}
+
+/// Checks a schedule name: 1–128 characters from `A-Z a-z 0-9 . _ -`,
+/// starting with a letter or digit (safe in URLs, metric labels and shells).
+pub fn validate_name(name: &str) -> Result<(), ValidationError> {
+    check_identifier("name", name, MAX_NAME_LEN)
+}
+
+/// Checks a pipeline name: same charset as schedule names, up to 200 characters.
+pub fn validate_pipeline(pipeline: &str) -> Result<(), ValidationError> {
+    check_identifier("pipeline", pipeline, MAX_PIPELINE_LEN)
+}
+
+fn check_identifier(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    let len = value.chars().count();
+    if len > max {
+        return Err(ValidationError::new(
+            field,
+            format!("is {len} characters; the limit is {max}"),
+        ));
+    }
+    if let Some((i, c)) = value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "character {c:?} at position {} is not allowed (use A-Z a-z 0-9 . _ -)",
+                i + 1
+            ),
+        ));
+    }
+    if !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(ValidationError::new(
+            field,
+            "must start with a letter or a digit",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an IANA zone name such as `Europe/Berlin` or `UTC`.
+pub fn parse_timezone(zone: &str) -> Result<Tz, ValidationError> {
+    zone.parse::<Tz>().map_err(|_| {
+        ValidationError::new(
+            "timezone",
+            format!("unknown time zone {zone:?}; use an IANA name such as \"America/New_York\" or \"UTC\""),
+        )
+    })
+}
+
+fn validate_interval(every: Duration) -> Result<(), ValidationError> {
+    if every < MIN_INTERVAL || every > MAX_INTERVAL {
+        return Err(ValidationError::new(
+            "interval",
+            format!(
+                "must be between 1 second and 366 days, got {}",
+                humantime::format_duration(every)
+            ),
+        ));
+    }
+    if every.subsec_nanos() != 0 {
+        return Err(ValidationError::new(
+            "interval",
+            "must be a whole number of seconds",
+        ));
+    }
+    Ok(())
+}
+
+fn check_policy_duration(
+    field: &'static str,
+    value: Duration,
+    min: Duration,
+) -> Result<(), ValidationError> {
+    if value < min || value > MAX_POLICY_DURATION {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be between {} and 7 days, got {}",
+                humantime::format_duration(min),
+                humantime::format_duration(value)
+            ),
+        ));
+    }
+    if value.subsec_nanos() != 0 {
+        return Err(ValidationError::new(
+            field,
+            "must be a whole number of seconds",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn seed_constructors_and_defaults() -> Result<(), ValidationError> {
+        let s = Schedule::cron(
+            "daily_finra",
+            "finra.otc_transparency.ingest_week",
+            "0 6 * * 1-5",
+        )?
+        .with_timezone("America/New_York")?;
+        assert_eq!(s.schedule_type(), ScheduleType::Cron);
+        assert_eq!(s.max_instances(), 1);
+        assert_eq!(s.misfire_grace(), Duration::from_secs(60));
+        assert!(s.enabled() && s.coalesce());
+        let next = s.next_fire_after(at("2027-03-12T00:00:00Z"));
+        assert_eq!(next, Some(at("2027-03-12T11:00:00Z")));
+        Ok(())
+    }
+
+    #[test]
+    fn interval_ticks_are_absolute() -> Result<(), ValidationError> {
+        let s = Schedule::interval("every_90s", "p", Duration::from_secs(90))?
+            .with_start_at(at("2027-01-01T00:00:10Z"))?;
+        assert_eq!(
+            s.upcoming(at("2027-01-01T00:00:00Z"), 3),
+            [
+                at("2027-01-01T00:00:10Z"),
+                at("2027-01-01T00:01:40Z"),
+                at("2027-01-01T00:03:10Z")
+            ]
+        );
+        // From any instant, the same grid: replicas agree whatever their start.
+        assert_eq!(
+            s.next_fire_after(at("2027-01-01T00:01:40Z")),
+            Some(at("2027-01-01T00:03:10Z"))
+        );
+        assert_eq!(
+            s.next_fire_after(at("2027-01-01T00:01:39.999Z")),
+            Some(at("2027-01-01T00:01:40Z"))
+        );
+        // Default anchor is the epoch: a 15-minute interval fires on the quarter hour.
+        let q = Schedule::interval("q", "p", Duration::from_secs(900))?;
+        assert_eq!(
+            q.next_fire_after(at("2027-05-05T10:07:00Z")),
+            Some(at("2027-05-05T10:15:00Z"))
+        );
+        // Real time, not wall time: a 1h interval crosses DST at even spacing.
+        let h = Schedule::interval("h", "p", Duration::from_secs(3600))?
+            .with_timezone("America/New_York")?;
+        let ticks = h.upcoming(at("2027-11-07T04:30:00Z"), 4);
+        for pair in ticks.windows(2) {
+            assert_eq!((pair[1] - pair[0]).num_seconds(), 3600);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn once_fires_once() -> Result<(), ValidationError> {
+        let s = Schedule::once("one", "p", at("2027-06-01T12:00:00Z"))?;
+        assert_eq!(
+            s.upcoming(at("2027-01-01T00:00:00Z"), 5),
+            [at("2027-06-01T12:00:00Z")]
+        );
+        assert_eq!(s.next_fire_after(at("2027-06-01T12:00:00Z")), None);
+        Ok(())
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("finra_otc_t1").is_ok());
+        assert!(validate_name("a.b-c_9").is_ok());
+        for bad in [
+            "",
+            "-lead",
+            "has space",
+            "semi;colon",
+            "ü",
+            &"x".repeat(129),
+        ] {
+            let err = validate_name(bad).expect_err(bad);
+            assert_eq!(err.field, "name");
+        }
+        assert!(validate_name(&"x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn policies_are_range_checked() -> Result<(), ValidationError> {
+        let s = Schedule::cron("n", "p", "* * * * *")?;
+        assert_eq!(
+            s.clone()
+                .with_max_instances(0)
+                .map(|_| ())
+                .map_err(|e| e.field),
+            Err("max_instances".into())
+        );
+        assert!(s.clone().with_timeout(Some(Duration::ZERO)).is_err());
+        assert!(s
+            .clone()
+            .with_misfire_grace(Duration::from_secs(8 * 86400))
+            .is_err());
+        assert!(s.clone().with_timezone("Mars/Olympus").is_err());
+        assert!(Schedule::interval("n", "p", Duration::ZERO).is_err());
+        assert!(s.with_start_at(DateTime::UNIX_EPOCH).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! The schedules file: the seed's `config/schedules.yaml` format.
+//!
+//! ```yaml
+//! schedules:
+//!   - name: finra_otc_t1
+//!     pipeline: finra.otc_transparency.ingest_week
+//!     cron: "0 6 * * 1-5"
+//!     timezone: America/New_York
+//!     params:
+//!       tier: T1
+//! ```
+//!
+//! Every item is checked on its own (see [`crate::schedule::spec`] for the
+//! keys), and duplicate names are reported; a file is valid only when every
+//! item is.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::schedule::spec::{parse_schedule, ParsedSchedule};
+use crate::schedule::ValidationError;
+
+/// Why a schedules file could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not YAML of the expected shape.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The path given.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+}
+
+/// One problem in a schedules file, located by schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    /// The schedule's name, or `#N` (1-based) when it has none.
+    pub schedule: String,
+    /// The line where the schedule's item starts.
+    pub line: usize,
+    /// The field and what is wrong with it.
+    pub error: ValidationError,
+}
+
+impl std::fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "schedule {} (line {}): {}",
+            self.schedule, self.line, self.error
+        )
+    }
+}
+
+/// A checked schedules file.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleFile {
+    /// The valid schedules, in file order.
+    pub schedules: Vec<ParsedSchedule>,
+    /// Every problem found; the file may only be applied when this is empty.
+    pub problems: Vec<FileProblem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    schedules: Vec<serde_saphyr::Spanned<Value>>,
+}
+
+/// Reads and checks a schedules file.
+pub fn load(path: &Path) -> Result<ScheduleFile, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text).map_err(|message| FileError::Syntax {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// Checks the text of a schedules file. `Err` carries a YAML or shape error.
+pub fn parse(text: &str) -> Result<ScheduleFile, String> {
+    if text.trim().is_empty() {
+        return Ok(ScheduleFile::default());
+    }
+    let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    let mut file = ScheduleFile::default();
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, item) in raw.schedules.iter().enumerate() {
+        let line = item.referenced.line() as usize;
+        let label = item
+            .value
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("#{}", i + 1));
+        let mut problem = |error: ValidationError| {
+            file.problems.push(FileProblem {
+                schedule: label.clone(),
+                line,
+                error,
+            })
+        };
+        if let Some((_, first_line)) = seen.iter().find(|(n, _)| *n == label) {
+            problem(ValidationError::new(
+                "name",
+                format!("duplicate name; already defined at line {first_line}"),
+            ));
+            continue;
+        }
+        seen.push((label.clone(), line));
+        match parse_schedule(&item.value) {
+            Ok(parsed) => file.schedules.push(parsed),
+            Err(errors) => errors.0.into_iter().for_each(&mut problem),
+        }
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../examples/schedules.yaml");
+
+    #[test]
+    fn the_seed_example_is_valid() -> Result<(), String> {
+        let f = parse(SEED)?;
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
+        let names: Vec<&str> = f.schedules.iter().map(|p| p.schedule.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "finra_otc_t1",
+                "finra_otc_t2",
+                "price_updates",
+                "daily_cleanup",
+                "weekly_report"
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn every_problem_is_named() -> Result<(), String> {
+        let f = parse(
+            "schedules:\n  - name: a\n    pipeline: p\n    cron: \"0 6 * * 9\"\n  - name: b\n    pipeline: p\n    cron: \"@daily\"\n    timezone: Mars/Base\n  - name: a\n    pipeline: p\n    cron: \"@hourly\"\n",
+        )?;
+        let got: Vec<String> = f.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with("schedule a (line 2): cron: invalid day-of-week field"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("schedule b (line 5): timezone:"),
+            "{got:?}"
+        );
+        assert!(
+            got[2].starts_with("schedule a (line 9): name: duplicate"),
+            "{got:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn shape_errors_are_reported() {
+        assert!(parse("jobs: []\n").is_err());
+        assert!(parse("schedules: [\n").is_err());
+        assert!(parse("schedules: 3\n").is_err());
+        assert!(matches!(parse(""), Ok(f) if f.schedules.is_empty()));
+    }
+}

@@ -4,7 +4,8 @@
 //! they race to claim it in the run ledger, and exactly one wins. See
 //! `ARCHITECTURE.md` for the map of modules and `README.md` for operating it.
 
-//pub mod pg_cluster;
+pub mod apply;
+pub mod pg_cluster;
 pub mod schedule;
 pub mod schedule_file;
-//pub mod store;
+pub mod store;

@@ -160,7 +160,11 @@ impl CronExpr {
                     field,
                     token: token.text.to_string(),
                     column: token.column,
-                    reason: describe_croner_error(&e),
+                    reason: format!(
+                        "{} (allowed: {})",
+                        describe_croner_error(&e),
+                        allowed(field)
+                    ),
                 })?;
         }
         let dom_and_dow = fields[3].starts_with('*') || fields[5].starts_with('*');
@@ -384,10 +388,22 @@ fn check_letters(field: &str, token: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn allowed(field: &str) -> &'static str {
+    match field {
+        "second" | "minute" => "0-59, lists, ranges, */steps",
+        "hour" => "0-23, lists, ranges, */steps",
+        "day-of-month" => "1-31, L, W, lists, ranges, */steps",
+        "month" => "1-12 or JAN-DEC, lists, ranges, */steps",
+        _ => "0-7 (0 and 7 are Sunday) or SUN-SAT, lists, ranges, */steps",
+    }
+}
+
 fn describe_croner_error(e: &croner::errors::CronError) -> String {
     use croner::errors::CronError as E;
     match e {
-        E::ComponentError(msg) | E::InvalidPattern(msg) | E::IllegalCharacters(msg) => msg.clone(),
+        E::ComponentError(msg) | E::InvalidPattern(msg) | E::IllegalCharacters(msg) => {
+            msg.trim_end_matches('.').to_lowercase()
+        }
         other => other.to_string(),
     }
 }

@@ -315,6 +315,33 @@ impl Schedule {
         self.description.as_deref()
     }
 
+    /// The names of the fields in which `other` differs from `self`, in the
+    /// vocabulary of files and the API (used to show what an apply changes).
+    pub fn differences(&self, other: &Schedule) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |field: &'static str, same: bool| {
+            if !same {
+                out.push(field);
+            }
+        };
+        check("name", self.name == other.name);
+        check("pipeline", self.pipeline == other.pipeline);
+        check("trigger", self.trigger == other.trigger);
+        check("timezone", self.timezone == other.timezone);
+        check("params", self.params == other.params);
+        check("enabled", self.enabled == other.enabled);
+        check("max_instances", self.max_instances == other.max_instances);
+        check(
+            "misfire_grace_time",
+            self.misfire_grace == other.misfire_grace,
+        );
+        check("coalesce", self.coalesce == other.coalesce);
+        check("timeout", self.timeout == other.timeout);
+        check("retry", self.retry == other.retry);
+        check("description", self.description == other.description);
+        out
+    }
+
     /// The first tick strictly after `after`, or `None` when there is none
     /// (a one-time schedule that has passed).
     pub fn next_fire_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {

@@ -1,0 +1,52 @@
+//! Opening connections and pools.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::StoreError;
+
+/// Parses a `postgres://` URL (or key=value string) and applies our defaults:
+/// an application name and a connect timeout, unless the URL sets them.
+pub fn config(url: &str) -> Result<Config, StoreError> {
+    let mut config: Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+    if config.get_application_name().is_none() {
+        config.application_name("spine-scheduler");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    Ok(config)
+}
+
+/// One dedicated connection (for one-shot commands and the leader's lock).
+/// The connection's I/O runs on a spawned task; it ends when the client drops.
+pub async fn connect(url: &str) -> Result<Client, StoreError> {
+    let (client, connection) = config(url)?.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "database connection closed with an error");
+        }
+    });
+    Ok(client)
+}
+
+/// A connection pool of at most `size` connections.
+pub fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config(url)?,
+        NoTls,
+        ManagerConfig {
+            // Verified: a broken connection is noticed before it is handed out.
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}

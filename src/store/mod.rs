@@ -1,0 +1,68 @@
+//! Everything that talks to PostgreSQL. SQL lives here, as constants you can
+//! paste into `psql`; the rest of the crate sees typed functions.
+//!
+//! Functions take `&impl GenericClient` (a client, a pooled connection or a
+//! transaction) unless they need a transaction of their own, in which case
+//! they take `&mut Client` and open it themselves.
+
+mod connect;
+pub mod locks;
+pub mod migrate;
+pub mod runs;
+pub mod schedules;
+
+pub use connect::{connect, pool};
+
+use crate::schedule::ValidationErrors;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or a statement failed.
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// No connection could be taken from the pool.
+    #[error("database pool: {0}")]
+    Pool(String),
+    /// The connection string is malformed.
+    #[error("invalid database URL: {0}")]
+    Config(String),
+    /// A schedule with this name already exists.
+    #[error("schedule {0:?} already exists")]
+    AlreadyExists(String),
+    /// No schedule with this name.
+    #[error("schedule {0:?} not found")]
+    NotFound(String),
+    /// The caller's version is stale: someone else changed the schedule first.
+    #[error(
+        "schedule {name:?} is at version {current}, not {expected}: it was changed concurrently"
+    )]
+    VersionConflict {
+        /// The schedule.
+        name: String,
+        /// The version the caller read.
+        expected: i64,
+        /// The version now stored.
+        current: i64,
+    },
+    /// A stored row no longer passes validation (edited by hand, or by a newer version).
+    #[error("stored schedule {name:?} is invalid: {errors}")]
+    InvalidRow {
+        /// The schedule.
+        name: String,
+        /// What is wrong.
+        errors: ValidationErrors,
+    },
+    /// The database has migrations this binary does not know, or a known one was edited.
+    #[error("schema mismatch: {0}")]
+    Schema(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(db) => StoreError::Db(db),
+            other => StoreError::Pool(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The run ledger, `scheduler_runs`: one row per (schedule, tick, attempt).
+//!
+//! Rows are created by the claim (status `running`), by the API's run-now
+//! (`pending`, trigger `manual`) and by the leader's sweeps (`missed`,
+//! `abandoned`, retries). Final updates are compare-and-set on
+//! `status = 'running' AND node_id = me`, so a replica the reaper declared
+//! dead cannot overwrite the verdict.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use super::StoreError;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The text stored in the database and shown in the API.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?}; expected one of: {}",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a run is in its life.
+    RunStatus {
+        /// Created, waiting to start (a manual run, or a retry before its backoff ends).
+        Pending = "pending",
+        /// Claimed by a replica and executing.
+        Running = "running",
+        /// The pipeline succeeded.
+        Completed = "completed",
+        /// The pipeline failed or timed out.
+        Failed = "failed",
+        /// Not run: `max_instances` runs were already running.
+        Skipped = "skipped",
+        /// Not run: it could not start within the misfire grace.
+        Missed = "missed",
+        /// Its replica died while running it.
+        Abandoned = "abandoned",
+    }
+}
+
+string_enum! {
+    /// Why a run exists.
+    RunTrigger {
+        /// A due tick of the schedule.
+        Schedule = "schedule",
+        /// Asked for through the API or CLI.
+        Manual = "manual",
+        /// A retry of a failed or abandoned attempt.
+        Retry = "retry",
+        /// The one run standing for a coalesced backlog.
+        Catchup = "catchup",
+    }
+}
+
+impl RunStatus {
+    /// Whether the run has reached its final state.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Pending | RunStatus::Running)
+    }
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// Time-ordered id (UUIDv7).
+    pub run_id: Uuid,
+    /// The schedule it belongs to.
+    pub schedule_name: String,
+    /// The pipeline it runs.
+    pub pipeline: String,
+    /// Why it exists.
+    pub trigger: RunTrigger,
+    /// The tick (for manual runs, when it was asked for).
+    pub scheduled_at: DateTime<Utc>,
+    /// 1 for the first attempt, then 2, 3, … for retries.
+    pub attempt: i32,
+    /// The replica that claimed it (or recorded it).
+    pub node_id: Option<Uuid>,
+    /// Where it is.
+    pub status: RunStatus,
+    /// When the row was written.
+    pub claimed_at: DateTime<Utc>,
+    /// Earliest start of a pending retry.
+    pub not_before: Option<DateTime<Utc>>,
+    /// When the pipeline started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Why it failed, was skipped or missed.
+    pub error: Option<String>,
+    /// What the pipeline returned.
+    pub result: Option<Value>,
+}
+
+const COLUMNS: &str = "run_id, schedule_name, pipeline, trigger, scheduled_at, attempt, node_id, \
+    status, claimed_at, not_before, started_at, completed_at, error, result";
+
+fn from_row(row: &Row) -> Result<Run, StoreError> {
+    let status: String = row.try_get("status")?;
+    let trigger: String = row.try_get("trigger")?;
+    let bad = |what: String| StoreError::Schema(format!("scheduler_runs: {what}"));
+    Ok(Run {
+        run_id: row.try_get("run_id")?,
+        schedule_name: row.try_get("schedule_name")?,
+        pipeline: row.try_get("pipeline")?,
+        trigger: trigger.parse().map_err(bad)?,
+        scheduled_at: row.try_get("scheduled_at")?,
+        attempt: row.try_get("attempt")?,
+        node_id: row.try_get("node_id")?,
+        status: status.parse().map_err(bad)?,
+        claimed_at: row.try_get("claimed_at")?,
+        not_before: row.try_get("not_before")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+        error: row.try_get("error")?,
+        result: row.try_get("result")?,
+    })
+}
+
+/// Reads one run.
+pub async fn get(client: &impl GenericClient, run_id: Uuid) -> Result<Option<Run>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM scheduler_runs WHERE run_id = $1");
+    match client.query_opt(&sql, &[&run_id]).await? {
+        Some(row) => from_row(&row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Records a run-now request: a `pending` manual run that a replica will pick up.
+pub async fn insert_manual(
+    client: &impl GenericClient,
+    schedule_name: &str,
+    pipeline: &str,
+) -> Result<Run, StoreError> {
+    let sql = format!(
+        "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status) \
+         VALUES ($1, $2, $3, 'manual', now(), 'pending') RETURNING {COLUMNS}"
+    );
+    let row = client
+        .query_one(&sql, &[&Uuid::now_v7(), &schedule_name, &pipeline])
+        .await?;
+    from_row(&row)
+}
+
+/// Moves a run this node holds from `running` to a final status. Returns
+/// false when the row is no longer ours to finish (the reaper marked it
+/// `abandoned` because our heartbeat lapsed): the caller must not retry.
+pub async fn finish(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    node_id: Uuid,
+    status: RunStatus,
+    error: Option<&str>,
+    result: Option<&Value>,
+) -> Result<bool, StoreError> {
+    let n = client
+        .execute(
+            "UPDATE scheduler_runs \
+             SET status = $3, completed_at = now(), error = $4, result = $5 \
+             WHERE run_id = $1 AND node_id = $2 AND status = 'running'",
+            &[&run_id, &node_id, &status.as_str(), &error, &result],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Filters for [`list`]; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this schedule's runs.
+    pub schedule_name: Option<String>,
+    /// Only runs in one of these states.
+    pub statuses: Vec<RunStatus>,
+    /// Only runs with this trigger.
+    pub trigger: Option<RunTrigger>,
+    /// Only ticks at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only ticks before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// Cursor: only runs older than this (scheduled_at, run_id), as returned in `next`.
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunPage {
+    /// The runs.
+    pub runs: Vec<Run>,
+    /// The cursor for the next (older) page, when this one was full.
+    pub next: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// Run history, newest tick first, keyset-paginated on (scheduled_at, run_id).
+pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<RunPage, StoreError> {
+    let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+    let statuses: Option<Vec<&str>> =
+        (!filter.statuses.is_empty()).then(|| filter.statuses.iter().map(|s| s.as_str()).collect());
+    let (before_at, before_id) = match filter.before {
+        Some((t, id)) => (Some(t), Some(id)),
+        None => (None, None),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM scheduler_runs \
+         WHERE ($1::text IS NULL OR schedule_name = $1) \
+           AND ($2::text[] IS NULL OR status = ANY($2)) \
+           AND ($3::text IS NULL OR trigger = $3) \
+           AND ($4::timestamptz IS NULL OR scheduled_at >= $4) \
+           AND ($5::timestamptz IS NULL OR scheduled_at < $5) \
+           AND ($6::timestamptz IS NULL OR (scheduled_at, run_id) < ($6, $7::uuid)) \
+         ORDER BY scheduled_at DESC, run_id DESC LIMIT $8"
+    );
+    let trigger = filter.trigger.map(RunTrigger::as_str);
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &filter.schedule_name,
+                &statuses,
+                &trigger,
+                &filter.since,
+                &filter.until,
+                &before_at,
+                &before_id,
+                &limit,
+            ],
+        )
+        .await?;
+    let runs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = (runs.len() as i64 == limit)
+        .then(|| runs.last().map(|r| (r.scheduled_at, r.run_id)))
+        .flatten();
+    Ok(RunPage { runs, next })
+}

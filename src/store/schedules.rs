@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::StoreError;
@@ -95,31 +96,7 @@ pub async fn insert(
     schedule: &Schedule,
 ) -> Result<StoredSchedule, StoreError> {
     let cols = Columns::of(schedule);
-    let n = client
-        .execute(
-            INSERT,
-            &[
-                &cols.name,
-                &cols.pipeline,
-                &cols.schedule_type,
-                &cols.cron_expression,
-                &cols.interval_seconds,
-                &cols.start_at,
-                &cols.run_at,
-                &cols.timezone,
-                &cols.params,
-                &cols.enabled,
-                &cols.max_instances,
-                &cols.misfire_grace_time,
-                &cols.coalesce,
-                &cols.timeout_seconds,
-                &cols.retry_max_attempts,
-                &cols.retry_backoff_seconds,
-                &cols.retry_backoff_max_seconds,
-                &cols.description,
-            ],
-        )
-        .await?;
+    let n = client.execute(INSERT, &cols.params()).await?;
     if n == 0 {
         return Err(StoreError::AlreadyExists(cols.name));
     }
@@ -135,30 +112,7 @@ pub async fn update(
 ) -> Result<StoredSchedule, StoreError> {
     let cols = Columns::of(schedule);
     let n = client
-        .execute(
-            UPDATE,
-            &[
-                &cols.name,
-                &cols.pipeline,
-                &cols.schedule_type,
-                &cols.cron_expression,
-                &cols.interval_seconds,
-                &cols.start_at,
-                &cols.run_at,
-                &cols.timezone,
-                &cols.params,
-                &cols.enabled,
-                &cols.max_instances,
-                &cols.misfire_grace_time,
-                &cols.coalesce,
-                &cols.timeout_seconds,
-                &cols.retry_max_attempts,
-                &cols.retry_backoff_seconds,
-                &cols.retry_backoff_max_seconds,
-                &cols.description,
-                &expected_version,
-            ],
-        )
+        .execute(UPDATE, &[&cols.params()[..], &[&expected_version]].concat())
         .await?;
     if n == 0 {
         return Err(miss(client, schedule.name(), expected_version).await);
@@ -308,6 +262,30 @@ fn secs_i32(d: std::time::Duration) -> i32 {
 }
 
 impl Columns {
+    /// `$1`..`$18` of INSERT and UPDATE, in column order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 18] {
+        [
+            &self.name,
+            &self.pipeline,
+            &self.schedule_type,
+            &self.cron_expression,
+            &self.interval_seconds,
+            &self.start_at,
+            &self.run_at,
+            &self.timezone,
+            &self.params,
+            &self.enabled,
+            &self.max_instances,
+            &self.misfire_grace_time,
+            &self.coalesce,
+            &self.timeout_seconds,
+            &self.retry_max_attempts,
+            &self.retry_backoff_seconds,
+            &self.retry_backoff_max_seconds,
+            &self.description,
+        ]
+    }
+
     fn of(s: &Schedule) -> Self {
         let (cron_expression, interval_seconds, start_at, run_at) = match s.trigger() {
             Trigger::Cron(expr) => (Some(expr.as_str().to_string()), None, None, None),

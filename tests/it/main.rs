@@ -1,0 +1,10 @@
+//! Integration tests: one binary, one module per area, all against a real
+//! PostgreSQL (see `harness`).
+
+mod apply;
+mod cli;
+mod harness;
+mod migrate;
+mod pg_cluster;
+mod runs;
+mod schedules;

@@ -1,0 +1,72 @@
+use spine_scheduler::store::migrate::{is_current, migrate, MIGRATIONS};
+use spine_scheduler::store::StoreError;
+
+use crate::harness::{binary, TestDb};
+
+const TABLES: &str = "SELECT count(*) FROM pg_tables WHERE tablename IN \
+    ('scheduler_schedules', 'scheduler_runs', 'scheduler_nodes', 'scheduler_migrations')";
+
+#[tokio::test]
+async fn migrate_twice_is_a_no_op() {
+    let db = TestDb::new().await;
+    let mut c = db.client().await;
+    assert!(!is_current(&c).await.expect("is_current"));
+    let first = migrate(&mut c).await.expect("first");
+    assert_eq!(first.applied, [1]);
+    let second = migrate(&mut c).await.expect("second");
+    assert!(second.applied.is_empty());
+    assert_eq!(second.already_applied, [1]);
+    assert!(is_current(&c).await.expect("is_current"));
+    let n: i64 = c.query_one(TABLES, &[]).await.expect("tables").get(0);
+    assert_eq!(n, 4);
+}
+
+#[tokio::test]
+async fn three_processes_migrating_at_once_leave_one_schema() {
+    let db = TestDb::new().await;
+    // Spawned back to back so the three race for the lock.
+    let children: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new(binary())
+                .arg("migrate")
+                .env("DATABASE_URL", &db.url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn migrate")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait for migrate");
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let c = db.client().await;
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM scheduler_migrations", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, MIGRATIONS.len() as i64);
+    let n: i64 = c.query_one(TABLES, &[]).await.expect("tables").get(0);
+    assert_eq!(n, 4);
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    c.execute(
+        "UPDATE scheduler_migrations SET checksum = 'edited' WHERE version = 1",
+        &[],
+    )
+    .await
+    .expect("tamper");
+    match migrate(&mut c).await {
+        Err(StoreError::Schema(msg)) => assert!(msg.contains("migration 1"), "{msg}"),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+}

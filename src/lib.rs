@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod pg_cluster;
+pub mod pipeline;
 pub mod schedule;
 pub mod schedule_file;
 pub mod store;

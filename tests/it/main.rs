@@ -6,5 +6,6 @@ mod cli;
 mod harness;
 mod migrate;
 mod pg_cluster;
+mod pipelines;
 mod runs;
 mod schedules;

@@ -5,8 +5,12 @@
 //! `ARCHITECTURE.md` for the map of modules and `README.md` for operating it.
 
 pub mod apply;
+pub mod engine;
 pub mod pg_cluster;
 pub mod pipeline;
 pub mod schedule;
 pub mod schedule_file;
 pub mod store;
+
+/// This build's version, as recorded in `scheduler_nodes`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

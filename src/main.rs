@@ -1,13 +1,16 @@
 //! The `spine-scheduler` command line. Errors become messages here, at the edge.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use spine_scheduler::apply::{self, ApplyOptions};
+use spine_scheduler::engine::{EngineConfig, Scheduler};
+use spine_scheduler::pipeline::{self, Registry};
 use spine_scheduler::schedule::{parse_timezone, CronExpr};
 use spine_scheduler::schedule_file;
 use spine_scheduler::store;
@@ -17,12 +20,23 @@ use spine_scheduler::store;
 #[derive(Parser)]
 #[command(name = "spine-scheduler", version, about, long_about = None)]
 struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, global = true, env = "SPINE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run a replica: claim and fire due ticks until SIGTERM/SIGINT.
+    Serve(Box<ServeArgs>),
     /// Print the next fire times of a cron expression, in its zone and in UTC.
     Next {
         /// A crontab expression: 5 fields, 6 with leading seconds, or @daily etc.
@@ -47,6 +61,9 @@ enum Command {
         /// The schedules file (YAML).
         #[arg(short, long)]
         file: PathBuf,
+        /// Also check that every schedule names a pipeline defined in this pipelines file.
+        #[arg(long, env = "SPINE_PIPELINES_FILE")]
+        pipelines: Option<PathBuf>,
     },
     /// Sync a schedules file into the database in one transaction.
     Apply {
@@ -59,9 +76,51 @@ enum Command {
         /// Print the plan and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Refuse schedules whose pipeline this pipelines file does not define.
+        #[arg(long, env = "SPINE_PIPELINES_FILE")]
+        pipelines: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Pipelines file (YAML) defining the http/command/log pipelines this replica can run.
+    #[arg(long, env = "SPINE_PIPELINES_FILE")]
+    pipelines: Option<PathBuf>,
+    /// Schedules file applied at start (as `apply` does; replicas starting together queue up).
+    #[arg(long, env = "SPINE_SCHEDULES_FILE")]
+    schedules: Option<PathBuf>,
+    /// With --schedules: delete schedules the file does not name.
+    #[arg(long, env = "SPINE_SCHEDULES_PRUNE")]
+    prune_schedules: bool,
+    /// Name recorded for this replica (default: $HOSTNAME).
+    #[arg(long, env = "SPINE_NODE_NAME")]
+    node_name: Option<String>,
+    /// Pooled database connections.
+    #[arg(long, env = "SPINE_POOL_SIZE", default_value_t = 8)]
+    pool_size: usize,
+    /// Runs executing at once on this replica.
+    #[arg(long, env = "SPINE_MAX_CONCURRENT_RUNS", default_value_t = 64)]
+    max_concurrent_runs: usize,
+    /// Most ticks claimed in one transaction.
+    #[arg(long, env = "SPINE_CLAIM_BATCH_SIZE", default_value_t = 1000)]
+    claim_batch_size: usize,
+    /// Full reload of the schedules, the safety net under LISTEN/NOTIFY.
+    #[arg(long, env = "SPINE_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    resync_interval: Duration,
+    /// How often this replica records that it is alive.
+    #[arg(long, env = "SPINE_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// How often run-now requests and due retries are looked for without a NOTIFY.
+    #[arg(long, env = "SPINE_PENDING_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pending_poll_interval: Duration,
+    /// How long in-flight runs may finish after SIGTERM before they are recorded abandoned.
+    #[arg(long, env = "SPINE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
 }
 
 #[derive(clap::Args)]
@@ -78,14 +137,8 @@ struct DbArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.command, Command::Serve(_)));
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
@@ -95,8 +148,24 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `RUST_LOG` wins; otherwise `info` for `serve` and `warn` for one-shot commands.
+fn init_logging(format: LogFormat, serving: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if serving { "info" } else { "warn" })
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        // Span fields (run_id, schedule, …) ride on every line of a run.
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}
+
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Serve(args) => serve(*args).await,
         Command::Next {
             expression,
             tz,
@@ -118,8 +187,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { file } => {
-            let checked = schedule_file::load(&file)?;
+        Command::Validate { file, pipelines } => {
+            let mut checked = schedule_file::load(&file)?;
+            if let Some(path) = pipelines {
+                let registry = load_pipelines(&path)?;
+                check_pipelines(&mut checked, &registry, &path);
+            }
             for p in &checked.problems {
                 println!("{}: {p}", file.display());
             }
@@ -139,9 +212,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             file,
             prune,
             dry_run,
+            pipelines,
             db,
         } => {
-            let checked = schedule_file::load(&file)?;
+            let mut checked = schedule_file::load(&file)?;
+            if let Some(path) = pipelines {
+                let registry = load_pipelines(&path)?;
+                check_pipelines(&mut checked, &registry, &path);
+            }
             if !checked.problems.is_empty() {
                 for p in &checked.problems {
                     eprintln!("{}: {p}", file.display());
@@ -195,4 +273,101 @@ fn next(expression: &str, tz: &str, count: u16, from: Option<&str>) -> anyhow::R
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn load_pipelines(path: &Path) -> anyhow::Result<Registry> {
+    pipeline::config::load(path).with_context(|| format!("pipelines file {}", path.display()))
+}
+
+/// Adds a problem for every schedule whose pipeline the registry lacks.
+fn check_pipelines(file: &mut schedule_file::ScheduleFile, registry: &Registry, path: &Path) {
+    let missing = schedule_file::unknown_pipelines(file, |name| registry.contains(name));
+    for mut problem in missing {
+        problem.error.message = format!("{} ({})", problem.error.message, path.display());
+        file.problems.push(problem);
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let registry = match &args.pipelines {
+        Some(path) => load_pipelines(path)?,
+        None => Registry::new(),
+    };
+    if registry.names().next().is_none() {
+        tracing::warn!(
+            "no pipelines defined (--pipelines / SPINE_PIPELINES_FILE): every run will fail"
+        );
+    }
+    if let Some(path) = &args.schedules {
+        let mut checked = schedule_file::load(path)?;
+        check_pipelines(&mut checked, &registry, path);
+        if !checked.problems.is_empty() {
+            for p in &checked.problems {
+                eprintln!("{}: {p}", path.display());
+            }
+            anyhow::bail!(
+                "{} problem(s) in {}; not starting",
+                checked.problems.len(),
+                path.display()
+            );
+        }
+        let mut client = store::connect(&args.db.database_url).await?;
+        store::migrate::migrate(&mut client)
+            .await
+            .context("bringing the schema up to date")?;
+        let plan = apply::apply(
+            &mut client,
+            &checked.schedules,
+            ApplyOptions {
+                prune: args.prune_schedules,
+                dry_run: false,
+            },
+        )
+        .await
+        .with_context(|| format!("applying {}", path.display()))?;
+        tracing::info!(file = %path.display(), changes = plan.changes.len(), unchanged = plan.unchanged.len(), "schedules file applied");
+    }
+    let defaults = EngineConfig::default();
+    let config = EngineConfig {
+        node_name: args.node_name.unwrap_or(defaults.node_name),
+        pool_size: args.pool_size,
+        max_concurrent_runs: args.max_concurrent_runs,
+        claim_batch_size: args.claim_batch_size,
+        resync_interval: args.resync_interval,
+        heartbeat_interval: args.heartbeat_interval,
+        pending_poll_interval: args.pending_poll_interval,
+        shutdown_grace: args.shutdown_grace,
+        ..defaults
+    };
+    let scheduler = Scheduler::builder(&args.db.database_url)
+        .pipelines(registry)?
+        .config(config)
+        .build()?;
+    scheduler.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGTERM or SIGINT; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received: draining (send it again to exit at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("second signal: exiting immediately");
+        std::process::exit(130);
+    });
 }

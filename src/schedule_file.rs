@@ -69,6 +69,8 @@ impl std::fmt::Display for FileProblem {
 pub struct ScheduleFile {
     /// The valid schedules, in file order.
     pub schedules: Vec<ParsedSchedule>,
+    /// The line each of `schedules` starts on (same order).
+    pub lines: Vec<usize>,
     /// Every problem found; the file may only be applied when this is empty.
     pub problems: Vec<FileProblem>,
 }
@@ -124,11 +126,37 @@ pub fn parse(text: &str) -> Result<ScheduleFile, String> {
         }
         seen.push((label.clone(), line));
         match parse_schedule(&item.value) {
-            Ok(parsed) => file.schedules.push(parsed),
+            Ok(parsed) => {
+                file.schedules.push(parsed);
+                file.lines.push(line);
+            }
             Err(errors) => errors.0.into_iter().for_each(&mut problem),
         }
     }
     Ok(file)
+}
+
+/// One problem for every schedule whose pipeline `is_defined` rejects.
+pub fn unknown_pipelines(
+    file: &ScheduleFile,
+    is_defined: impl Fn(&str) -> bool,
+) -> Vec<FileProblem> {
+    file.schedules
+        .iter()
+        .zip(&file.lines)
+        .filter(|(p, _)| !is_defined(p.schedule.pipeline()))
+        .map(|(p, line)| FileProblem {
+            schedule: p.schedule.name().to_string(),
+            line: *line,
+            error: ValidationError::new(
+                "pipeline",
+                format!(
+                    "unknown pipeline {:?}: not defined in the pipelines file",
+                    p.schedule.pipeline()
+                ),
+            ),
+        })
+        .collect()
 }
 
 #[cfg(test)]

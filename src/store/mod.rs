@@ -5,9 +5,12 @@
 //! transaction) unless they need a transaction of their own, in which case
 //! they take `&mut Client` and open it themselves.
 
+pub mod claims;
 mod connect;
+pub mod listen;
 pub mod locks;
 pub mod migrate;
+pub mod nodes;
 pub mod runs;
 pub mod schedules;
 

@@ -125,6 +125,9 @@ pub struct Run {
     pub result: Option<Value>,
 }
 
+/// NOTIFY channel announcing runs waiting to be picked up.
+pub const RUNS_CHANNEL: &str = "spine_runs";
+
 const COLUMNS: &str = "run_id, schedule_name, pipeline, trigger, scheduled_at, attempt, node_id, \
     status, claimed_at, not_before, started_at, completed_at, error, result";
 
@@ -165,9 +168,12 @@ pub async fn insert_manual(
     schedule_name: &str,
     pipeline: &str,
 ) -> Result<Run, StoreError> {
+    // The NOTIFY wakes an idle replica at once instead of at its next poll.
     let sql = format!(
-        "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status) \
-         VALUES ($1, $2, $3, 'manual', now(), 'pending') RETURNING {COLUMNS}"
+        "WITH ins AS ( \
+             INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status) \
+             VALUES ($1, $2, $3, 'manual', now(), 'pending') RETURNING {COLUMNS}) \
+         SELECT ins.*, pg_notify('{RUNS_CHANNEL}', ins.run_id::text) FROM ins"
     );
     let row = client
         .query_one(&sql, &[&Uuid::now_v7(), &schedule_name, &pipeline])
@@ -265,4 +271,66 @@ pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<Run
         .then(|| runs.last().map(|r| (r.scheduled_at, r.run_id)))
         .flatten();
     Ok(RunPage { runs, next })
+}
+
+/// Takes up to `limit` pending runs whose time has come (manual runs, and
+/// retries past their backoff) and marks them `running` on this node.
+/// `SKIP LOCKED` lets replicas take disjoint sets without waiting.
+pub async fn take_pending(
+    client: &impl GenericClient,
+    node_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Run>, StoreError> {
+    let sql = format!(
+        "UPDATE scheduler_runs SET status = 'running', node_id = $1, started_at = now() \
+         WHERE run_id IN ( \
+             SELECT run_id FROM scheduler_runs \
+             WHERE status = 'pending' AND (not_before IS NULL OR not_before <= now()) \
+             ORDER BY scheduled_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING {COLUMNS}"
+    );
+    let rows = client.query(&sql, &[&node_id, &limit]).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// A run's final state, for [`finish_batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The run.
+    pub run_id: Uuid,
+    /// `completed` or `failed` (or `abandoned` at shutdown).
+    pub status: RunStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// What the pipeline returned.
+    pub result: Option<Value>,
+}
+
+const FINISH_BATCH: &str = "\
+UPDATE scheduler_runs r
+SET status = u.status, completed_at = now(), error = u.error, result = u.result
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) AS u(run_id, status, error, result)
+WHERE r.run_id = u.run_id AND r.node_id = $5 AND r.status = 'running'
+RETURNING r.run_id";
+
+/// Finishes many runs in one statement, each compare-and-set as in
+/// [`finish`]. Returns the ids that were no longer ours to finish.
+pub async fn finish_batch(
+    client: &impl deadpool_postgres::GenericClient,
+    node_id: Uuid,
+    completions: &[Completion],
+) -> Result<Vec<Uuid>, StoreError> {
+    if completions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = completions.iter().map(|c| c.run_id).collect();
+    let statuses: Vec<&str> = completions.iter().map(|c| c.status.as_str()).collect();
+    let errors: Vec<Option<&str>> = completions.iter().map(|c| c.error.as_deref()).collect();
+    let results: Vec<Option<&Value>> = completions.iter().map(|c| c.result.as_ref()).collect();
+    let stmt = client.prepare_cached(FINISH_BATCH).await?;
+    let rows = client
+        .query(&stmt, &[&ids, &statuses, &errors, &results, &node_id])
+        .await?;
+    let done: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(ids.into_iter().filter(|id| !done.contains(id)).collect())
 }

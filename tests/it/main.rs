@@ -3,9 +3,11 @@
 
 mod apply;
 mod cli;
+mod engine;
 mod harness;
 mod migrate;
 mod pg_cluster;
 mod pipelines;
+mod replica;
 mod runs;
 mod schedules;

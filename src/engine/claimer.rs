@@ -1,0 +1,145 @@
+//! The claimer task: turns due ticks into ledger rows, one transaction per
+//! batch (see `store::claims`), and hands the runs it won to the executor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+
+use super::executor::Job;
+use super::queue::Tick;
+use super::timer::Retry;
+use super::Shared;
+use crate::store::claims::{self, ClaimRequest};
+use crate::store::runs::{RunStatus, RunTrigger};
+
+/// Runs until shutdown or until the timer goes away.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut ticks: mpsc::UnboundedReceiver<Vec<Tick>>,
+    retries: mpsc::UnboundedSender<Vec<Retry>>,
+    jobs: mpsc::UnboundedSender<Job>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let mut batch = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            b = ticks.recv() => match b { Some(b) => b, None => return },
+        };
+        // Everything queued while the last claim ran goes in this one.
+        while let Ok(more) = ticks.try_recv() {
+            batch.extend(more);
+        }
+        let size = shared.config.claim_batch_size;
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(size));
+            let chunk = std::mem::replace(&mut batch, rest);
+            let again = claim_chunk(&shared, chunk, &jobs).await;
+            if !again.is_empty() && retries.send(again).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Claims one chunk; returns the ticks to offer again.
+async fn claim_chunk(
+    shared: &Shared,
+    chunk: Vec<Tick>,
+    jobs: &mpsc::UnboundedSender<Job>,
+) -> Vec<Retry> {
+    let mut by_key: HashMap<(String, DateTime<Utc>), Tick> = HashMap::with_capacity(chunk.len());
+    let mut requests = Vec::with_capacity(chunk.len());
+    for tick in chunk {
+        let s = &tick.schedule.schedule;
+        requests.push(ClaimRequest {
+            schedule_name: s.name().to_string(),
+            pipeline: s.pipeline().to_string(),
+            scheduled_at: tick.at,
+            max_instances: s.max_instances(),
+            misfire_grace_secs: u32::try_from(s.misfire_grace().as_secs()).unwrap_or(u32::MAX),
+            coalesce: s.coalesce(),
+        });
+        by_key.insert((s.name().to_string(), tick.at), tick);
+    }
+    let retry_delay = chrono::Duration::from_std(shared.config.claim_retry_delay)
+        .unwrap_or(chrono::Duration::seconds(1));
+    let started = std::time::Instant::now();
+    let result = match shared.pool.get().await {
+        Ok(mut client) => claims::claim(&mut client, shared.node_id, requests)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let outcome = match result {
+        Ok(o) => o,
+        Err(error) => {
+            shared.set_db_ok(false);
+            tracing::warn!(node_id = %shared.node_id, %error, ticks = by_key.len(), "claim failed; will retry");
+            let at = shared.clock.now() + retry_delay;
+            return by_key
+                .into_values()
+                .map(|tick| Retry { tick, at })
+                .collect();
+        }
+    };
+    shared.set_db_ok(true);
+    if let (Some((sent, done)), Some(db_now)) = (outcome.begin_window, outcome.db_now) {
+        shared.clock.observe(sent, done, db_now);
+    }
+    tracing::debug!(
+        node_id = %shared.node_id,
+        won = outcome.claimed.len(),
+        taken = outcome.taken,
+        retry = outcome.retry.len(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "claimed a batch"
+    );
+    for claimed in outcome.claimed {
+        let Some(tick) = by_key.remove(&(claimed.schedule_name.clone(), claimed.scheduled_at))
+        else {
+            continue;
+        };
+        match claimed.status {
+            RunStatus::Running => {
+                let job = Job {
+                    run_id: claimed.run_id,
+                    schedule: tick.schedule,
+                    scheduled_at: claimed.scheduled_at,
+                    attempt: 1,
+                    trigger: RunTrigger::Schedule,
+                };
+                if jobs.send(job).is_err() {
+                    return Vec::new();
+                }
+            }
+            other => tracing::info!(
+                node_id = %shared.node_id,
+                run_id = %claimed.run_id,
+                schedule = %claimed.schedule_name,
+                tick = %claimed.scheduled_at,
+                status = %other,
+                "tick recorded without running"
+            ),
+        }
+    }
+    let db_now = outcome.db_now.unwrap_or_else(|| shared.clock.now());
+    outcome
+        .retry
+        .into_iter()
+        .filter_map(|req| by_key.remove(&(req.schedule_name, req.scheduled_at)))
+        .map(|tick| {
+            // Not yet due on the database clock: ask again as it falls due.
+            // Locked by another replica: ask again shortly, in case its
+            // transaction rolls back.
+            let at = if tick.at > db_now {
+                tick.at
+            } else {
+                db_now + retry_delay
+            };
+            Retry { tick, at }
+        })
+        .collect()
+}

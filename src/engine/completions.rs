@@ -1,0 +1,62 @@
+//! The completion writer: final statuses go to the ledger in batches (one
+//! UPDATE for everything that finished within a few milliseconds), each
+//! row compare-and-set on `status = 'running' AND node_id = me`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Shared;
+use crate::store::runs::{self, Completion};
+
+/// Most rows per UPDATE.
+const MAX_BATCH: usize = 500;
+/// How long to wait for more completions before writing.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Runs until every sender is gone and everything received is written.
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + GATHER;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(c)) => batch.push(c),
+                _ => break,
+            }
+        }
+        write(&shared, &batch).await;
+    }
+}
+
+/// Writes one batch, retrying until the database takes it: a final status
+/// is never dropped because the database blinked.
+async fn write(shared: &Shared, batch: &[Completion]) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = match shared.pool.get().await {
+            Ok(client) => runs::finish_batch(&client, shared.node_id, batch)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(lost) => {
+                for run_id in lost {
+                    tracing::warn!(
+                        node_id = %shared.node_id, %run_id,
+                        "run was no longer ours to finish (the reaper marked it abandoned)"
+                    );
+                }
+                return;
+            }
+            Err(error) => {
+                shared.set_db_ok(false);
+                tracing::warn!(node_id = %shared.node_id, %error, runs = batch.len(), "could not record run results; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Engine settings, with their defaults and their validation in one place.
+
+use std::time::Duration;
+
+/// How a replica runs. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Host or pod name recorded in `scheduler_nodes` (default: `$HOSTNAME`).
+    pub node_name: String,
+    /// Pooled database connections (default 8).
+    pub pool_size: usize,
+    /// Runs executing at once on this replica (default 64).
+    pub max_concurrent_runs: usize,
+    /// Most (schedule, tick) pairs claimed in one transaction (default 1000;
+    /// each holds an advisory lock slot until commit).
+    pub claim_batch_size: usize,
+    /// Full reload of the schedules, the safety net under NOTIFY (default 30 s).
+    pub resync_interval: Duration,
+    /// How often the replica records that it is alive (default 2 s).
+    pub heartbeat_interval: Duration,
+    /// How often pending runs (run-now, retries) are looked for without a NOTIFY (default 1 s).
+    pub pending_poll_interval: Duration,
+    /// How long in-flight runs may finish after SIGTERM (default 30 s).
+    pub shutdown_grace: Duration,
+    /// How soon a tick whose schedule another replica was claiming is asked for again (default 1 s).
+    pub claim_retry_delay: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string()),
+            pool_size: 8,
+            max_concurrent_runs: 64,
+            claim_batch_size: 1000,
+            resync_interval: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(2),
+            pending_poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            claim_retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A setting out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    /// The setting's name (as a CLI flag, without dashes).
+    pub setting: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl EngineConfig {
+    /// Checks every setting; the engine refuses to start on the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |setting, reason: &str| {
+            Err(ConfigError {
+                setting,
+                reason: reason.to_string(),
+            })
+        };
+        if self.node_name.trim().is_empty() {
+            return err("node-name", "must not be empty");
+        }
+        if self.pool_size < 2 {
+            return err(
+                "pool-size",
+                "must be at least 2 (claims and completions run side by side)",
+            );
+        }
+        if self.max_concurrent_runs == 0 {
+            return err("max-concurrent-runs", "must be at least 1");
+        }
+        if !(1..=5000).contains(&self.claim_batch_size) {
+            return err("claim-batch-size", "must be between 1 and 5000");
+        }
+        for (setting, d, min) in [
+            (
+                "resync-interval",
+                self.resync_interval,
+                Duration::from_secs(1),
+            ),
+            (
+                "heartbeat-interval",
+                self.heartbeat_interval,
+                Duration::from_millis(100),
+            ),
+            (
+                "pending-poll-interval",
+                self.pending_poll_interval,
+                Duration::from_millis(50),
+            ),
+            (
+                "claim-retry-delay",
+                self.claim_retry_delay,
+                Duration::from_millis(10),
+            ),
+        ] {
+            if d < min {
+                return err(
+                    setting,
+                    &format!("must be at least {}", humantime::format_duration(min)),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_named() {
+        assert_eq!(EngineConfig::default().validate(), Ok(()));
+        let bad = EngineConfig {
+            pool_size: 1,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().map_err(|e| e.setting), Err("pool-size"));
+        let bad = EngineConfig {
+            heartbeat_interval: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate().map_err(|e| e.setting),
+            Err("heartbeat-interval")
+        );
+    }
+}

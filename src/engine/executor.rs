@@ -1,0 +1,236 @@
+//! The executor task: runs claimed jobs with bounded concurrency, enforces
+//! the schedule's timeout, and reports every outcome to the completion
+//! writer. On shutdown it stops taking jobs, lets running ones finish within
+//! the grace, then cancels the rest (dropping their futures, which kills
+//! command pipelines' process groups) and reports them `abandoned`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::Shared;
+use crate::pipeline::{PipelineError, PipelineOutcome, RunContext};
+use crate::store::runs::{Completion, RunStatus, RunTrigger};
+use crate::store::schedules::StoredSchedule;
+
+/// A run this replica owns (its ledger row is `running` with our node id).
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The ledger row.
+    pub run_id: Uuid,
+    /// The schedule, as known when claimed.
+    pub schedule: Arc<StoredSchedule>,
+    /// The tick.
+    pub scheduled_at: DateTime<Utc>,
+    /// Attempt number.
+    pub attempt: i32,
+    /// Why it runs.
+    pub trigger: RunTrigger,
+}
+
+/// Runs until shutdown, then drains. Returns when every job is finished or abandoned.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    completions: mpsc::UnboundedSender<Completion>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_runs));
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut owners: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+    let spawn =
+        |job: Job, running: &mut JoinSet<()>, owners: &mut HashMap<tokio::task::Id, Uuid>| {
+            let run_id = job.run_id;
+            let task = execute(shared.clone(), job, permits.clone(), completions.clone());
+            let handle = running.spawn(task);
+            owners.insert(handle.id(), run_id);
+            shared
+                .inflight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            Some(job) = jobs.recv() => spawn(job, &mut running, &mut owners),
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                finished(&shared, &mut owners, done);
+            }
+        }
+    }
+    // Jobs already claimed but not started are ours: run them too.
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        spawn(job, &mut running, &mut owners);
+    }
+    let grace = tokio::time::sleep(shared.config.shutdown_grace);
+    tokio::pin!(grace);
+    tracing::info!(node_id = %shared.node_id, in_flight = running.len(), grace = ?shared.config.shutdown_grace, "draining in-flight runs");
+    loop {
+        tokio::select! {
+            done = running.join_next_with_id() => match done {
+                Some(done) => finished(&shared, &mut owners, done),
+                None => return,
+            },
+            _ = &mut grace => break,
+        }
+    }
+    running.abort_all();
+    while let Some(done) = running.join_next_with_id().await {
+        finished(&shared, &mut owners, done);
+    }
+    for run_id in owners.into_values() {
+        tracing::warn!(node_id = %shared.node_id, %run_id, "run cut off by shutdown; recorded abandoned");
+        let _ = completions.send(Completion {
+            run_id,
+            status: RunStatus::Abandoned,
+            error: Some(format!(
+                "the replica shut down before the run finished (grace {})",
+                humantime::format_duration(shared.config.shutdown_grace)
+            )),
+            result: None,
+        });
+    }
+}
+
+/// Forgets a task that ended; a cancelled one stays in `owners` to be abandoned.
+fn finished(
+    shared: &Shared,
+    owners: &mut HashMap<tokio::task::Id, Uuid>,
+    done: Result<(tokio::task::Id, ()), JoinError>,
+) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(e) if e.is_cancelled() => return,
+        Err(e) => e.id(),
+    };
+    owners.remove(&id);
+    shared
+        .inflight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn execute(
+    shared: Arc<Shared>,
+    job: Job,
+    permits: Arc<Semaphore>,
+    completions: mpsc::UnboundedSender<Completion>,
+) {
+    let schedule = &job.schedule.schedule;
+    let span = tracing::info_span!(
+        "run",
+        run_id = %job.run_id,
+        schedule = %schedule.name(),
+        pipeline = %schedule.pipeline(),
+        attempt = job.attempt,
+        trigger = %job.trigger,
+    );
+    async {
+        let _permit = permits.acquire().await;
+        let lag_ms = (shared.clock.now() - job.scheduled_at).num_milliseconds();
+        tracing::info!(node_id = %shared.node_id, tick = %job.scheduled_at, lag_ms, "run started");
+        let outcome = run_pipeline(&shared, &job).await;
+        let completion = match outcome {
+            Ok(result) => {
+                tracing::info!(node_id = %shared.node_id, "run completed");
+                Completion {
+                    run_id: job.run_id,
+                    status: RunStatus::Completed,
+                    error: None,
+                    result,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node_id = %shared.node_id, error = %e.message, "run failed");
+                Completion {
+                    run_id: job.run_id,
+                    status: RunStatus::Failed,
+                    error: Some(e.message),
+                    result: e.result,
+                }
+            }
+        };
+        let _ = completions.send(completion);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_pipeline(shared: &Shared, job: &Job) -> PipelineOutcome {
+    let schedule = &job.schedule.schedule;
+    let Some(pipeline) = shared.registry.get(schedule.pipeline()) else {
+        return Err(PipelineError::new(format!(
+            "pipeline {:?} is not defined on replica {} ({}); define it in the pipelines file",
+            schedule.pipeline(),
+            shared.config.node_name,
+            shared.node_id
+        )));
+    };
+    let ctx = RunContext {
+        run_id: job.run_id,
+        schedule: schedule.name().to_string(),
+        pipeline: schedule.pipeline().to_string(),
+        scheduled_at: job.scheduled_at,
+        attempt: job.attempt,
+        trigger: job.trigger,
+        params: schedule.params().clone(),
+    };
+    // Its own task, so a panicking handler fails the run instead of the replica.
+    let task = AbortOnDrop(tokio::spawn(pipeline.run(ctx)));
+    let joined = match schedule.timeout() {
+        Some(limit) => match tokio::time::timeout(limit, task).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(PipelineError::new(format!(
+                    "timed out after {} (the schedule's timeout); the run was cancelled",
+                    humantime::format_duration(limit)
+                )))
+            }
+        },
+        None => task.await,
+    };
+    match joined {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => Err(PipelineError::new(format!(
+            "the pipeline panicked: {}",
+            panic_message(e)
+        ))),
+        Err(e) => Err(PipelineError::new(format!("the pipeline task ended: {e}"))),
+    }
+}
+
+fn panic_message(e: JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A spawned task that is cancelled when its handle is dropped (a plain
+/// `JoinHandle` would detach it and let a timed-out run go on).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, JoinError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,59 @@
+//! Membership: the replica's row in `scheduler_nodes`, refreshed every
+//! heartbeat interval (the leader's reaper reads its age), which doubles as a
+//! database-clock sample and a liveness probe of the database.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::Shared;
+use crate::store::nodes;
+
+/// The replica's state as recorded in `scheduler_nodes.state`.
+pub const ACTIVE: &str = "active";
+/// Shutting down: no new claims, in-flight runs finishing.
+pub const DRAINING: &str = "draining";
+/// Gone cleanly.
+pub const LEFT: &str = "left";
+
+/// Records the node as `state` once; returns whether the database took it.
+pub async fn beat(shared: &Shared, state: &str) -> bool {
+    let sent = Utc::now();
+    let result = async {
+        let client = shared.pool.get().await?;
+        nodes::heartbeat(
+            &**client,
+            shared.node_id,
+            &shared.config.node_name,
+            crate::VERSION,
+            state,
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(db_now) => {
+            shared.clock.observe(sent, Utc::now(), db_now);
+            shared.set_db_ok(true);
+            true
+        }
+        Err(e) => {
+            shared.set_db_ok(false);
+            tracing::warn!(node_id = %shared.node_id, error = %e, "heartbeat failed");
+            false
+        }
+    }
+}
+
+/// Beats every interval until shutdown.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(shared.config.heartbeat_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = every.tick() => { beat(&shared, ACTIVE).await; }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The engine: one replica's tick path (DESIGN §3).
+//!
+//! Separate tasks, joined by channels, so that no stage can delay another:
+//!
+//! ```text
+//!  sync ──changes──▶ timer ──due ticks──▶ claimer ──jobs──▶ executor ──▶ completions
+//!   ▲  (LISTEN +       ▲  (sleeps to the     │ (one tx per    ▲ (bounded      (batched
+//!   │   resync)        │   earliest tick)    │  batch)        │  concurrency)  CAS UPDATE)
+//!   │                  └──────retries────────┘                │
+//!   └── NOTIFY spine_runs ──▶ pending (run-now, retries) ─────┘
+//! ```
+//!
+//! plus the heartbeat. [`Scheduler::run`] wires them up and shuts them down
+//! in order (G7): stop claiming, drain in-flight runs, record the rest
+//! `abandoned`, flush results, mark the node `left`.
+
+mod claimer;
+pub mod clock;
+mod completions;
+pub mod config;
+mod executor;
+mod heartbeat;
+mod pending;
+pub mod queue;
+mod sync;
+mod timer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, watch, Notify};
+use uuid::Uuid;
+
+pub use self::clock::DbClock;
+pub use self::config::{ConfigError, EngineConfig};
+use crate::pipeline::{Pipeline, Registry, RegistryError};
+use crate::store::schedules::StoredSchedule;
+use crate::store::{self, StoreError};
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A pipeline could not be registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The database failed during start-up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// State shared by the engine's tasks.
+pub(crate) struct Shared {
+    pub node_id: Uuid,
+    pub config: EngineConfig,
+    pub database_url: String,
+    pub pool: Pool,
+    pub clock: DbClock,
+    pub registry: Registry,
+    pub inflight: AtomicUsize,
+    db_ok: AtomicBool,
+    catalog: RwLock<HashMap<String, Arc<StoredSchedule>>>,
+}
+
+impl Shared {
+    pub fn set_db_ok(&self, ok: bool) {
+        self.db_ok.store(ok, Ordering::Relaxed);
+    }
+
+    fn catalog_write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<StoredSchedule>>> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // (single inserts/removes), so a poisoned lock is still usable.
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_catalog(&self, all: &[Arc<StoredSchedule>]) {
+        let map = all
+            .iter()
+            .map(|s| (s.schedule.name().to_string(), s.clone()))
+            .collect();
+        *self.catalog_write() = map;
+    }
+
+    pub fn catalog_put(&self, s: Arc<StoredSchedule>) {
+        self.catalog_write()
+            .insert(s.schedule.name().to_string(), s);
+    }
+
+    pub fn catalog_remove(&self, name: &str) {
+        self.catalog_write().remove(name);
+    }
+
+    pub fn catalog_get(&self, name: &str) -> Option<Arc<StoredSchedule>> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+/// A handle on a running engine's state, for probes and the API.
+#[derive(Clone)]
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+}
+
+impl EngineHandle {
+    /// This replica's node id.
+    pub fn node_id(&self) -> Uuid {
+        self.shared.node_id
+    }
+    /// Whether the last database operation succeeded.
+    pub fn database_ok(&self) -> bool {
+        self.shared.db_ok.load(Ordering::Relaxed)
+    }
+    /// Runs executing now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.inflight.load(Ordering::Relaxed)
+    }
+    /// Estimated database clock minus local clock.
+    pub fn clock_offset(&self) -> chrono::Duration {
+        self.shared.clock.offset()
+    }
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.shared.pool
+    }
+}
+
+/// Builds a [`Scheduler`]: the library form of `spine-scheduler serve`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), spine_scheduler::engine::EngineError> {
+/// use spine_scheduler::engine::Scheduler;
+/// use spine_scheduler::pipeline::RunContext;
+///
+/// let scheduler = Scheduler::builder("postgres://postgres@127.0.0.1/app")
+///     .pipeline("finra.otc_transparency.ingest_week", |run: RunContext| async move {
+///         println!("ingesting tier {}", run.params["tier"]);
+///         Ok(None)
+///     })?
+///     .build()?;
+/// scheduler.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+/// # Ok(()) }
+/// ```
+pub struct SchedulerBuilder {
+    database_url: String,
+    config: EngineConfig,
+    registry: Registry,
+}
+
+impl SchedulerBuilder {
+    /// Registers an async handler for a pipeline name (the seed's `set_executor`).
+    pub fn pipeline(
+        mut self,
+        name: &str,
+        handler: impl Pipeline + 'static,
+    ) -> Result<Self, RegistryError> {
+        self.registry.register(name, handler)?;
+        Ok(self)
+    }
+
+    /// Adds every pipeline of a registry (e.g. one loaded from a pipelines file).
+    pub fn pipelines(mut self, registry: Registry) -> Result<Self, RegistryError> {
+        self.registry.merge(registry)?;
+        Ok(self)
+    }
+
+    /// Replaces the engine settings.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Validates the settings and opens the pool (connections are made lazily).
+    pub fn build(self) -> Result<Scheduler, EngineError> {
+        self.config.validate()?;
+        let pool = store::pool(&self.database_url, self.config.pool_size)?;
+        Ok(Scheduler {
+            shared: Arc::new(Shared {
+                node_id: Uuid::now_v7(),
+                config: self.config,
+                database_url: self.database_url,
+                pool,
+                clock: DbClock::new(),
+                registry: self.registry,
+                inflight: AtomicUsize::new(0),
+                db_ok: AtomicBool::new(false),
+                catalog: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// One replica of the scheduler.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+impl Scheduler {
+    /// Starts building a scheduler on the database at `database_url`.
+    pub fn builder(database_url: &str) -> SchedulerBuilder {
+        SchedulerBuilder {
+            database_url: database_url.to_string(),
+            config: EngineConfig::default(),
+            registry: Registry::new(),
+        }
+    }
+
+    /// A handle for probes and the API.
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The registered pipelines.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// Migrates, registers the node, fires schedules until `shutdown`
+    /// completes, then shuts down gracefully (G7).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+        let shared = self.shared;
+        {
+            let mut client = shared.pool.get().await.map_err(StoreError::from)?;
+            store::migrate::migrate(&mut client).await?;
+        }
+        heartbeat::beat(&shared, heartbeat::ACTIVE).await;
+        tracing::info!(
+            node_id = %shared.node_id,
+            node_name = %shared.config.node_name,
+            pipelines = ?shared.registry,
+            "replica started"
+        );
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (change_tx, change_rx) = mpsc::unbounded_channel();
+        let (tick_tx, tick_rx) = mpsc::unbounded_channel();
+        let (retry_tx, retry_rx) = mpsc::unbounded_channel();
+        let (job_tx, job_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let pending_wake = Arc::new(Notify::new());
+
+        let mut front = tokio::task::JoinSet::new();
+        front.spawn(sync::run(
+            shared.clone(),
+            change_tx,
+            pending_wake.clone(),
+            stop_rx.clone(),
+        ));
+        front.spawn(timer::run(
+            shared.clone(),
+            change_rx,
+            retry_rx,
+            tick_tx,
+            stop_rx.clone(),
+        ));
+        front.spawn(claimer::run(
+            shared.clone(),
+            tick_rx,
+            retry_tx,
+            job_tx.clone(),
+            stop_rx.clone(),
+        ));
+        front.spawn(pending::run(
+            shared.clone(),
+            pending_wake,
+            job_tx,
+            done_tx.clone(),
+            stop_rx.clone(),
+        ));
+        front.spawn(heartbeat::run(shared.clone(), stop_rx.clone()));
+        let executor = tokio::spawn(executor::run(shared.clone(), job_rx, done_tx, stop_rx));
+        let writer = tokio::spawn(completions::run(shared.clone(), done_rx));
+
+        shutdown.await;
+        tracing::info!(node_id = %shared.node_id, "shutting down: claiming stopped");
+        let _ = stop_tx.send(true);
+        heartbeat::beat(&shared, heartbeat::DRAINING).await;
+        while front.join_next().await.is_some() {}
+        // The executor drains (within the grace) and drops its senders, which
+        // lets the completion writer flush and end.
+        let _ = executor.await;
+        let _ = writer.await;
+        heartbeat::beat(&shared, heartbeat::LEFT).await;
+        tracing::info!(node_id = %shared.node_id, "replica left the cluster");
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! Keeps every replica's view of the schedules current (G6): LISTEN for
+//! changes announced by the table's trigger, re-read the changed row, and
+//! reload everything periodically and after every reconnect as the safety net.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::timer::Change;
+use super::Shared;
+use crate::store::listen::{self, SCHEDULES_CHANNEL};
+use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
+use crate::store::StoreError;
+
+/// Runs until shutdown. `pending` is woken when a run-now or retry is announced.
+pub async fn run(
+    shared: Arc<Shared>,
+    changes: mpsc::UnboundedSender<Change>,
+    pending: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut first = true;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let listener = tokio::select! {
+            _ = shutdown.changed() => return,
+            l = listen::listen(&shared.database_url) => l,
+        };
+        let mut listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                shared.set_db_ok(false);
+                tracing::warn!(node_id = %shared.node_id, error = %e, retry_in = ?backoff, "cannot LISTEN for schedule changes");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        // Anything that changed while we were not listening is picked up here.
+        if resync(&shared, &changes, first).await.is_ok() {
+            first = false;
+        }
+        // A run-now may have been announced while we were not listening.
+        pending.notify_one();
+        let mut every = tokio::time::interval(shared.config.resync_interval);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = every.tick() => {
+                    let _ = resync(&shared, &changes, first).await.map(|_| first = false);
+                }
+                notice = listener.notices.recv() => match notice {
+                    None => {
+                        tracing::warn!(node_id = %shared.node_id, "LISTEN connection closed; reconnecting");
+                        break;
+                    }
+                    Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&shared, &changes, &n.payload).await,
+                    Some(_) => pending.notify_one(),
+                },
+            }
+        }
+    }
+}
+
+async fn resync(
+    shared: &Shared,
+    changes: &mpsc::UnboundedSender<Change>,
+    first: bool,
+) -> Result<(), StoreError> {
+    let page = async {
+        let client = shared.pool.get().await?;
+        schedules::list(
+            &**client,
+            &ScheduleFilter {
+                enabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+    .await;
+    let page = match page {
+        Ok(p) => p,
+        Err(e) => {
+            shared.set_db_ok(false);
+            tracing::warn!(node_id = %shared.node_id, error = %e, "schedule resync failed");
+            return Err(e);
+        }
+    };
+    for bad in &page.invalid {
+        tracing::error!(node_id = %shared.node_id, schedule = %bad.name, error = %bad.error, "stored schedule is invalid and will not fire");
+    }
+    let all: Vec<Arc<StoredSchedule>> = page.schedules.into_iter().map(Arc::new).collect();
+    tracing::debug!(node_id = %shared.node_id, schedules = all.len(), "resynced schedules");
+    shared.set_catalog(&all);
+    let _ = changes.send(if first {
+        Change::Load(all)
+    } else {
+        Change::Resync(all)
+    });
+    Ok(())
+}
+
+async fn on_schedule_notice(
+    shared: &Shared,
+    changes: &mpsc::UnboundedSender<Change>,
+    payload: &str,
+) {
+    let Some(name) = serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
+    else {
+        tracing::warn!(node_id = %shared.node_id, payload, "unreadable schedule notification");
+        return;
+    };
+    // Re-read the row: the notification only says that something changed.
+    let read = async {
+        let client = shared.pool.get().await?;
+        schedules::get(&**client, &name).await
+    }
+    .await;
+    match read {
+        Ok(Some(s)) => {
+            tracing::debug!(node_id = %shared.node_id, schedule = %name, version = s.version, "schedule changed");
+            let s = Arc::new(s);
+            shared.catalog_put(s.clone());
+            let _ = changes.send(Change::Upsert(s));
+        }
+        Ok(None) => {
+            tracing::debug!(node_id = %shared.node_id, schedule = %name, "schedule deleted");
+            shared.catalog_remove(&name);
+            let _ = changes.send(Change::Remove(name));
+        }
+        Err(StoreError::InvalidRow { name, errors }) => {
+            tracing::error!(node_id = %shared.node_id, schedule = %name, %errors, "stored schedule is invalid; it stops firing");
+            shared.catalog_remove(&name);
+            let _ = changes.send(Change::Remove(name));
+        }
+        Err(e) => {
+            // The periodic resync will catch up.
+            tracing::warn!(node_id = %shared.node_id, schedule = %name, error = %e, "could not read a changed schedule");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The timer task: sleeps until the earliest due tick (on the database
+//! clock) and hands every due tick to the claimer. It never waits on the
+//! database itself, so a slow claim or a slow job cannot make it oversleep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+
+use super::queue::{DueQueue, Tick};
+use super::Shared;
+use crate::store::schedules::StoredSchedule;
+
+/// How the set of schedules changed.
+#[derive(Debug)]
+pub enum Change {
+    /// The full list of enabled schedules at start: ticks within each
+    /// schedule's misfire grace before now (and after its last change) are
+    /// still claimed.
+    Load(Vec<Arc<StoredSchedule>>),
+    /// A full list from a resync: only what differs is touched.
+    Resync(Vec<Arc<StoredSchedule>>),
+    /// One schedule created or changed.
+    Upsert(Arc<StoredSchedule>),
+    /// One schedule deleted.
+    Remove(String),
+}
+
+/// A tick to offer the claimer again at `at` (database time).
+#[derive(Debug)]
+pub struct Retry {
+    /// The tick.
+    pub tick: Tick,
+    /// When to try again.
+    pub at: DateTime<Utc>,
+}
+
+/// Small margin after the due instant, so the database (whose `now()` the
+/// claim checks) agrees the tick is due despite clock-estimate jitter.
+const WAKE_MARGIN: chrono::Duration = chrono::Duration::milliseconds(1);
+
+/// Runs until shutdown.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    mut retries_in: mpsc::UnboundedReceiver<Vec<Retry>>,
+    claims: mpsc::UnboundedSender<Vec<Tick>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut queue = DueQueue::new();
+    let mut retries: Vec<Retry> = Vec::new();
+    loop {
+        let next_tick = queue.next_due();
+        let next_retry = retries.iter().map(|r| r.at).min();
+        let wake_at = match (next_tick, next_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = wake_at
+            .map(|t| shared.clock.until(t + WAKE_MARGIN))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            Some(change) = changes.recv() => {
+                apply(&shared, &mut queue, change);
+                continue;
+            }
+            Some(more) = retries_in.recv() => {
+                retries.extend(more);
+                continue;
+            }
+            _ = tokio::time::sleep(sleep) => {}
+        }
+        let now = shared.clock.now();
+        let mut batch = queue.take_due(now);
+        // Retries ride along with a batch that goes anyway (no extra
+        // transaction); alone, they go when they are due.
+        let horizon = if batch.is_empty() {
+            now
+        } else {
+            now + chrono::Duration::from_std(shared.config.claim_retry_delay)
+                .unwrap_or(chrono::Duration::seconds(1))
+        };
+        let (ready, later): (Vec<Retry>, Vec<Retry>) =
+            retries.drain(..).partition(|r| r.at <= horizon);
+        retries = later;
+        for r in ready {
+            let grace = chrono::Duration::from_std(r.tick.schedule.schedule.misfire_grace())
+                .unwrap_or(chrono::Duration::zero());
+            if now - r.tick.at > grace + chrono::Duration::seconds(1) {
+                // Past its grace: the leader's misfire sweep records it.
+                tracing::debug!(schedule = r.tick.name(), tick = %r.tick.at, "giving up on an unclaimable tick");
+                continue;
+            }
+            batch.push(r.tick);
+        }
+        if !batch.is_empty() && claims.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
+fn apply(shared: &Shared, queue: &mut DueQueue, change: Change) {
+    let now = shared.clock.now();
+    match change {
+        Change::Load(all) => {
+            for s in all {
+                // Ticks from before the schedule's current definition (creation,
+                // change, resume) never were due; older ones than the grace are
+                // the misfire sweep's.
+                let grace = chrono::Duration::from_std(s.schedule.misfire_grace())
+                    .unwrap_or(chrono::Duration::zero());
+                let after = (now - grace).max(s.updated_at);
+                queue.upsert(s, after);
+            }
+        }
+        Change::Resync(all) => {
+            let keep: std::collections::HashSet<String> =
+                all.iter().map(|s| s.schedule.name().to_string()).collect();
+            let gone: Vec<String> = queue
+                .names()
+                .filter(|n| !keep.contains(*n))
+                .map(str::to_string)
+                .collect();
+            for name in gone {
+                queue.remove(&name);
+            }
+            for s in all {
+                replace(queue, s, now);
+            }
+        }
+        Change::Upsert(s) => replace(queue, s, now),
+        Change::Remove(name) => queue.remove(&name),
+    }
+}
+
+/// Queues a changed schedule. Its ticks restart from where the old version
+/// stood (or now), so a tick falling due while the change arrives is kept.
+fn replace(queue: &mut DueQueue, s: Arc<StoredSchedule>, now: DateTime<Utc>) {
+    if queue.identity_of(s.schedule.name()) == Some((s.created_at, s.version)) {
+        return;
+    }
+    let after = queue
+        .next_of(s.schedule.name())
+        .map(|next| (next - chrono::Duration::microseconds(1)).min(now))
+        .unwrap_or(now);
+    queue.upsert(s, after);
+}

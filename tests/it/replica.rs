@@ -1,0 +1,224 @@
+//! Runs the real binary as separate replica processes, and audits the ledger.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+
+use crate::harness::binary;
+
+/// A `spine-scheduler serve` process; killed (SIGKILL) on drop if still running.
+pub struct Replica {
+    child: Child,
+    /// The name given with --node-name.
+    pub name: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+/// A temp directory for a test's files.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("spine-{tag}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Writes a pipelines file with `log` pipelines (each sleeping as given).
+pub fn log_pipelines(dir: &Path, pipelines: &[(&str, &str)]) -> PathBuf {
+    let mut text = String::from("pipelines:\n");
+    for (name, sleep) in pipelines {
+        text.push_str(&format!(
+            "  - name: {name}\n    kind: log\n    sleep: {sleep}\n"
+        ));
+    }
+    let path = dir.join("pipelines.yaml");
+    std::fs::write(&path, text).expect("write pipelines file");
+    path
+}
+
+impl Replica {
+    /// Starts a replica on `database_url` with the given pipelines file.
+    pub fn start(database_url: &str, pipelines: &Path, name: &str, extra: &[&str]) -> Replica {
+        let log = pipelines
+            .parent()
+            .map(|d| d.join(format!("{name}.log")))
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/{name}.log")));
+        let file = std::fs::File::create(&log).expect("create replica log");
+        let child = Command::new(binary())
+            .arg("serve")
+            .args(["--pipelines", &pipelines.display().to_string()])
+            .args(["--node-name", name])
+            .args(["--heartbeat-interval", "500ms"])
+            .args(extra)
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "info,spine_scheduler=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn spine-scheduler serve");
+        Replica {
+            child,
+            name: name.to_string(),
+            log,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by PID (never by name).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `limit` for a clean exit; returns its exit success.
+    pub fn terminate(mut self, limit: Duration) -> bool {
+        self.signal("TERM");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "replica {} did not exit within {limit:?} of SIGTERM; log:\n{}",
+            self.name,
+            self.log_tail()
+        );
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One tick's rows in the ledger.
+#[derive(Debug)]
+pub struct TickRows {
+    /// The tick.
+    pub at: DateTime<Utc>,
+    /// The statuses of its rows (attempt 1, trigger schedule).
+    pub statuses: Vec<String>,
+    /// The node names that wrote them.
+    pub nodes: Vec<String>,
+}
+
+/// The ledger rows of `schedule` for ticks in `[from, to]`, one entry per tick found.
+pub async fn ticks(
+    c: &Client,
+    schedule: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<TickRows> {
+    c.query(
+        "SELECT r.scheduled_at, array_agg(r.status ORDER BY r.run_id), \
+                array_agg(coalesce(n.hostname, r.node_id::text, '-') ORDER BY r.run_id) \
+         FROM scheduler_runs r LEFT JOIN scheduler_nodes n ON n.node_id = r.node_id \
+         WHERE r.schedule_name = $1 AND r.trigger = 'schedule' AND r.attempt = 1 \
+           AND r.scheduled_at BETWEEN $2 AND $3 \
+         GROUP BY r.scheduled_at ORDER BY r.scheduled_at",
+        &[&schedule, &from, &to],
+    )
+    .await
+    .expect("audit query")
+    .iter()
+    .map(|r| TickRows {
+        at: r.get(0),
+        statuses: r.get(1),
+        nodes: r.get(2),
+    })
+    .collect()
+}
+
+/// Every whole second in `[from, to]`.
+pub fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let start = from.timestamp() + 1;
+    (start..=to.timestamp())
+        .filter_map(|s| DateTime::from_timestamp(s, 0))
+        .collect()
+}
+
+/// Asserts one row per expected tick, none doubled, each with an allowed
+/// status; returns how many rows each node wrote.
+pub fn audit(
+    schedule: &str,
+    expected: &[DateTime<Utc>],
+    found: &[TickRows],
+    allowed: &[&str],
+) -> std::collections::BTreeMap<String, usize> {
+    let mut by_node = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for t in found {
+        if t.statuses.len() != 1 {
+            problems.push(format!(
+                "{}: {} rows {:?}",
+                t.at,
+                t.statuses.len(),
+                t.statuses
+            ));
+        }
+        for (s, n) in t.statuses.iter().zip(&t.nodes) {
+            if !allowed.contains(&s.as_str()) {
+                problems.push(format!("{}: status {s} (node {n})", t.at));
+            }
+            *by_node.entry(n.clone()).or_insert(0) += 1;
+        }
+    }
+    for want in expected {
+        if !found.iter().any(|t| t.at == *want) {
+            problems.push(format!("{want}: no row"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "ledger audit of {schedule} failed ({} problems, {} ticks expected):\n{}",
+        problems.len(),
+        expected.len(),
+        problems.join("\n")
+    );
+    by_node
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}

@@ -35,9 +35,20 @@ pub async fn connect(url: &str) -> Result<Client, StoreError> {
 }
 
 /// A connection pool of at most `size` connections.
+///
+/// Pooled sessions get `idle_in_transaction_session_timeout`: a replica
+/// paused (SIGSTOP, a long GC-like stall, a frozen VM) in the middle of a
+/// claim would otherwise hold its schedules' advisory locks — and block every
+/// other replica's claim of them — for as long as it stays paused.
 pub fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
+    let mut config = config(url)?;
+    let mut options = config.get_options().unwrap_or_default().to_string();
+    if !options.contains("idle_in_transaction_session_timeout") {
+        options.push_str(" -c idle_in_transaction_session_timeout=5s");
+    }
+    config.options(options.trim());
     let manager = Manager::from_config(
-        config(url)?,
+        config,
         NoTls,
         ManagerConfig {
             // Verified: a broken connection is noticed before it is handed out.

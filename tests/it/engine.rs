@@ -337,3 +337,70 @@ async fn changes_reach_every_replica_at_once() {
         assert!(r.terminate(Duration::from_secs(20)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_missing_pipelines_fail_runs_clearly() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("failures");
+    let pipelines = log_pipelines(&dir, &[("test.sleepy", "10s")]);
+    let slow = Schedule::cron("too_slow", "test.sleepy", "*/2 * * * * *")
+        .and_then(|s| s.with_timeout(Some(Duration::from_secs(1))))
+        .and_then(|s| s.with_max_instances(5))
+        .expect("valid");
+    schedules::insert(&c, &slow).await.expect("insert");
+    schedules::insert(&c, &every_second("orphan", "not.defined.anywhere"))
+        .await
+        .expect("insert");
+    let replica = Replica::start(&db.url, &pipelines, "replica-1", &["--log-format", "json"]);
+    let failed = |name: &'static str| {
+        let c = &c;
+        async move {
+            c.query_opt(
+                "SELECT error FROM scheduler_runs WHERE schedule_name = $1 AND status = 'failed' LIMIT 1",
+                &[&name],
+            )
+            .await
+            .expect("query")
+            .map(|r| r.get::<_, String>(0))
+        }
+    };
+    eventually(Duration::from_secs(8), "the slow run times out", || async {
+        failed("too_slow").await.is_some()
+    })
+    .await;
+    eventually(Duration::from_secs(5), "the orphan run fails", || async {
+        failed("orphan").await.is_some()
+    })
+    .await;
+    let timeout_error = failed("too_slow").await.unwrap_or_default();
+    assert!(
+        timeout_error.contains("timed out after 1s"),
+        "{timeout_error}"
+    );
+    let orphan_error = failed("orphan").await.unwrap_or_default();
+    assert!(
+        orphan_error.contains("pipeline \"not.defined.anywhere\" is not defined"),
+        "{orphan_error}"
+    );
+    let log = replica.log.clone();
+    assert!(replica.terminate(Duration::from_secs(20)));
+    // JSON logs: every line about a run carries its run_id and schedule.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut run_lines = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let msg = v["fields"]["message"].as_str().unwrap_or_default();
+        if msg.starts_with("run ") {
+            run_lines += 1;
+            let span = &v["span"];
+            assert!(span["run_id"].is_string(), "no run_id: {line}");
+            assert!(span["schedule"].is_string(), "no schedule: {line}");
+        }
+    }
+    assert!(
+        run_lines >= 4,
+        "expected run lines in the log, found {run_lines}"
+    );
+}

@@ -2,6 +2,7 @@
 //! PostgreSQL (see `harness`).
 
 mod apply;
+mod claims;
 mod cli;
 mod engine;
 mod harness;

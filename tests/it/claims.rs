@@ -1,0 +1,168 @@
+//! The claim statement on its own: exactly-once under racing clients, the
+//! database clock, and the misfire/coalesce/overlap policies.
+
+use chrono::{DateTime, Duration, Utc};
+use spine_scheduler::store::claims::{self, ClaimRequest};
+use spine_scheduler::store::runs::RunStatus;
+use uuid::Uuid;
+
+use crate::harness::TestDb;
+
+fn request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
+    ClaimRequest {
+        schedule_name: name.to_string(),
+        pipeline: "p".to_string(),
+        scheduled_at: at,
+        max_instances: 1,
+        misfire_grace_secs: 60,
+        coalesce: true,
+    }
+}
+
+async fn now(db: &TestDb) -> DateTime<Utc> {
+    db.client()
+        .await
+        .query_one("SELECT date_trunc('second', now())", &[])
+        .await
+        .expect("now")
+        .get(0)
+}
+
+fn pool(db: &TestDb) -> deadpool_postgres::Pool {
+    spine_scheduler::store::pool(&db.url, 8).expect("pool")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_claimers_create_each_row_once() {
+    let db = TestDb::migrated().await;
+    let pool = pool(&db);
+    let base = now(&db).await - Duration::seconds(30);
+    // 300 schedules x 5 ticks (each schedule runs every tick: no overlap).
+    let batch: Vec<ClaimRequest> = (0..300)
+        .flat_map(|s| {
+            (0..5).map(move |t| ClaimRequest {
+                coalesce: false,
+                max_instances: 100,
+                ..request(&format!("s{s}"), base + Duration::seconds(t))
+            })
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let pool = pool.clone();
+        let mut pending = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            let node = Uuid::now_v7();
+            let mut won = 0;
+            // Retry what was locked by a rival until nothing is left.
+            for _ in 0..50 {
+                if pending.is_empty() {
+                    break;
+                }
+                let mut client = pool.get().await.expect("connection");
+                let out = claims::claim(&mut client, node, pending)
+                    .await
+                    .expect("claim");
+                won += out.claimed.len();
+                pending = out.retry;
+            }
+            assert!(pending.is_empty(), "{} ticks never settled", pending.len());
+            won
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    assert_eq!(total, 1500, "rows won across the three claimers");
+    let c = db.client().await;
+    let (rows, distinct): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT count(*), count(DISTINCT (schedule_name, scheduled_at)) FROM scheduler_runs",
+                &[],
+            )
+            .await
+            .expect("count");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((rows, distinct), (1500, 1500));
+}
+
+#[tokio::test]
+async fn nothing_is_claimed_before_the_database_says_it_is_due() {
+    let db = TestDb::migrated().await;
+    let pool = pool(&db);
+    let mut client = pool.get().await.expect("connection");
+    let future = now(&db).await + Duration::seconds(30);
+    let out = claims::claim(&mut client, Uuid::now_v7(), vec![request("s", future)])
+        .await
+        .expect("claim");
+    assert!(out.claimed.is_empty());
+    assert_eq!(out.retry.len(), 1, "a tick not yet due is kept for later");
+    assert!(out.db_now.is_some());
+}
+
+#[tokio::test]
+async fn policies_decide_the_recorded_status() {
+    let db = TestDb::migrated().await;
+    let pool = pool(&db);
+    let mut client = pool.get().await.expect("connection");
+    let node = Uuid::now_v7();
+    let t = now(&db).await;
+    let batch = vec![
+        // Two minutes late with a 60 s grace: missed.
+        request("late", t - Duration::seconds(120)),
+        // A backlog of three with coalesce: the newest runs, the rest are missed.
+        request("backlog", t - Duration::seconds(3)),
+        request("backlog", t - Duration::seconds(2)),
+        request("backlog", t - Duration::seconds(1)),
+        // Without coalesce and max_instances 2: two run, the third is skipped.
+        ClaimRequest {
+            coalesce: false,
+            max_instances: 2,
+            ..request("overlap", t - Duration::seconds(3))
+        },
+        ClaimRequest {
+            coalesce: false,
+            max_instances: 2,
+            ..request("overlap", t - Duration::seconds(2))
+        },
+        ClaimRequest {
+            coalesce: false,
+            max_instances: 2,
+            ..request("overlap", t - Duration::seconds(1))
+        },
+    ];
+    let out = claims::claim(&mut client, node, batch)
+        .await
+        .expect("claim");
+    let status_of = |name: &str, ago: i64| {
+        out.claimed
+            .iter()
+            .find(|c| c.schedule_name == name && c.scheduled_at == t - Duration::seconds(ago))
+            .map(|c| c.status)
+    };
+    assert_eq!(status_of("late", 120), Some(RunStatus::Missed));
+    assert_eq!(status_of("backlog", 3), Some(RunStatus::Missed));
+    assert_eq!(status_of("backlog", 2), Some(RunStatus::Missed));
+    assert_eq!(status_of("backlog", 1), Some(RunStatus::Running));
+    assert_eq!(status_of("overlap", 3), Some(RunStatus::Running));
+    assert_eq!(status_of("overlap", 2), Some(RunStatus::Running));
+    assert_eq!(status_of("overlap", 1), Some(RunStatus::Skipped));
+    // With one "backlog" run still running, the next tick is skipped (max_instances 1).
+    let next = claims::claim(&mut client, node, vec![request("backlog", t)])
+        .await
+        .expect("claim");
+    assert_eq!(next.claimed[0].status, RunStatus::Skipped);
+    let c = db.client().await;
+    let error: String = c
+        .query_one(
+            "SELECT error FROM scheduler_runs WHERE schedule_name = 'late'",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert!(error.contains("misfire grace of 60 s"), "{error}");
+}

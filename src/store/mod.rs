@@ -14,7 +14,7 @@ pub mod nodes;
 pub mod runs;
 pub mod schedules;
 
-pub use connect::{connect, pool};
+pub use connect::{connect, pool, with_database};
 
 use crate::schedule::ValidationErrors;
 

@@ -26,23 +26,6 @@ pub struct TestDb {
     _cluster: Option<Arc<PgCluster>>,
 }
 
-/// Replaces the database name in a `postgres://` URL.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host_part}/{db}?{q}"),
-        None => format!("{host_part}/{db}"),
-    }
-}
-
 async fn try_connect(url: &str) -> Result<Client, String> {
     let fut = tokio_postgres::connect(url, NoTls);
     match tokio::time::timeout(Duration::from_secs(5), fut).await {
@@ -99,7 +82,7 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("create database {name}: {e}"));
         TestDb {
-            url: with_database(&admin_url, &name),
+            url: spine_scheduler::store::with_database(&admin_url, &name),
             name,
             admin_url,
             _cluster: cluster,
@@ -148,13 +131,4 @@ impl Drop for TestDb {
 /// Path of the binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_spine-scheduler")
-}
-
-#[test]
-fn url_database_is_replaced() {
-    assert_eq!(
-        with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
-        "postgres://u:p@h:5432/x?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
 }

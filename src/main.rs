@@ -115,6 +115,12 @@ struct ServeArgs {
     /// How often this replica records that it is alive.
     #[arg(long, env = "SPINE_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
+    /// A replica silent for this long is presumed dead: its share of ticks moves to the others.
+    #[arg(long, env = "SPINE_NODE_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    node_lease: Duration,
+    /// How long after a tick the replicas other than its preferred owner claim it.
+    #[arg(long, env = "SPINE_HANDOFF_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
+    handoff_delay: Duration,
     /// How often run-now requests and due retries are looked for without a NOTIFY.
     #[arg(long, env = "SPINE_PENDING_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pending_poll_interval: Duration,
@@ -335,6 +341,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         claim_batch_size: args.claim_batch_size,
         resync_interval: args.resync_interval,
         heartbeat_interval: args.heartbeat_interval,
+        node_lease: args.node_lease,
+        handoff_delay: args.handoff_delay,
         pending_poll_interval: args.pending_poll_interval,
         shutdown_grace: args.shutdown_grace,
         ..defaults

@@ -48,6 +48,8 @@ pub struct ClusterOptions {
     pub port: Option<u16>,
     /// Trade durability for speed (fsync off): for throwaway test clusters.
     pub fast_unsafe: bool,
+    /// Extra server settings (`-c name=value`), e.g. `shared_preload_libraries`.
+    pub settings: Vec<(String, String)>,
 }
 
 /// A running private cluster. Trust auth on 127.0.0.1, superuser `postgres`.
@@ -85,6 +87,9 @@ impl PgCluster {
             "-p {port} -c listen_addresses=127.0.0.1 -c max_connections=200 -k {}",
             data_dir.display()
         );
+        for (name, value) in &options.settings {
+            server_options.push_str(&format!(" -c {name}={value}"));
+        }
         if options.fast_unsafe {
             server_options
                 .push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::Parser;
+use spine_scheduler::pg_cluster::{ClusterOptions, PgCluster};
 use spine_scheduler::schedule::Schedule;
 use spine_scheduler::store::{self, schedules};
 use tokio_postgres::Client;
@@ -45,6 +46,10 @@ struct Args {
     /// Rows for the ledger-only baseline.
     #[arg(long, default_value_t = 100_000)]
     baseline_rows: usize,
+    /// Start a private PostgreSQL (initdb/pg_ctl) with pg_stat_statements
+    /// instead of using --database-url; adds per-statement figures.
+    #[arg(long)]
+    private: bool,
 }
 
 #[tokio::main]
@@ -54,15 +59,32 @@ async fn main() -> anyhow::Result<()> {
         bail!("unknown scenario {:?}; available: steady", args.scenario);
     }
     let load_start = loadavg();
+    // Kept alive for the whole run; stopped and deleted on drop.
+    let cluster = if args.private {
+        let c = PgCluster::start(ClusterOptions {
+            settings: vec![(
+                "shared_preload_libraries".into(),
+                "pg_stat_statements".into(),
+            )],
+            ..Default::default()
+        })?;
+        Some(c)
+    } else {
+        None
+    };
+    let server_url = match &cluster {
+        Some(c) => c.url("postgres"),
+        None => args.database_url.clone(),
+    };
     let db_name = format!("spine_bench_{}", uuid::Uuid::now_v7().simple());
-    let admin = store::connect(&args.database_url).await?;
+    let admin = store::connect(&server_url).await?;
     admin
         .batch_execute(&format!("CREATE DATABASE {db_name}"))
         .await?;
-    let url = store::with_database(&args.database_url, &db_name);
+    let url = store::with_database(&server_url, &db_name);
     let result = run(&args, &url).await;
     drop(admin);
-    let admin = store::connect(&args.database_url).await?;
+    let admin = store::connect(&server_url).await?;
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
         .await?;
@@ -75,6 +97,11 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     let mut client = store::connect(url).await?;
     store::migrate::migrate(&mut client).await?;
+    let statements = args.private
+        && client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .is_ok();
 
     let baseline = ledger_baseline(&client, args.baseline_rows).await?;
     client.batch_execute("TRUNCATE scheduler_runs").await?;
@@ -110,11 +137,21 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
 
     // Warm up, then measure a whole number of seconds.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    if statements {
+        client
+            .batch_execute("SELECT pg_stat_statements_reset()")
+            .await?;
+    }
     let (xacts_before, from) = db_counters(&client).await?;
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let (xacts_after, to) = db_counters(&client).await?;
     let elapsed = wall.elapsed().as_secs_f64();
+    let per_statement = if statements {
+        statement_calls(&client).await?
+    } else {
+        Vec::new()
+    };
     let usage: Vec<(f64, u64)> = replicas.iter().map(|c| proc_usage(c.id())).collect();
     for c in &replicas {
         let _ = Command::new("kill")
@@ -177,9 +214,11 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     out.push_str(&format!("{:<38}{}\n", "fired (completed)", fired));
     out.push_str(&format!("{:<38}{}\n", "doubled", doubled));
     out.push_str(&format!(
-        "{:<38}{}\n",
-        "missed (no row or missed)",
-        (due as i64 - present) + missed_rows
+        "{:<38}{} (no row {}, recorded missed {})\n",
+        "missed",
+        (due as i64 - present) + missed_rows,
+        due as i64 - present,
+        missed_rows
     ));
     out.push_str(&format!(
         "{:<38}p50 {:.1}  p99 {:.1}  max {:.1}\n",
@@ -215,6 +254,22 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
         "fires/s as share of baseline",
         100.0 * fires_per_sec / baseline.max(1.0)
     ));
+    if !per_statement.is_empty() {
+        let total: i64 = per_statement.iter().map(|s| s.1).sum();
+        out.push_str(&format!(
+            "\n{:<38}{:.3}\nstatements (calls per replica-second, mean ms, query):",
+            "db statements per fire",
+            total as f64 / fires_in_measure.max(1.0)
+        ));
+        for (query, calls, mean_ms) in per_statement.iter().take(8) {
+            out.push_str(&format!(
+                "\n  {:>8.2}  {:>7.3}  {}",
+                *calls as f64 / (elapsed * args.replicas as f64),
+                mean_ms,
+                query
+            ));
+        }
+    }
     Ok(out)
 }
 
@@ -248,6 +303,24 @@ async fn ledger_baseline(client: &Client, rows: usize) -> anyhow::Result<f64> {
         done += n;
     }
     Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Calls and mean time per statement since the reset, busiest first.
+async fn statement_calls(client: &Client) -> anyhow::Result<Vec<(String, i64, f64)>> {
+    let rows = client
+        .query(
+            "SELECT regexp_replace(left(query, 70), '\\s+', ' ', 'g'), calls, mean_exec_time
+             FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND query NOT LIKE '%pg_stat%'
+             ORDER BY calls DESC",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 async fn db_counters(client: &Client) -> anyhow::Result<(i64, DateTime<Utc>)> {

@@ -32,16 +32,34 @@ pub async fn run(
         while let Ok(more) = ticks.try_recv() {
             batch.extend(more);
         }
-        let size = shared.config.claim_batch_size;
-        while !batch.is_empty() {
-            let rest = batch.split_off(batch.len().min(size));
-            let chunk = std::mem::replace(&mut batch, rest);
+        for chunk in chunks(batch, shared.config.claim_batch_size) {
             let again = claim_chunk(&shared, chunk, &jobs).await;
             if !again.is_empty() && retries.send(again).is_err() {
                 return;
             }
         }
     }
+}
+
+/// Splits a batch so that no chunk locks more than `max_schedules` distinct
+/// schedules (one advisory lock each); all ticks of a schedule stay in one
+/// chunk, so a retried tick riding along with the next one costs nothing.
+fn chunks(batch: Vec<Tick>, max_schedules: usize) -> Vec<Vec<Tick>> {
+    let mut by_schedule: Vec<Vec<Tick>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for tick in batch {
+        match index.get(tick.name()) {
+            Some(&i) => by_schedule[i].push(tick),
+            None => {
+                index.insert(tick.name().to_string(), by_schedule.len());
+                by_schedule.push(vec![tick]);
+            }
+        }
+    }
+    by_schedule
+        .chunks(max_schedules.max(1))
+        .map(|group| group.concat())
+        .collect()
 }
 
 /// Claims one chunk; returns the ticks to offer again.
@@ -126,18 +144,25 @@ async fn claim_chunk(
         }
     }
     let db_now = outcome.db_now.unwrap_or_else(|| shared.clock.now());
+    let share = shared.share();
+    let handoff = chrono::Duration::from_std(shared.config.handoff_delay)
+        .unwrap_or(chrono::Duration::seconds(1));
     outcome
         .retry
         .into_iter()
         .filter_map(|req| by_key.remove(&(req.schedule_name, req.scheduled_at)))
         .map(|tick| {
             // Not yet due on the database clock: ask again as it falls due.
-            // Locked by another replica: ask again shortly, in case its
-            // transaction rolls back.
+            // Locked by another replica: ask again in case its transaction
+            // rolls back — soon for our own share (so the others' handoff
+            // checks find the row and never race us for it), at the next
+            // handoff for the others' share (riding along with the next batch).
             let at = if tick.at > db_now {
                 tick.at
-            } else {
+            } else if share.prefers(tick.name()) {
                 db_now + retry_delay
+            } else {
+                db_now + handoff
             };
             Retry { tick, at }
         })

@@ -18,11 +18,19 @@ pub struct EngineConfig {
     pub resync_interval: Duration,
     /// How often the replica records that it is alive (default 2 s).
     pub heartbeat_interval: Duration,
+    /// A replica whose heartbeat is older than this is presumed dead: its
+    /// share of ticks moves to the others and (issue: cluster) its running
+    /// runs are reaped (default 10 s).
+    pub node_lease: Duration,
+    /// How long after a tick the replicas other than its preferred owner
+    /// claim it, in case that owner is gone (default 1 s; see `engine::share`).
+    pub handoff_delay: Duration,
     /// How often pending runs (run-now, retries) are looked for without a NOTIFY (default 1 s).
     pub pending_poll_interval: Duration,
     /// How long in-flight runs may finish after SIGTERM (default 30 s).
     pub shutdown_grace: Duration,
-    /// How soon a tick whose schedule another replica was claiming is asked for again (default 1 s).
+    /// How soon a tick of this replica's own share whose schedule another
+    /// replica was claiming is asked for again (default 50 ms).
     pub claim_retry_delay: Duration,
 }
 
@@ -35,9 +43,11 @@ impl Default for EngineConfig {
             claim_batch_size: 1000,
             resync_interval: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(2),
+            node_lease: Duration::from_secs(10),
+            handoff_delay: Duration::from_secs(1),
             pending_poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
-            claim_retry_delay: Duration::from_secs(1),
+            claim_retry_delay: Duration::from_millis(50),
         }
     }
 }
@@ -75,6 +85,15 @@ impl EngineConfig {
         }
         if !(1..=5000).contains(&self.claim_batch_size) {
             return err("claim-batch-size", "must be between 1 and 5000");
+        }
+        if self.node_lease < self.heartbeat_interval * 2 {
+            return err(
+                "node-lease",
+                "must be at least twice the heartbeat interval, or live replicas look dead",
+            );
+        }
+        if self.handoff_delay > Duration::from_secs(60) {
+            return err("handoff-delay", "must be at most 60s");
         }
         for (setting, d, min) in [
             (

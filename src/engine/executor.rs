@@ -97,6 +97,7 @@ pub async fn run(
                 humantime::format_duration(shared.config.shutdown_grace)
             )),
             result: None,
+            started_at: None,
         });
     }
 }
@@ -135,7 +136,8 @@ async fn execute(
     );
     async {
         let _permit = permits.acquire().await;
-        let lag_ms = (shared.clock.now() - job.scheduled_at).num_milliseconds();
+        let started_at = shared.clock.now();
+        let lag_ms = (started_at - job.scheduled_at).num_milliseconds();
         tracing::info!(node_id = %shared.node_id, tick = %job.scheduled_at, lag_ms, "run started");
         let outcome = run_pipeline(&shared, &job).await;
         let completion = match outcome {
@@ -146,6 +148,7 @@ async fn execute(
                     status: RunStatus::Completed,
                     error: None,
                     result,
+                    started_at: Some(started_at),
                 }
             }
             Err(e) => {
@@ -155,6 +158,7 @@ async fn execute(
                     status: RunStatus::Failed,
                     error: Some(e.message),
                     result: e.result,
+                    started_at: Some(started_at),
                 }
             }
         };

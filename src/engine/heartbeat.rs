@@ -28,13 +28,15 @@ pub async fn beat(shared: &Shared, state: &str) -> bool {
             &shared.config.node_name,
             crate::VERSION,
             state,
+            shared.config.node_lease,
         )
         .await
     }
     .await;
     match result {
-        Ok(db_now) => {
-            shared.clock.observe(sent, Utc::now(), db_now);
+        Ok(beat) => {
+            shared.clock.observe(sent, Utc::now(), beat.db_now);
+            shared.set_peers(beat.active);
             shared.set_db_ok(true);
             true
         }

@@ -22,6 +22,7 @@ mod executor;
 mod heartbeat;
 mod pending;
 pub mod queue;
+pub mod share;
 mod sync;
 mod timer;
 
@@ -65,9 +66,21 @@ pub(crate) struct Shared {
     pub inflight: AtomicUsize,
     db_ok: AtomicBool,
     catalog: RwLock<HashMap<String, Arc<StoredSchedule>>>,
+    peers: RwLock<Vec<Uuid>>,
 }
 
 impl Shared {
+    /// Replaces the list of live replicas (sorted by id).
+    pub fn set_peers(&self, active: Vec<Uuid>) {
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = active;
+    }
+
+    /// This replica's share of the ticks: (its index, number of live replicas).
+    pub fn share(&self) -> share::Share {
+        let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        share::Share::of(&peers, self.node_id)
+    }
+
     pub fn set_db_ok(&self, ok: bool) {
         self.db_ok.store(ok, Ordering::Relaxed);
     }
@@ -195,6 +208,7 @@ impl SchedulerBuilder {
                 inflight: AtomicUsize::new(0),
                 db_ok: AtomicBool::new(false),
                 catalog: RwLock::new(HashMap::new()),
+                peers: RwLock::new(Vec::new()),
             }),
         })
     }

@@ -75,6 +75,7 @@ pub async fn run(
                             run.schedule_name
                         )),
                         result: None,
+                        started_at: None,
                     });
                 }
             }

@@ -74,17 +74,22 @@ pub async fn run(
             _ = tokio::time::sleep(sleep) => {}
         }
         let now = shared.clock.now();
-        let mut batch = queue.take_due(now);
-        // Retries ride along with a batch that goes anyway (no extra
-        // transaction); alone, they go when they are due.
-        let horizon = if batch.is_empty() {
-            now
-        } else {
-            now + chrono::Duration::from_std(shared.config.claim_retry_delay)
-                .unwrap_or(chrono::Duration::seconds(1))
-        };
-        let (ready, later): (Vec<Retry>, Vec<Retry>) =
-            retries.drain(..).partition(|r| r.at <= horizon);
+        let due = queue.take_due(now);
+        // Our share goes now; the rest waits the handoff delay (see `share`).
+        let share = shared.share();
+        let handoff = chrono::Duration::from_std(shared.config.handoff_delay)
+            .unwrap_or(chrono::Duration::seconds(1));
+        let (mut batch, others): (Vec<Tick>, Vec<Tick>) =
+            due.into_iter().partition(|t| share.prefers(t.name()));
+        tracing::trace!(node_id = %shared.node_id, ?share, own = batch.len(), handed_off = others.len(), "due ticks");
+        retries.extend(others.into_iter().map(|tick| Retry {
+            at: tick.at + handoff,
+            tick,
+        }));
+        // Handed-off ticks fall due a whole handoff delay after their tick,
+        // which for frequent schedules is exactly when the next batch goes:
+        // they ride along with it and cost no transaction of their own.
+        let (ready, later): (Vec<Retry>, Vec<Retry>) = retries.drain(..).partition(|r| r.at <= now);
         retries = later;
         for r in ready {
             let grace = chrono::Duration::from_std(r.tick.schedule.schedule.misfire_grace())

@@ -2,11 +2,13 @@
 //!
 //! One transaction per batch, two statements:
 //!
-//! 1. [`LOCK`] takes `pg_try_advisory_xact_lock` on every schedule in the
-//!    batch. A schedule another replica is claiming right now is skipped
-//!    without waiting; the caller keeps its ticks and asks again (the other
-//!    replica's transaction may still roll back). The statement also reads
-//!    the database clock, `now()`, which is the only clock claims trust.
+//! 1. [`LOCK`] finds the ticks whose row already exists (done: someone has
+//!    them) and takes `pg_try_advisory_xact_lock` on every schedule with a
+//!    tick still to claim. A schedule another replica is claiming right now
+//!    is skipped without waiting; the caller keeps its ticks and asks again
+//!    (the other replica's transaction may still roll back). The statement
+//!    also reads the database clock, `now()`, which is the only clock claims
+//!    trust.
 //! 2. [`INSERT`] writes one ledger row per due tick of the locked schedules,
 //!    `ON CONFLICT DO NOTHING` on the unique tick key. It starts after the
 //!    locks are held, so its snapshot sees every claim committed before
@@ -72,12 +74,26 @@ pub struct ClaimOutcome {
     pub retry: Vec<ClaimRequest>,
 }
 
-/// Statement 1: the per-schedule try-locks and the database clock.
+/// Statement 1: which ticks already have their row (committed), the
+/// per-schedule try-locks for the schedules with a tick still to claim, and
+/// the database clock. Ticks already claimed take no lock, so a replica
+/// double-checking another's share never contends with that replica.
 pub const LOCK: &str = "\
+WITH u AS (
+    SELECT u.name, u.t, u.ord,
+           EXISTS (SELECT 1 FROM scheduler_runs r
+                    WHERE r.schedule_name = u.name AND r.scheduled_at = u.t
+                      AND r.attempt = 1 AND r.trigger <> 'manual') AS present
+    FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS u(name, t, ord)
+), todo AS (
+    SELECT DISTINCT name FROM u WHERE NOT present
+), locked AS (
+    SELECT name FROM todo
+    WHERE pg_try_advisory_xact_lock(hashtextextended('spine-scheduler:' || name, 0))
+)
 SELECT now() AS db_now,
-       coalesce(array_agg(s.name), '{}') AS locked
-FROM unnest($1::text[]) AS s(name)
-WHERE pg_try_advisory_xact_lock(hashtextextended('spine-scheduler:' || s.name, 0))";
+       coalesce((SELECT array_agg(name) FROM locked), '{}') AS locked,
+       coalesce((SELECT array_agg(ord::int4) FROM u WHERE present), '{}') AS present";
 
 /// Statement 2: the ledger rows, with the misfire, coalesce and overlap policies.
 pub const INSERT: &str = "\
@@ -88,13 +104,18 @@ WITH c AS (
          AS c(run_id, schedule_name, pipeline, scheduled_at,
               max_instances, grace_secs, coalesce)
     WHERE c.scheduled_at <= now()
+), running AS (
+    -- One pass over the (few) unfinished runs rather than a probe per tick.
+    SELECT r.schedule_name, count(*) AS n
+    FROM scheduler_runs r
+    WHERE r.status = 'running' AND r.schedule_name = ANY($2::text[])
+    GROUP BY r.schedule_name
 ), ranked AS (
     SELECT c.*,
            row_number() OVER (PARTITION BY c.schedule_name ORDER BY c.scheduled_at DESC) AS newest,
            row_number() OVER (PARTITION BY c.schedule_name ORDER BY c.scheduled_at) AS oldest,
-           (SELECT count(*) FROM scheduler_runs r
-             WHERE r.schedule_name = c.schedule_name AND r.status = 'running') AS running
-    FROM c
+           coalesce(running.n, 0) AS running
+    FROM c LEFT JOIN running USING (schedule_name)
 ), decided AS (
     SELECT ranked.*,
            CASE
@@ -133,23 +154,30 @@ pub async fn claim(
     if batch.is_empty() {
         return Ok(outcome);
     }
-    let mut names: Vec<&str> = batch.iter().map(|r| r.schedule_name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
+    let names: Vec<&str> = batch.iter().map(|r| r.schedule_name.as_str()).collect();
+    let ticks: Vec<DateTime<Utc>> = batch.iter().map(|r| r.scheduled_at).collect();
 
     let sent = Utc::now();
     let tx = client.transaction().await?;
     outcome.begin_window = Some((sent, Utc::now()));
     let lock = tx.prepare_cached(LOCK).await?;
-    let row = tx.query_one(&lock, &[&names]).await?;
+    let row = tx.query_one(&lock, &[&names, &ticks]).await?;
     let db_now: DateTime<Utc> = row.try_get("db_now")?;
     let locked: Vec<String> = row.try_get("locked")?;
     let locked: HashSet<String> = locked.into_iter().collect();
+    let present: Vec<i32> = row.try_get("present")?;
+    let present: HashSet<usize> = present
+        .into_iter()
+        .filter_map(|i| usize::try_from(i).ok())
+        .collect();
     outcome.db_now = Some(db_now);
 
     let mut mine = Vec::new();
-    for req in batch {
-        if locked.contains(&req.schedule_name) && req.scheduled_at <= db_now {
+    for (i, req) in batch.into_iter().enumerate() {
+        // WITH ORDINALITY counts from 1.
+        if present.contains(&(i + 1)) {
+            outcome.taken += 1;
+        } else if locked.contains(&req.schedule_name) && req.scheduled_at <= db_now {
             mine.push(req);
         } else {
             outcome.retry.push(req);
@@ -198,6 +226,6 @@ pub async fn claim(
             status: status.parse().map_err(|e: String| StoreError::Schema(e))?,
         });
     }
-    outcome.taken = mine.len() - rows.len();
+    outcome.taken += mine.len() - rows.len();
     Ok(outcome)
 }

@@ -304,12 +304,17 @@ pub struct Completion {
     pub error: Option<String>,
     /// What the pipeline returned.
     pub result: Option<Value>,
+    /// When the pipeline actually started (database time, estimated by the
+    /// replica); `None` keeps the claim time.
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 const FINISH_BATCH: &str = "\
 UPDATE scheduler_runs r
-SET status = u.status, completed_at = now(), error = u.error, result = u.result
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) AS u(run_id, status, error, result)
+SET status = u.status, completed_at = now(), error = u.error, result = u.result,
+    started_at = coalesce(u.started_at, r.started_at)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $6::timestamptz[])
+     AS u(run_id, status, error, result, started_at)
 WHERE r.run_id = u.run_id AND r.node_id = $5 AND r.status = 'running'
 RETURNING r.run_id";
 
@@ -327,9 +332,13 @@ pub async fn finish_batch(
     let statuses: Vec<&str> = completions.iter().map(|c| c.status.as_str()).collect();
     let errors: Vec<Option<&str>> = completions.iter().map(|c| c.error.as_deref()).collect();
     let results: Vec<Option<&Value>> = completions.iter().map(|c| c.result.as_ref()).collect();
+    let started: Vec<Option<DateTime<Utc>>> = completions.iter().map(|c| c.started_at).collect();
     let stmt = client.prepare_cached(FINISH_BATCH).await?;
     let rows = client
-        .query(&stmt, &[&ids, &statuses, &errors, &results, &node_id])
+        .query(
+            &stmt,
+            &[&ids, &statuses, &errors, &results, &node_id, &started],
+        )
         .await?;
     let done: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
     Ok(ids.into_iter().filter(|id| !done.contains(id)).collect())

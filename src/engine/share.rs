@@ -1,0 +1,77 @@
+//! Spreading the work: every tick has a *preferred* replica.
+//!
+//! Left alone, the replica whose timer fires first would take every
+//! schedule's lock and run everything while the others only learn they lost.
+//! Instead each replica claims its own share at once — schedules whose name
+//! hashes to its index among the live replicas — and the rest only after the
+//! handoff delay, as a safety net for a share whose owner died. The claim's
+//! unique key still decides; this only decides who asks first. Replicas that
+//! briefly disagree on membership just race (safe) or claim a share late
+//! (by at most the handoff delay).
+
+use uuid::Uuid;
+
+/// This replica's slot among the live replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    index: usize,
+    of: usize,
+}
+
+impl Share {
+    /// The share of `me` among `active` (sorted ids). A replica that does not
+    /// see itself in the list (not yet registered) takes everything.
+    pub fn of(active: &[Uuid], me: Uuid) -> Share {
+        match active.iter().position(|id| *id == me) {
+            Some(index) => Share {
+                index,
+                of: active.len(),
+            },
+            None => Share { index: 0, of: 1 },
+        }
+    }
+
+    /// Whether this replica is the first to claim `schedule`'s ticks.
+    pub fn prefers(&self, schedule: &str) -> bool {
+        self.of <= 1 || (fnv1a(schedule) % self.of as u64) as usize == self.index
+    }
+}
+
+/// FNV-1a: stable across processes and versions (unlike std's SipHash
+/// keys), which is the point — every replica must compute the same owner.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schedule_has_exactly_one_preferred_replica() {
+        let mut ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        ids.sort();
+        let shares: Vec<Share> = ids.iter().map(|id| Share::of(&ids, *id)).collect();
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            let name = format!("schedule-{i}");
+            let owners: Vec<usize> = (0..3).filter(|&r| shares[r].prefers(&name)).collect();
+            assert_eq!(owners.len(), 1, "{name}");
+            counts[owners[0]] += 1;
+        }
+        // Roughly even: each replica gets a third, give or take.
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn a_replica_missing_from_the_list_takes_everything() {
+        let s = Share::of(&[Uuid::now_v7()], Uuid::now_v7());
+        assert!(s.prefers("a") && s.prefers("b"));
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

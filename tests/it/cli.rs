@@ -231,3 +231,53 @@ fn an_unreachable_database_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn validate_and_apply_refuse_unknown_pipelines() {
+    let pipelines = write_temp(
+        "pipelines.yaml",
+        "pipelines:\n  - name: known.one\n    kind: log\n",
+    );
+    let schedules = write_temp(
+        "schedules.yaml",
+        "schedules:\n  - name: fine\n    pipeline: known.one\n    cron: \"@daily\"\n  - name: typo\n    pipeline: knwon.one\n    cron: \"@daily\"\n",
+    );
+    let (p, s) = (
+        pipelines.display().to_string(),
+        schedules.display().to_string(),
+    );
+    let out = run(&["validate", "-f", &s, "--pipelines", &p], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("schedule typo (line 5): pipeline: unknown pipeline \"knwon.one\""),
+        "{text}"
+    );
+    assert!(text.contains("1 problem(s)"), "{text}");
+    let out = run(
+        &[
+            "apply",
+            "-f",
+            &s,
+            "--pipelines",
+            &p,
+            "--database-url",
+            "postgres://127.0.0.1:1/x",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nothing was applied"),
+        "{}",
+        stderr(&out)
+    );
+    // The seed's example files agree with each other.
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules.yaml");
+    let seed_pipelines = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pipelines.yaml");
+    let out = run(
+        &["validate", "-f", seed, "--pipelines", seed_pipelines],
+        None,
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+}

@@ -76,6 +76,10 @@ CREATE INDEX scheduler_runs_time_idx
 -- What the leader's reaper and the overlap check look at: unfinished runs.
 -- (No general index on status: every index is paid for on each claim and
 -- each completion, and status filters ride on the time-ordered indexes.)
+-- What the leader's retry sweep looks at: recent failures (a small set).
+CREATE INDEX scheduler_runs_retryable_idx
+    ON scheduler_runs (completed_at)
+    WHERE status IN ('failed', 'abandoned');
 CREATE INDEX scheduler_runs_unfinished_idx
     ON scheduler_runs (schedule_name, node_id)
     WHERE status IN ('pending', 'running');

@@ -4,8 +4,11 @@
 //! they race to claim it in the run ledger, and exactly one wins. See
 //! `ARCHITECTURE.md` for the map of modules and `README.md` for operating it.
 
+pub mod api;
 pub mod apply;
+pub mod cluster;
 pub mod engine;
+pub mod metrics;
 pub mod pg_cluster;
 pub mod pipeline;
 pub mod schedule;

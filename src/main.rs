@@ -8,8 +8,11 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
+use spine_scheduler::api::{self, ApiOptions, Auth, AuthSources};
 use spine_scheduler::apply::{self, ApplyOptions};
+use spine_scheduler::cluster::ClusterConfig;
 use spine_scheduler::engine::{EngineConfig, Scheduler};
+use spine_scheduler::metrics::{Metrics, MetricsOptions};
 use spine_scheduler::pipeline::{self, Registry};
 use spine_scheduler::schedule::{parse_timezone, CronExpr};
 use spine_scheduler::schedule_file;
@@ -121,12 +124,57 @@ struct ServeArgs {
     /// How long after a tick the replicas other than its preferred owner claim it.
     #[arg(long, env = "SPINE_HANDOFF_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
     handoff_delay: Duration,
+    /// Direct PostgreSQL URL for the leader's session, when DATABASE_URL goes through a transaction-mode pooler.
+    #[arg(long, env = "SPINE_LEADER_DATABASE_URL", hide_env_values = true)]
+    leader_database_url: Option<String>,
+    /// How often a follower bids for leadership.
+    #[arg(long, env = "SPINE_LEADER_RETRY_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    leader_retry_interval: Duration,
+    /// How often the leader checks its session.
+    #[arg(long, env = "SPINE_LEADER_PING_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    leader_ping_interval: Duration,
+    /// How long a leader ping may take before the leader steps down.
+    #[arg(long, env = "SPINE_LEADER_PING_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    leader_ping_timeout: Duration,
+    /// How often the leader reaps dead replicas' runs, schedules retries and records missed ticks.
+    #[arg(long, env = "SPINE_HOUSEKEEPING_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    housekeeping_interval: Duration,
+    /// Finished runs older than this are deleted.
+    #[arg(long, env = "SPINE_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Keep at most this many finished runs per schedule (default: no limit).
+    #[arg(long, env = "SPINE_RETENTION_KEEP_LAST")]
+    retention_keep_last: Option<i64>,
+    /// Replicas that left or died are forgotten after this.
+    #[arg(long, env = "SPINE_NODE_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    node_retention: Duration,
+    /// A replica whose clock is further than this from the database's does not take leadership.
+    #[arg(long, env = "SPINE_MAX_CLOCK_OFFSET", default_value = "5s", value_parser = humantime::parse_duration)]
+    max_clock_offset: Duration,
+    /// Test only: pretend the local clock is off by this much (e.g. 30s or -30s).
+    #[arg(long, hide = true, default_value = "0s", value_parser = parse_signed_duration, allow_hyphen_values = true)]
+    test_clock_skew: chrono::Duration,
     /// How often run-now requests and due retries are looked for without a NOTIFY.
     #[arg(long, env = "SPINE_PENDING_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pending_poll_interval: Duration,
     /// How long in-flight runs may finish after SIGTERM before they are recorded abandoned.
     #[arg(long, env = "SPINE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Address of the admin API, probes and metrics (0.0.0.0:8080 to serve beyond this host).
+    #[arg(long, env = "SPINE_LISTEN", default_value = api::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// File holding the admin API token (instead of SPINE_API_TOKEN).
+    #[arg(long, env = "SPINE_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
+    /// File holding the read-only API token, which may only GET (instead of SPINE_API_READONLY_TOKEN).
+    #[arg(long, env = "SPINE_API_READONLY_TOKEN_FILE")]
+    api_readonly_token_file: Option<PathBuf>,
+    /// Serve the API without authentication when no token is configured (local use only).
+    #[arg(long, env = "SPINE_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// Label per-schedule metrics schedule="_all" instead of each name (many thousands of schedules).
+    #[arg(long, env = "SPINE_METRICS_DROP_SCHEDULE_LABEL")]
+    metrics_drop_schedule_label: bool,
 }
 
 #[derive(clap::Args)]
@@ -159,8 +207,10 @@ fn init_logging(format: LogFormat, serving: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if serving { "info" } else { "warn" })
     });
+    // Colour only for people at a terminal, never into log files.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -345,13 +395,52 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         handoff_delay: args.handoff_delay,
         pending_poll_interval: args.pending_poll_interval,
         shutdown_grace: args.shutdown_grace,
+        test_clock_skew: args.test_clock_skew,
+        cluster: ClusterConfig {
+            leader_database_url: args.leader_database_url,
+            leader_retry_interval: args.leader_retry_interval,
+            leader_ping_interval: args.leader_ping_interval,
+            leader_ping_timeout: args.leader_ping_timeout,
+            housekeeping_interval: args.housekeeping_interval,
+            retention: args.retention,
+            retention_keep_last: args.retention_keep_last,
+            node_retention: args.node_retention,
+            max_clock_offset: args.max_clock_offset,
+            ..defaults.cluster.clone()
+        },
         ..defaults
     };
     let scheduler = Scheduler::builder(&args.db.database_url)
         .pipelines(registry)?
         .config(config)
         .build()?;
-    scheduler.run(shutdown_signal()).await?;
+    // Admin API, probes and metrics (src/api), bound before the engine starts
+    // so a taken port or a missing token stops `serve` at once. It reports
+    // draining from the first signal and closes once the engine is done.
+    let metrics = Metrics::new(MetricsOptions {
+        per_schedule_labels: !args.metrics_drop_schedule_label,
+    })?;
+    let auth = Auth::load(&AuthSources::from_env(
+        args.api_token_file.clone(),
+        args.api_readonly_token_file.clone(),
+        args.insecure_no_auth,
+    ))?;
+    let api_options = ApiOptions {
+        listen: args.listen,
+        auth,
+        database_url: args.db.database_url.clone(),
+        pool_size: api::DEFAULT_POOL_SIZE,
+        node_lease: args.node_lease,
+        metrics,
+    };
+    let api = api::start(
+        api_options,
+        scheduler.handle(),
+        scheduler.registry().clone(),
+    )
+    .await?;
+    scheduler.run(api.draining_on(shutdown_signal())).await?;
+    api.stop().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -378,4 +467,15 @@ async fn shutdown_signal() {
         eprintln!("second signal: exiting immediately");
         std::process::exit(130);
     });
+}
+
+/// A duration with an optional leading minus sign (`-30s`).
+fn parse_signed_duration(s: &str) -> Result<chrono::Duration, String> {
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let d = humantime::parse_duration(rest).map_err(|e| e.to_string())?;
+    let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+    Ok(if negative { -d } else { d })
 }

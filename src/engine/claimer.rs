@@ -79,6 +79,7 @@ async fn claim_chunk(
             max_instances: s.max_instances(),
             misfire_grace_secs: u32::try_from(s.misfire_grace().as_secs()).unwrap_or(u32::MAX),
             coalesce: s.coalesce(),
+            backlog: tick.backlog,
         });
         by_key.insert((s.name().to_string(), tick.at), tick);
     }

@@ -20,13 +20,13 @@ const UNSET: i64 = i64::MIN;
 #[derive(Debug)]
 pub struct DbClock {
     offset_micros: AtomicI64,
+    /// Test-only error added to the local clock (see `EngineConfig::test_clock_skew`).
+    skew: chrono::Duration,
 }
 
 impl Default for DbClock {
     fn default() -> Self {
-        DbClock {
-            offset_micros: AtomicI64::new(UNSET),
-        }
+        Self::with_skew(chrono::Duration::zero())
     }
 }
 
@@ -36,9 +36,23 @@ impl DbClock {
         Self::default()
     }
 
+    /// A clock whose local reading is off by `skew` (for tests of G4).
+    pub fn with_skew(skew: chrono::Duration) -> Self {
+        DbClock {
+            offset_micros: AtomicI64::new(UNSET),
+            skew,
+        }
+    }
+
+    /// This replica's own clock (skewed in tests).
+    pub fn local_now(&self) -> DateTime<Utc> {
+        Utc::now() + self.skew
+    }
+
     /// Feeds one observation: we sent at `sent`, got the answer at `received`
-    /// (both local), and the database said `db_now` in between.
+    /// (both `Utc::now()` readings), and the database said `db_now` in between.
     pub fn observe(&self, sent: DateTime<Utc>, received: DateTime<Utc>, db_now: DateTime<Utc>) {
+        let (sent, received) = (sent + self.skew, received + self.skew);
         let rtt = received - sent;
         if rtt < chrono::Duration::zero() || rtt.to_std().map_or(true, |r| r > MAX_SAMPLE_RTT) {
             return;
@@ -70,7 +84,7 @@ impl DbClock {
 
     /// The database's time now, estimated.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.offset()
+        self.local_now() + self.offset()
     }
 
     /// How long to sleep until the database clock reads `at`.
@@ -97,5 +111,23 @@ mod tests {
         assert_eq!(c.offset(), ms(500));
         c.observe(t0, t0 + ms(2), t0 + ms(541));
         assert_eq!(c.offset(), ms(510));
+    }
+
+    #[test]
+    fn a_skewed_local_clock_is_compensated() {
+        let c = DbClock::with_skew(chrono::Duration::seconds(30));
+        let t0 = Utc::now();
+        c.observe(
+            t0,
+            t0 + chrono::Duration::milliseconds(2),
+            t0 + chrono::Duration::milliseconds(1),
+        );
+        assert!(
+            (c.offset() + chrono::Duration::seconds(30))
+                .num_milliseconds()
+                .abs()
+                <= 1
+        );
+        assert!((c.now() - Utc::now()).num_milliseconds().abs() < 50);
     }
 }

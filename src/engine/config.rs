@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::cluster::ClusterConfig;
+
 /// How a replica runs. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -29,6 +31,11 @@ pub struct EngineConfig {
     pub pending_poll_interval: Duration,
     /// How long in-flight runs may finish after SIGTERM (default 30 s).
     pub shutdown_grace: Duration,
+    /// Leader election and housekeeping.
+    pub cluster: ClusterConfig,
+    /// Test-only: pretend this replica's clock is off by this much, to show
+    /// that claims follow the database clock (G4). Zero in production.
+    pub test_clock_skew: chrono::Duration,
     /// How soon a tick of this replica's own share whose schedule another
     /// replica was claiming is asked for again (default 50 ms).
     pub claim_retry_delay: Duration,
@@ -48,6 +55,8 @@ impl Default for EngineConfig {
             pending_poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             claim_retry_delay: Duration::from_millis(50),
+            cluster: ClusterConfig::default(),
+            test_clock_skew: chrono::Duration::zero(),
         }
     }
 }
@@ -124,7 +133,7 @@ impl EngineConfig {
                 );
             }
         }
-        Ok(())
+        self.cluster.validate()
     }
 }
 

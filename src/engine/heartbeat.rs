@@ -17,8 +17,9 @@ pub const DRAINING: &str = "draining";
 /// Gone cleanly.
 pub const LEFT: &str = "left";
 
-/// Records the node as `state` once; returns whether the database took it.
-pub async fn beat(shared: &Shared, state: &str) -> bool {
+/// Records the node in its current state once; returns whether the database took it.
+pub async fn beat(shared: &Shared) -> bool {
+    let state = shared.node_state();
     let sent = Utc::now();
     let result = async {
         let client = shared.pool.get().await?;
@@ -37,6 +38,11 @@ pub async fn beat(shared: &Shared, state: &str) -> bool {
         Ok(beat) => {
             shared.clock.observe(sent, Utc::now(), beat.db_now);
             shared.set_peers(beat.active);
+            let offset = shared.clock.offset();
+            if offset.num_milliseconds().abs() > 1000 {
+                tracing::warn!(node_id = %shared.node_id, offset_ms = offset.num_milliseconds(),
+                    "this replica's clock is more than 1 s from the database's; timers follow the database clock");
+            }
             shared.set_db_ok(true);
             true
         }
@@ -55,7 +61,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = every.tick() => { beat(&shared, ACTIVE).await; }
+            _ = every.tick() => { beat(&shared).await; }
         }
     }
 }

@@ -37,6 +37,8 @@ use uuid::Uuid;
 
 pub use self::clock::DbClock;
 pub use self::config::{ConfigError, EngineConfig};
+use crate::cluster;
+use crate::cluster::Leadership;
 use crate::pipeline::{Pipeline, Registry, RegistryError};
 use crate::store::schedules::StoredSchedule;
 use crate::store::{self, StoreError};
@@ -55,9 +57,12 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
-/// State shared by the engine's tasks.
+/// State shared by the engine's tasks (and the cluster's).
 pub(crate) struct Shared {
     pub node_id: Uuid,
+    pub leadership: Leadership,
+    /// What the heartbeat records: `heartbeat::ACTIVE`, `DRAINING`, …
+    pub node_state: RwLock<&'static str>,
     pub config: EngineConfig,
     pub database_url: String,
     pub pool: Pool,
@@ -110,6 +115,25 @@ impl Shared {
         self.catalog_write().remove(name);
     }
 
+    /// Every enabled schedule known to this replica.
+    pub fn catalog_all(&self) -> Vec<Arc<StoredSchedule>> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| s.schedule.enabled())
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_node_state(&self, state: &'static str) {
+        *self.node_state.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    pub fn node_state(&self) -> &'static str {
+        *self.node_state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn catalog_get(&self, name: &str) -> Option<Arc<StoredSchedule>> {
         self.catalog
             .read()
@@ -137,6 +161,14 @@ impl EngineHandle {
     /// Runs executing now.
     pub fn in_flight(&self) -> usize {
         self.shared.inflight.load(Ordering::Relaxed)
+    }
+    /// Whether this replica leads the cluster now.
+    pub fn is_leader(&self) -> bool {
+        self.shared.leadership.is_leader()
+    }
+    /// How often leadership was gained or lost on this replica.
+    pub fn leader_changes(&self) -> u64 {
+        self.shared.leadership.changes()
     }
     /// Estimated database clock minus local clock.
     pub fn clock_offset(&self) -> chrono::Duration {
@@ -197,13 +229,16 @@ impl SchedulerBuilder {
     pub fn build(self) -> Result<Scheduler, EngineError> {
         self.config.validate()?;
         let pool = store::pool(&self.database_url, self.config.pool_size)?;
+        let clock = DbClock::with_skew(self.config.test_clock_skew);
         Ok(Scheduler {
             shared: Arc::new(Shared {
                 node_id: Uuid::now_v7(),
+                leadership: Leadership::default(),
+                node_state: RwLock::new(heartbeat::ACTIVE),
                 config: self.config,
                 database_url: self.database_url,
                 pool,
-                clock: DbClock::new(),
+                clock,
                 registry: self.registry,
                 inflight: AtomicUsize::new(0),
                 db_ok: AtomicBool::new(false),
@@ -249,7 +284,7 @@ impl Scheduler {
             let mut client = shared.pool.get().await.map_err(StoreError::from)?;
             store::migrate::migrate(&mut client).await?;
         }
-        heartbeat::beat(&shared, heartbeat::ACTIVE).await;
+        heartbeat::beat(&shared).await;
         tracing::info!(
             node_id = %shared.node_id,
             node_name = %shared.config.node_name,
@@ -258,6 +293,7 @@ impl Scheduler {
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (beat_stop_tx, beat_stop_rx) = watch::channel(false);
         let (change_tx, change_rx) = mpsc::unbounded_channel();
         let (tick_tx, tick_rx) = mpsc::unbounded_channel();
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
@@ -293,20 +329,29 @@ impl Scheduler {
             done_tx.clone(),
             stop_rx.clone(),
         ));
-        front.spawn(heartbeat::run(shared.clone(), stop_rx.clone()));
+        front.spawn(cluster::run_elector(shared.clone(), stop_rx.clone()));
+        front.spawn(cluster::run_duties(shared.clone(), stop_rx.clone()));
+        // The heartbeat outlives the drain: a draining replica is alive, and
+        // its in-flight runs must not be reaped.
+        let beats = tokio::spawn(heartbeat::run(shared.clone(), beat_stop_rx));
         let executor = tokio::spawn(executor::run(shared.clone(), job_rx, done_tx, stop_rx));
         let writer = tokio::spawn(completions::run(shared.clone(), done_rx));
 
         shutdown.await;
         tracing::info!(node_id = %shared.node_id, "shutting down: claiming stopped");
+        shared.set_node_state(heartbeat::DRAINING);
         let _ = stop_tx.send(true);
-        heartbeat::beat(&shared, heartbeat::DRAINING).await;
+        heartbeat::beat(&shared).await;
+        // Stops claiming and resigns leadership (the elector NOTIFYs followers).
         while front.join_next().await.is_some() {}
         // The executor drains (within the grace) and drops its senders, which
         // lets the completion writer flush and end.
         let _ = executor.await;
         let _ = writer.await;
-        heartbeat::beat(&shared, heartbeat::LEFT).await;
+        let _ = beat_stop_tx.send(true);
+        let _ = beats.await;
+        shared.set_node_state(heartbeat::LEFT);
+        heartbeat::beat(&shared).await;
         tracing::info!(node_id = %shared.node_id, "replica left the cluster");
         Ok(())
     }

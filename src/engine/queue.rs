@@ -15,6 +15,9 @@ pub struct Tick {
     pub schedule: Arc<StoredSchedule>,
     /// The instant.
     pub at: DateTime<Utc>,
+    /// Whether it came out of this replica's own queue (and may be coalesced
+    /// with newer ticks of the same schedule), rather than a handoff.
+    pub backlog: bool,
 }
 
 impl Tick {
@@ -154,6 +157,7 @@ impl DueQueue {
                 out.push(Tick {
                     schedule: entry.schedule.clone(),
                     at: tick,
+                    backlog: true,
                 });
                 taken += 1;
                 match entry.schedule.schedule.next_fire_after(tick) {

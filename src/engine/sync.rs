@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use super::timer::Change;
 use super::Shared;
+use crate::store::leader::LEADER_CHANNEL;
 use crate::store::listen::{self, SCHEDULES_CHANNEL};
 use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
 use crate::store::StoreError;
@@ -61,6 +62,7 @@ pub async fn run(
                         break;
                     }
                     Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&shared, &changes, &n.payload).await,
+                    Some(n) if n.channel == LEADER_CHANNEL => shared.leadership.wake.notify_one(),
                     Some(_) => pending.notify_one(),
                 },
             }

@@ -84,7 +84,10 @@ pub async fn run(
         tracing::trace!(node_id = %shared.node_id, ?share, own = batch.len(), handed_off = others.len(), "due ticks");
         retries.extend(others.into_iter().map(|tick| Retry {
             at: tick.at + handoff,
-            tick,
+            tick: Tick {
+                backlog: false,
+                ..tick
+            },
         }));
         // Handed-off ticks fall due a whole handoff delay after their tick,
         // which for frequent schedules is exactly when the next batch goes:

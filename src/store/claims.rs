@@ -43,6 +43,11 @@ pub struct ClaimRequest {
     pub misfire_grace_secs: u32,
     /// Whether older due ticks in the same batch collapse into the newest.
     pub coalesce: bool,
+    /// Whether this tick is part of this replica's own backlog (ticks that
+    /// fell due together in its queue) and may be coalesced. Ticks checked on
+    /// behalf of another replica (handoff) are not: a failover must not turn
+    /// a tick that is merely late into a coalesced one.
+    pub backlog: bool,
 }
 
 /// A ledger row this replica created.
@@ -100,9 +105,9 @@ pub const INSERT: &str = "\
 WITH c AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
-                $5::int[], $6::int[], $7::bool[])
+                $5::int[], $6::int[], $7::bool[], $9::bool[])
          AS c(run_id, schedule_name, pipeline, scheduled_at,
-              max_instances, grace_secs, coalesce)
+              max_instances, grace_secs, coalesce, backlog)
     WHERE c.scheduled_at <= now()
 ), running AS (
     -- One pass over the (few) unfinished runs rather than a probe per tick.
@@ -110,21 +115,24 @@ WITH c AS (
     FROM scheduler_runs r
     WHERE r.status = 'running' AND r.schedule_name = ANY($2::text[])
     GROUP BY r.schedule_name
-), ranked AS (
-    SELECT c.*,
-           row_number() OVER (PARTITION BY c.schedule_name ORDER BY c.scheduled_at DESC) AS newest,
-           row_number() OVER (PARTITION BY c.schedule_name ORDER BY c.scheduled_at) AS oldest,
-           coalesce(running.n, 0) AS running
+), judged AS (
+    SELECT c.*, coalesce(running.n, 0) AS running,
+           CASE
+             WHEN now() - c.scheduled_at > make_interval(secs => c.grace_secs) THEN 'late'
+             WHEN c.coalesce AND c.backlog
+                  AND c.scheduled_at < max(c.scheduled_at) FILTER (WHERE c.backlog)
+                                         OVER (PARTITION BY c.schedule_name) THEN 'coalesced'
+           END AS dropped
     FROM c LEFT JOIN running USING (schedule_name)
 ), decided AS (
-    SELECT ranked.*,
+    SELECT judged.*,
            CASE
-             WHEN now() - scheduled_at > make_interval(secs => grace_secs) THEN 'missed'
-             WHEN coalesce AND newest > 1 THEN 'missed'
-             WHEN running + (CASE WHEN coalesce THEN 1 ELSE oldest END) > max_instances THEN 'skipped'
+             WHEN dropped IS NOT NULL THEN 'missed'
+             WHEN running + row_number() OVER (PARTITION BY schedule_name, dropped IS NULL
+                                              ORDER BY scheduled_at) > max_instances THEN 'skipped'
              ELSE 'running'
            END AS status
-    FROM ranked
+    FROM judged
 )
 INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
                             node_id, status, claimed_at, started_at, completed_at, error)
@@ -133,10 +141,10 @@ SELECT run_id, schedule_name, pipeline, 'schedule', scheduled_at, 1, $8, status,
        CASE WHEN status <> 'running' THEN now() END,
        CASE
          WHEN status = 'running' THEN NULL
-         WHEN now() - scheduled_at > make_interval(secs => grace_secs) THEN
+         WHEN dropped = 'late' THEN
            format('not started within the misfire grace of %s s (claimed %s s after the tick)',
                   grace_secs, round(extract(epoch FROM now() - scheduled_at)::numeric, 3))
-         WHEN status = 'missed' THEN 'coalesced: a newer due tick of this schedule ran instead'
+         WHEN dropped = 'coalesced' THEN 'coalesced: a newer due tick of this schedule ran instead'
          ELSE format('max_instances (%s) runs of this schedule were already running', max_instances)
        END
 FROM decided
@@ -200,6 +208,7 @@ pub async fn claim(
         .map(|r| i32::try_from(r.misfire_grace_secs).unwrap_or(i32::MAX))
         .collect();
     let coalesce: Vec<bool> = mine.iter().map(|r| r.coalesce).collect();
+    let backlog: Vec<bool> = mine.iter().map(|r| r.backlog).collect();
     let insert = tx.prepare_cached(INSERT).await?;
     let rows = tx
         .query(
@@ -213,6 +222,7 @@ pub async fn claim(
                 &graces,
                 &coalesce,
                 &node_id,
+                &backlog,
             ],
         )
         .await?;

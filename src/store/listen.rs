@@ -28,7 +28,7 @@ pub struct Listener {
     pub notices: mpsc::UnboundedReceiver<Notice>,
 }
 
-/// Connects and listens on the schedules and runs channels.
+/// Connects and listens on the schedules, runs and leader channels.
 pub async fn listen(url: &str) -> Result<Listener, StoreError> {
     let (client, mut connection) = connect::config(url)?.connect(NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -55,8 +55,9 @@ pub async fn listen(url: &str) -> Result<Listener, StoreError> {
     });
     client
         .batch_execute(&format!(
-            "LISTEN {SCHEDULES_CHANNEL}; LISTEN {};",
-            runs::RUNS_CHANNEL
+            "LISTEN {SCHEDULES_CHANNEL}; LISTEN {}; LISTEN {};",
+            runs::RUNS_CHANNEL,
+            super::leader::LEADER_CHANNEL
         ))
         .await?;
     Ok(Listener {

@@ -5,8 +5,11 @@
 //! transaction) unless they need a transaction of their own, in which case
 //! they take `&mut Client` and open it themselves.
 
+pub mod api_queries;
 pub mod claims;
 mod connect;
+pub mod housekeeping;
+pub mod leader;
 pub mod listen;
 pub mod locks;
 pub mod migrate;

@@ -16,6 +16,7 @@ fn request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
         max_instances: 1,
         misfire_grace_secs: 60,
         coalesce: true,
+        backlog: true,
     }
 }
 
@@ -150,6 +151,33 @@ async fn policies_decide_the_recorded_status() {
     assert_eq!(status_of("overlap", 3), Some(RunStatus::Running));
     assert_eq!(status_of("overlap", 2), Some(RunStatus::Running));
     assert_eq!(status_of("overlap", 1), Some(RunStatus::Skipped));
+    // A handed-off tick is never coalesced: it runs (or is skipped by the
+    // overlap rule), it is not recorded missed.
+    let handoff = claims::claim(
+        &mut client,
+        node,
+        vec![
+            ClaimRequest {
+                backlog: false,
+                max_instances: 5,
+                ..request("failover", t - Duration::seconds(1))
+            },
+            ClaimRequest {
+                max_instances: 5,
+                ..request("failover", t)
+            },
+        ],
+    )
+    .await
+    .expect("claim");
+    assert!(
+        handoff
+            .claimed
+            .iter()
+            .all(|c| c.status == RunStatus::Running),
+        "{:?}",
+        handoff.claimed
+    );
     // With one "backlog" run still running, the next tick is skipped (max_instances 1).
     let next = claims::claim(&mut client, node, vec![request("backlog", t)])
         .await

@@ -132,3 +132,21 @@ impl Drop for TestDb {
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_spine-scheduler")
 }
+
+/// A connection to `url`, or the test fails.
+pub async fn connect(url: &str) -> Client {
+    try_connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+/// The host and port a URL points at.
+pub fn host_port(url: &str) -> (String, u16) {
+    let config: tokio_postgres::Config = url.parse().expect("database URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    (host, port)
+}

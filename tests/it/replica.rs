@@ -54,6 +54,10 @@ impl Replica {
             .args(extra)
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "info,spine_scheduler=debug")
+            // The admin API on any free loopback port, without a token, unless
+            // `extra` says otherwise (flags override these variables).
+            .env("SPINE_LISTEN", "127.0.0.1:0")
+            .env("SPINE_INSECURE_NO_AUTH", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -108,6 +112,13 @@ impl Replica {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Replica {
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

@@ -1,0 +1,124 @@
+//! `/v1/cluster`: the replicas, their heartbeats, and who leads.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::store::nodes::{self, Node};
+
+/// One replica.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    /// Fresh per process.
+    pub node_id: Uuid,
+    /// Host or pod name.
+    pub hostname: String,
+    /// Its build's version.
+    pub version: String,
+    /// `active`, `draining`, `left` or `dead`.
+    pub state: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Seconds since its last heartbeat (database clock).
+    pub heartbeat_age_seconds: f64,
+    /// Whether its heartbeat is within the node lease and it has not left.
+    pub alive: bool,
+    /// Since when it leads, if it does.
+    pub leader_since: Option<DateTime<Utc>>,
+    /// Whether it is the leader now.
+    pub is_leader: bool,
+    /// Whether it is the replica that answered this request.
+    pub is_self: bool,
+}
+
+/// The cluster's leader.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaderView {
+    /// Its node id.
+    pub node_id: Uuid,
+    /// Its host or pod name.
+    pub hostname: String,
+    /// Since when it leads.
+    pub since: DateTime<Utc>,
+}
+
+/// The replicas and the leader.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterView {
+    /// The database clock when this was read.
+    pub read_at: DateTime<Utc>,
+    /// The replica that answered.
+    pub this_node: Uuid,
+    /// The leader, if a live replica holds the leadership.
+    pub leader: Option<LeaderView>,
+    /// Every known replica, most recently started first.
+    pub nodes: Vec<NodeView>,
+}
+
+fn age_seconds(n: &Node) -> f64 {
+    (n.read_at - n.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0
+}
+
+/// The cluster's replicas and leader.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    operation_id = "get_cluster",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "Replicas and leader", body = ClusterView),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+    )
+)]
+pub async fn get(State(app): State<AppState>) -> Result<axum::Json<ClusterView>, ApiError> {
+    let db = app.db().await?;
+    let all = nodes::list(&**db).await?;
+    let lease = app.inner.node_lease.as_secs_f64();
+    let alive =
+        |n: &Node| matches!(n.state.as_str(), "active" | "draining") && age_seconds(n) <= lease;
+    // A dead leader's row may still say leader_since until the next leader
+    // clears it: only a live holder counts, the most recent one if two do.
+    let leader = all
+        .iter()
+        .filter(|n| alive(n))
+        .filter_map(|n| n.leader_since.map(|since| (since, n)))
+        .max_by_key(|(since, _)| *since)
+        .map(|(since, n)| LeaderView {
+            node_id: n.node_id,
+            hostname: n.hostname.clone(),
+            since,
+        });
+    let leader_id = leader.as_ref().map(|l| l.node_id);
+    let read_at = match all.first() {
+        Some(n) => n.read_at,
+        None => crate::store::api_queries::db_now(&**db).await?,
+    };
+    let this_node = app.engine().node_id();
+    Ok(axum::Json(ClusterView {
+        read_at,
+        this_node,
+        nodes: all
+            .iter()
+            .map(|n| NodeView {
+                node_id: n.node_id,
+                hostname: n.hostname.clone(),
+                version: n.version.clone(),
+                state: n.state.clone(),
+                started_at: n.started_at,
+                heartbeat_at: n.heartbeat_at,
+                heartbeat_age_seconds: age_seconds(n),
+                alive: alive(n),
+                leader_since: n.leader_since,
+                is_leader: Some(n.node_id) == leader_id,
+                is_self: n.node_id == this_node,
+            })
+            .collect(),
+        leader,
+    }))
+}

@@ -1,0 +1,95 @@
+//! Leader election and housekeeping settings, defaults and validation.
+
+use std::time::Duration;
+
+use crate::engine::ConfigError;
+use crate::store::leader::SessionSettings;
+
+/// How replicas elect a leader and what the leader does.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Connection URL for the leader's session when the main URL goes
+    /// through a transaction-mode pooler (session locks need a direct
+    /// connection). Default: the main URL.
+    pub leader_database_url: Option<String>,
+    /// How often a follower bids for leadership (default 1 s). A resigning
+    /// leader's NOTIFY makes followers bid at once.
+    pub leader_retry_interval: Duration,
+    /// How often the leader checks its session (default 1 s).
+    pub leader_ping_interval: Duration,
+    /// How long a ping may take before the leader steps down (default 2 s).
+    pub leader_ping_timeout: Duration,
+    /// TCP and idle settings of the leader's session; the server must drop a
+    /// vanished leader later than the leader itself stops acting.
+    pub session: SessionSettings,
+    /// How often the leader runs its duties (default 2 s).
+    pub housekeeping_interval: Duration,
+    /// Finished runs older than this are deleted (default 30 days).
+    pub retention: Duration,
+    /// Keep at most this many finished runs per schedule (default: no limit).
+    pub retention_keep_last: Option<i64>,
+    /// Replicas that left or died are forgotten after this (default 1 h).
+    pub node_retention: Duration,
+    /// A replica whose clock is further than this from the database's does
+    /// not take leadership (default 5 s).
+    pub max_clock_offset: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            leader_database_url: None,
+            leader_retry_interval: Duration::from_secs(1),
+            leader_ping_interval: Duration::from_secs(1),
+            leader_ping_timeout: Duration::from_secs(2),
+            session: SessionSettings {
+                keepalive_idle: Duration::from_secs(2),
+                keepalive_interval: Duration::from_secs(1),
+                keepalive_count: 3,
+                tcp_user_timeout: Duration::from_secs(5),
+                idle_session_timeout: Duration::from_secs(5),
+            },
+            housekeeping_interval: Duration::from_secs(2),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            retention_keep_last: None,
+            node_retention: Duration::from_secs(3600),
+            max_clock_offset: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the settings, and that a vanished leader stops acting before
+    /// the server can hand its lock to someone else.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |setting, reason: String| Err(ConfigError { setting, reason });
+        if self.leader_ping_interval < Duration::from_millis(100) {
+            return err("leader-ping-interval", "must be at least 100ms".into());
+        }
+        if self.leader_retry_interval < Duration::from_millis(100) {
+            return err("leader-retry-interval", "must be at least 100ms".into());
+        }
+        let acts_until = self.leader_ping_interval + self.leader_ping_timeout;
+        if self.session.idle_session_timeout <= acts_until {
+            return err(
+                "leader-ping-timeout",
+                format!(
+                    "ping interval + timeout ({}) must be shorter than the server's idle session timeout ({}), \
+                     or two replicas could act as leader at once",
+                    humantime::format_duration(acts_until),
+                    humantime::format_duration(self.session.idle_session_timeout)
+                ),
+            );
+        }
+        if self.housekeeping_interval < Duration::from_millis(100) {
+            return err("housekeeping-interval", "must be at least 100ms".into());
+        }
+        if self.retention < Duration::from_secs(60) {
+            return err("retention", "must be at least 1m".into());
+        }
+        if self.retention_keep_last.is_some_and(|n| n < 1) {
+            return err("retention-keep-last", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}

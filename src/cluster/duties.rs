@@ -1,0 +1,180 @@
+//! The leader's housekeeping loop. Runs on every replica, acts only while
+//! [`Leadership::is_leader`](super::Leadership::is_leader) holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::engine::Shared;
+use crate::store::housekeeping::{self, Unclaimed};
+use crate::store::StoreError;
+
+/// How far back a new leader looks for unclaimed ticks.
+const MAX_LOOKBACK: chrono::Duration = chrono::Duration::days(7);
+/// Most unclaimed ticks of one schedule recorded per pass.
+const MAX_TICKS_PER_PASS: usize = 1000;
+/// Retention deletes at most this many rows per statement, and runs this often.
+const PRUNE_BATCH: i64 = 10_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// Margin past a tick's grace before the sweep calls it missed, so a replica
+/// claiming at the edge of its grace wins.
+const SWEEP_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
+
+/// Where the misfire sweep stands for one schedule.
+struct Watermark {
+    /// Ticks up to here are accounted for.
+    through: DateTime<Utc>,
+    /// The schedule definition it was computed for.
+    updated_at: DateTime<Utc>,
+}
+
+/// Runs until shutdown.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = &shared.config.cluster;
+    let mut marks: HashMap<String, Watermark> = HashMap::new();
+    let mut last_prune: Option<Instant> = None;
+    let mut leading = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(cfg.housekeeping_interval) => {}
+        }
+        if !shared.leadership.is_leader() {
+            if leading {
+                // A later term must not trust what this one swept.
+                marks.clear();
+                leading = false;
+            }
+            continue;
+        }
+        leading = true;
+        if let Err(e) = pass(&shared, &mut marks, &mut last_prune).await {
+            tracing::warn!(node_id = %shared.node_id, error = %e, "housekeeping pass failed; next pass retries");
+        }
+    }
+}
+
+async fn pass(
+    shared: &Shared,
+    marks: &mut HashMap<String, Watermark>,
+    last_prune: &mut Option<Instant>,
+) -> Result<(), StoreError> {
+    let cfg = &shared.config.cluster;
+    let client = shared.pool.get().await?;
+    let node = shared.node_id;
+
+    let (dead, abandoned) = housekeeping::reap(&**client, shared.config.node_lease).await?;
+    if dead > 0 || abandoned > 0 {
+        tracing::warn!(node_id = %node, nodes = dead, runs = abandoned, "reaped replicas that stopped heartbeating");
+    }
+    let retries = housekeeping::schedule_retries(&**client, node).await?;
+    if retries > 0 {
+        tracing::info!(node_id = %node, retries, "scheduled retries");
+    }
+    let missed = sweep_misfires(shared, &client, marks).await?;
+    if missed > 0 {
+        tracing::warn!(node_id = %node, ticks = missed, "recorded ticks nobody claimed as missed");
+    }
+    if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+        *last_prune = Some(Instant::now());
+        let mut pruned = housekeeping::prune_runs(&**client, cfg.retention, PRUNE_BATCH).await?;
+        if let Some(keep) = cfg.retention_keep_last {
+            pruned += housekeeping::prune_runs_beyond(&**client, keep, PRUNE_BATCH).await?;
+        }
+        let nodes = housekeeping::prune_nodes(&**client, cfg.node_retention).await?;
+        if pruned > 0 || nodes > 0 {
+            tracing::info!(node_id = %node, runs = pruned, nodes, "pruned history");
+        }
+    }
+    Ok(())
+}
+
+/// Records `missed` for every due tick of an enabled schedule that has no
+/// row once its grace (plus a margin) has passed (G2).
+async fn sweep_misfires(
+    shared: &Shared,
+    client: &tokio_postgres::Client,
+    marks: &mut HashMap<String, Watermark>,
+) -> Result<u64, StoreError> {
+    let schedules = shared.catalog_all();
+    let now = shared.clock.now();
+    marks.retain(|name, _| schedules.iter().any(|s| s.schedule.name() == name));
+    let new: Vec<&str> = schedules
+        .iter()
+        .map(|s| s.schedule.name())
+        .filter(|n| !marks.contains_key(*n))
+        .collect();
+    if !new.is_empty() {
+        let cutoffs: Vec<DateTime<Utc>> = schedules
+            .iter()
+            .filter(|s| new.contains(&s.schedule.name()))
+            .map(|s| now - grace_of(s) - SWEEP_MARGIN)
+            .collect();
+        let names: Vec<&str> = schedules
+            .iter()
+            .map(|s| s.schedule.name())
+            .filter(|n| new.contains(n))
+            .collect();
+        let last = housekeeping::last_ticks(client, &names, &cutoffs).await?;
+        for s in schedules
+            .iter()
+            .filter(|s| new.contains(&s.schedule.name()))
+        {
+            let from = last
+                .get(s.schedule.name())
+                .copied()
+                .unwrap_or(s.updated_at)
+                .max(s.updated_at)
+                .max(now - MAX_LOOKBACK);
+            marks.insert(
+                s.schedule.name().to_string(),
+                Watermark {
+                    through: from,
+                    updated_at: s.updated_at,
+                },
+            );
+        }
+    }
+    let mut unclaimed = Vec::new();
+    for s in &schedules {
+        let Some(mark) = marks.get_mut(s.schedule.name()) else {
+            continue;
+        };
+        if s.updated_at > mark.updated_at {
+            // Ticks of an older definition (or of a pause) never were due.
+            mark.through = mark.through.max(s.updated_at);
+            mark.updated_at = s.updated_at;
+        }
+        let grace = grace_of(s);
+        let until = now - grace - SWEEP_MARGIN;
+        let mut cursor = mark.through;
+        let mut taken = 0;
+        while let Some(t) = s.schedule.next_fire_after(cursor) {
+            if t > until || taken == MAX_TICKS_PER_PASS {
+                break;
+            }
+            unclaimed.push(Unclaimed {
+                schedule_name: s.schedule.name().to_string(),
+                pipeline: s.schedule.pipeline().to_string(),
+                scheduled_at: t,
+                grace_secs: i32::try_from(grace.num_seconds()).unwrap_or(i32::MAX),
+            });
+            cursor = t;
+            taken += 1;
+        }
+        mark.through = cursor;
+    }
+    let mut written = 0;
+    for chunk in unclaimed.chunks(5000) {
+        written += housekeeping::record_missed(client, shared.node_id, chunk).await?;
+    }
+    Ok(written)
+}
+
+fn grace_of(s: &crate::store::schedules::StoredSchedule) -> chrono::Duration {
+    chrono::Duration::from_std(s.schedule.misfire_grace()).unwrap_or(chrono::Duration::zero())
+}

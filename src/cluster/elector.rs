@@ -1,0 +1,199 @@
+//! Leader election: small gain / keep / resign loops (after River's elector).
+//!
+//! * gain: a follower bids with `pg_try_advisory_lock` every retry interval,
+//!   or at once when a resigning leader NOTIFYs;
+//! * keep: the leader pings its session every ping interval and steps down
+//!   at the first error, timeout or change of backend (a pooler);
+//! * resign: on shutdown the leader unlocks and NOTIFYs, so a follower takes
+//!   over in milliseconds rather than a retry period.
+//!
+//! [`Leadership::is_leader`] is only true while the last successful ping is
+//! recent (monotonic clock): a leader frozen by SIGSTOP wakes up *not*
+//! leading, before it can act, and the server has meanwhile ended its
+//! silent session (`idle_session_timeout`) and released the lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use crate::engine::Shared;
+use crate::store::leader::{self, LeaderSession};
+
+/// This replica's view of its own leadership.
+#[derive(Debug, Default)]
+pub struct Leadership {
+    leading: AtomicBool,
+    valid_until: Mutex<Option<Instant>>,
+    changes: AtomicU64,
+    /// Woken by a resignation NOTIFY: bid now.
+    pub wake: Notify,
+}
+
+impl Leadership {
+    /// Whether this replica leads, as of a recent successful ping.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+            && self
+                .valid_until
+                .lock()
+                .map(|v| v.is_some_and(|t| Instant::now() < t))
+                .unwrap_or(false)
+    }
+
+    /// How many times leadership was gained or lost here.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    fn extend(&self, until: Instant) {
+        if let Ok(mut v) = self.valid_until.lock() {
+            *v = Some(until);
+        }
+    }
+
+    fn set(&self, leading: bool) {
+        if self.leading.swap(leading, Ordering::AcqRel) != leading {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+        if !leading {
+            if let Ok(mut v) = self.valid_until.lock() {
+                *v = None;
+            }
+        }
+    }
+}
+
+enum Ended {
+    Shutdown,
+    Lost(String),
+}
+
+/// Runs until shutdown; resigns on the way out.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = &shared.config.cluster;
+    let url = cfg
+        .leader_database_url
+        .clone()
+        .unwrap_or_else(|| shared.database_url.clone());
+    let node = shared.node_id;
+    let mut session: Option<LeaderSession> = None;
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(cfg.leader_retry_interval) => {}
+                _ = shared.leadership.wake.notified() => {
+                    tracing::debug!(node_id = %node, "leader resigned; bidding now");
+                }
+            }
+        }
+        first = false;
+        let offset = shared.clock.offset().abs();
+        if shared.clock.is_calibrated()
+            && offset.to_std().unwrap_or(Duration::MAX) > cfg.max_clock_offset
+        {
+            tracing::warn!(node_id = %node, offset_ms = offset.num_milliseconds(),
+                max = ?cfg.max_clock_offset, "clock too far from the database's; not bidding for leadership");
+            continue;
+        }
+        let s = match session.take() {
+            Some(s) if !s.connection.is_finished() => s,
+            _ => match leader::open(&url, &cfg.session).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(node_id = %node, error = %e, "cannot open the leader election session");
+                    continue;
+                }
+            },
+        };
+        match leader::try_acquire(&s).await {
+            Ok(true) => {}
+            Ok(false) => {
+                session = Some(s);
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(node_id = %node, error = %e, "leader bid failed");
+                continue;
+            }
+        }
+        // Session locks need one server session; a transaction-mode pooler
+        // hands statements to different backends and would elect many leaders.
+        match leader::ping(&s).await {
+            Ok(pid) if pid == s.backend_pid => {}
+            Ok(_) => {
+                tracing::error!(node_id = %node,
+                    "the database connection goes through a transaction-mode pooler: session locks cannot elect a leader; \
+                     point --leader-database-url at PostgreSQL directly");
+                let _ = leader::resign(&s, node).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                continue;
+            }
+            Err(_) => continue,
+        }
+        shared
+            .leadership
+            .extend(Instant::now() + cfg.leader_ping_interval + cfg.leader_ping_timeout);
+        shared.leadership.set(true);
+        if let Err(e) = leader::record_leader(&s, node).await {
+            tracing::warn!(node_id = %node, error = %e, "could not record leadership");
+        }
+        tracing::info!(node_id = %node, node_name = %shared.config.node_name, "became leader");
+        match keep(&shared, &s, &mut shutdown).await {
+            Ended::Shutdown => {
+                shared.leadership.set(false);
+                match leader::resign(&s, node).await {
+                    Ok(()) => tracing::info!(node_id = %node, "resigned leadership"),
+                    Err(e) => {
+                        tracing::warn!(node_id = %node, error = %e, "resigning failed; the lock goes with the session")
+                    }
+                }
+                return;
+            }
+            Ended::Lost(why) => {
+                shared.leadership.set(false);
+                tracing::warn!(node_id = %node, reason = %why, "stepped down as leader");
+                // Dropping the session closes it; the server frees the lock.
+                drop(s);
+            }
+        }
+    }
+}
+
+async fn keep(shared: &Shared, s: &LeaderSession, shutdown: &mut watch::Receiver<bool>) -> Ended {
+    let cfg = &shared.config.cluster;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return Ended::Shutdown,
+            _ = tokio::time::sleep(cfg.leader_ping_interval) => {}
+        }
+        if s.connection.is_finished() {
+            return Ended::Lost("the leader session closed".into());
+        }
+        let sent = Instant::now();
+        match tokio::time::timeout(cfg.leader_ping_timeout, leader::ping(s)).await {
+            Ok(Ok(pid)) if pid == s.backend_pid => {
+                shared
+                    .leadership
+                    .extend(sent + cfg.leader_ping_interval + cfg.leader_ping_timeout);
+            }
+            Ok(Ok(pid)) => {
+                return Ended::Lost(format!(
+                    "backend changed from {} to {pid} (a transaction-mode pooler?)",
+                    s.backend_pid
+                ))
+            }
+            Ok(Err(e)) => return Ended::Lost(format!("ping failed: {e}")),
+            Err(_) => {
+                return Ended::Lost(format!(
+                    "ping took longer than {}",
+                    humantime::format_duration(cfg.leader_ping_timeout)
+                ))
+            }
+        }
+    }
+}

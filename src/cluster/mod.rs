@@ -1,0 +1,15 @@
+//! The cluster: leader election (DESIGN §4) and the leader's housekeeping.
+//!
+//! Every replica runs the elector; the one holding the session advisory lock
+//! is the leader and runs the duties: reap runs of dead replicas, schedule
+//! retries, record ticks nobody claimed as `missed`, prune history and dead
+//! nodes. Every duty is an idempotent statement, so a brief overlap of two
+//! leaders (bounded by the session settings) does no harm.
+
+pub mod config;
+mod duties;
+mod elector;
+
+pub use self::config::ClusterConfig;
+pub(crate) use self::duties::run as run_duties;
+pub(crate) use self::elector::{run as run_elector, Leadership};

@@ -1,0 +1,102 @@
+//! Read-only queries the admin API and its probes need beyond the CRUD in
+//! `schedules`, `runs` and `nodes`: the database clock, each schedule's last
+//! run, counts for the metrics, and this replica's own node row.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::runs::{RunStatus, RunTrigger};
+use super::StoreError;
+
+/// The newest run of a schedule, as shown beside it in the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastRun {
+    /// The run.
+    pub run_id: Uuid,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Why it exists.
+    pub trigger: RunTrigger,
+    /// Its tick.
+    pub scheduled_at: DateTime<Utc>,
+    /// When it reached its final status, if it has.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// One index probe per name (the `LATERAL ... LIMIT 1` walks
+/// `scheduler_runs_schedule_time_idx` backwards), so the cost does not grow
+/// with the length of the history.
+const LAST_RUNS: &str = "\
+SELECT n.name, r.run_id, r.status, r.trigger, r.scheduled_at, r.completed_at
+FROM unnest($1::text[]) AS n(name)
+CROSS JOIN LATERAL (
+    SELECT run_id, status, trigger, scheduled_at, completed_at
+    FROM scheduler_runs
+    WHERE schedule_name = n.name
+    ORDER BY scheduled_at DESC, run_id DESC
+    LIMIT 1) r";
+
+const SCHEDULE_COUNTS: &str = "\
+SELECT count(*) FILTER (WHERE enabled), count(*) FILTER (WHERE NOT enabled)
+FROM scheduler_schedules";
+
+const NODE_STATE: &str = "\
+SELECT state, extract(epoch FROM now() - heartbeat_at)::float8
+FROM scheduler_nodes WHERE node_id = $1";
+
+/// The database clock (the one that decides when ticks are due).
+pub async fn db_now(client: &impl GenericClient) -> Result<DateTime<Utc>, StoreError> {
+    Ok(client.query_one("SELECT now()", &[]).await?.try_get(0)?)
+}
+
+/// The newest run (by tick) of each named schedule that has one.
+pub async fn last_runs(
+    client: &impl GenericClient,
+    names: &[&str],
+) -> Result<HashMap<String, LastRun>, StoreError> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = client.query(LAST_RUNS, &[&names]).await?;
+    let bad = |what: String| StoreError::Schema(format!("scheduler_runs: {what}"));
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let status: String = row.try_get("status")?;
+        let trigger: String = row.try_get("trigger")?;
+        out.insert(
+            row.try_get("name")?,
+            LastRun {
+                run_id: row.try_get("run_id")?,
+                status: status.parse().map_err(bad)?,
+                trigger: trigger.parse().map_err(bad)?,
+                scheduled_at: row.try_get("scheduled_at")?,
+                completed_at: row.try_get("completed_at")?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// How many schedules are enabled and how many paused.
+pub async fn schedule_counts(client: &impl GenericClient) -> Result<(u64, u64), StoreError> {
+    let row = client.query_one(SCHEDULE_COUNTS, &[]).await?;
+    let n = |i: usize| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0))
+    };
+    Ok((n(0)?, n(1)?))
+}
+
+/// A node's recorded state and the age of its last heartbeat in seconds
+/// (database clock), or `None` when it has no row yet.
+pub async fn node_state(
+    client: &impl GenericClient,
+    node_id: Uuid,
+) -> Result<Option<(String, f64)>, StoreError> {
+    match client.query_opt(NODE_STATE, &[&node_id]).await? {
+        Some(row) => Ok(Some((row.try_get(0)?, row.try_get(1)?))),
+        None => Ok(None),
+    }
+}

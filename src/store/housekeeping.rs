@@ -1,0 +1,232 @@
+//! The leader's duties, as idempotent statements: running them twice, or
+//! from two replicas that both briefly believe they lead, changes nothing
+//! more than running them once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::StoreError;
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Marks replicas whose heartbeat is older than `lease` dead, and their
+/// running runs `abandoned`. Returns (nodes marked dead, runs abandoned).
+pub async fn reap(client: &impl GenericClient, lease: Duration) -> Result<(u64, u64), StoreError> {
+    let dead = client
+        .execute(
+            "UPDATE scheduler_nodes SET state = 'dead', leader_since = NULL \
+             WHERE state IN ('active', 'draining') \
+               AND heartbeat_at < now() - make_interval(secs => $1)",
+            &[&secs(lease)],
+        )
+        .await?;
+    // A run is orphaned when its node is not alive: dead, gone, left, or
+    // silent past the lease (even if not yet marked).
+    let abandoned = client
+        .execute(
+            "UPDATE scheduler_runs r \
+             SET status = 'abandoned', completed_at = now(), \
+                 error = format('replica %s stopped heartbeating while the run was in flight', \
+                                coalesce((SELECT n.hostname FROM scheduler_nodes n WHERE n.node_id = r.node_id), \
+                                         r.node_id::text)) \
+             WHERE r.status = 'running' \
+               AND NOT EXISTS ( \
+                   SELECT 1 FROM scheduler_nodes n \
+                   WHERE n.node_id = r.node_id AND n.state IN ('active', 'draining') \
+                     AND n.heartbeat_at >= now() - make_interval(secs => $1))",
+            &[&secs(lease)],
+        )
+        .await?;
+    Ok((dead, abandoned))
+}
+
+const RETRY_CANDIDATES: &str = "\
+SELECT r.schedule_name, r.pipeline, r.scheduled_at, r.attempt,
+       least(s.retry_backoff_seconds * power(2, r.attempt - 1), s.retry_backoff_max_seconds)::float8 AS delay
+FROM scheduler_runs r
+JOIN scheduler_schedules s ON s.name = r.schedule_name
+WHERE r.status IN ('failed', 'abandoned')
+  AND r.completed_at > now() - interval '1 day'
+  AND r.attempt < s.retry_max_attempts
+  AND NOT EXISTS (
+      SELECT 1 FROM scheduler_runs n
+      WHERE n.schedule_name = r.schedule_name AND n.scheduled_at = r.scheduled_at
+        AND n.attempt = r.attempt + 1 AND n.trigger <> 'manual')
+LIMIT 1000";
+
+const INSERT_RETRIES: &str = "\
+INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
+                            node_id, status, not_before)
+SELECT u.run_id, u.name, u.pipeline, 'retry', u.t, u.attempt, $6, 'pending',
+       now() + make_interval(secs => u.delay)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $7::float8[])
+     AS u(run_id, name, pipeline, t, attempt, delay)
+ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING";
+
+/// Creates the next attempt (`pending`, trigger `retry`, after the backoff)
+/// for every failed or abandoned run its schedule's retry policy allows.
+/// Returns how many were created.
+pub async fn schedule_retries(
+    client: &impl GenericClient,
+    leader: Uuid,
+) -> Result<u64, StoreError> {
+    let rows = client.query(RETRY_CANDIDATES, &[]).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut names: Vec<String> = Vec::with_capacity(rows.len());
+    let mut pipelines: Vec<String> = Vec::with_capacity(rows.len());
+    let mut ticks: Vec<DateTime<Utc>> = Vec::with_capacity(rows.len());
+    let mut attempts: Vec<i32> = Vec::with_capacity(rows.len());
+    let mut delays: Vec<f64> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        ids.push(Uuid::now_v7());
+        names.push(r.try_get("schedule_name")?);
+        pipelines.push(r.try_get("pipeline")?);
+        ticks.push(r.try_get("scheduled_at")?);
+        attempts.push(r.try_get::<_, i32>("attempt")? + 1);
+        delays.push(r.try_get("delay")?);
+    }
+    let n = client
+        .execute(
+            INSERT_RETRIES,
+            &[
+                &ids, &names, &pipelines, &ticks, &attempts, &leader, &delays,
+            ],
+        )
+        .await?;
+    if n > 0 {
+        client
+            .batch_execute(&format!("NOTIFY {}", super::runs::RUNS_CHANNEL))
+            .await?;
+    }
+    Ok(n)
+}
+
+/// The newest tick with a ledger row before each schedule's cutoff: where
+/// a misfire sweep taking over starts. (Rows after the cutoff may follow a
+/// gap — an outage — that the sweep must still walk through.)
+pub async fn last_ticks(
+    client: &impl GenericClient,
+    names: &[&str],
+    cutoffs: &[DateTime<Utc>],
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT s.name, (SELECT max(r.scheduled_at) FROM scheduler_runs r \
+                             WHERE r.schedule_name = s.name AND r.trigger <> 'manual' \
+                               AND r.scheduled_at < s.cutoff) \
+             FROM unnest($1::text[], $2::timestamptz[]) AS s(name, cutoff)",
+            &[&names, &cutoffs],
+        )
+        .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        if let Some(t) = r.try_get::<_, Option<DateTime<Utc>>>(1)? {
+            out.insert(r.try_get(0)?, t);
+        }
+    }
+    Ok(out)
+}
+
+/// A tick nobody claimed within its grace.
+#[derive(Debug, Clone)]
+pub struct Unclaimed {
+    /// The schedule.
+    pub schedule_name: String,
+    /// Its pipeline.
+    pub pipeline: String,
+    /// The tick.
+    pub scheduled_at: DateTime<Utc>,
+    /// The grace it missed, in seconds (for the message).
+    pub grace_secs: i32,
+}
+
+/// Records `missed` rows for ticks that have no row (G2). Returns how many
+/// were written; ticks a replica claimed meanwhile are left alone.
+pub async fn record_missed(
+    client: &impl GenericClient,
+    leader: Uuid,
+    ticks: &[Unclaimed],
+) -> Result<u64, StoreError> {
+    if ticks.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = ticks.iter().map(|_| Uuid::now_v7()).collect();
+    let names: Vec<&str> = ticks.iter().map(|t| t.schedule_name.as_str()).collect();
+    let pipelines: Vec<&str> = ticks.iter().map(|t| t.pipeline.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.scheduled_at).collect();
+    let graces: Vec<i32> = ticks.iter().map(|t| t.grace_secs).collect();
+    let n = client
+        .execute(
+            "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
+                                         attempt, node_id, status, completed_at, error) \
+             SELECT u.id, u.name, u.pipeline, 'schedule', u.t, 1, $5, 'missed', now(), \
+                    format('no replica claimed this tick within its misfire grace of %s s \
+(was every replica down or cut off?)', u.grace) \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $6::int4[]) \
+                  AS u(id, name, pipeline, t, grace) \
+             WHERE u.t < now() - make_interval(secs => u.grace) \
+             ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING",
+            &[&ids, &names, &pipelines, &at, &leader, &graces],
+        )
+        .await?;
+    Ok(n)
+}
+
+/// Deletes finished runs older than `max_age`, at most `batch` per call.
+pub async fn prune_runs(
+    client: &impl GenericClient,
+    max_age: Duration,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    Ok(client
+        .execute(
+            "DELETE FROM scheduler_runs WHERE run_id IN ( \
+                 SELECT run_id FROM scheduler_runs \
+                 WHERE scheduled_at < now() - make_interval(secs => $1) \
+                   AND status NOT IN ('pending', 'running') \
+                 LIMIT $2)",
+            &[&secs(max_age), &batch],
+        )
+        .await?)
+}
+
+/// Deletes finished runs beyond the newest `keep` of each schedule, at most
+/// `batch` per call.
+pub async fn prune_runs_beyond(
+    client: &impl GenericClient,
+    keep: i64,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    Ok(client
+        .execute(
+            "DELETE FROM scheduler_runs WHERE run_id IN ( \
+                 SELECT run_id FROM ( \
+                     SELECT run_id, status, row_number() OVER ( \
+                         PARTITION BY schedule_name ORDER BY scheduled_at DESC, run_id DESC) AS rn \
+                     FROM scheduler_runs) x \
+                 WHERE x.rn > $1 AND x.status NOT IN ('pending', 'running') \
+                 LIMIT $2)",
+            &[&keep, &batch],
+        )
+        .await?)
+}
+
+/// Forgets replicas that left or died longer than `after` ago.
+pub async fn prune_nodes(client: &impl GenericClient, after: Duration) -> Result<u64, StoreError> {
+    Ok(client
+        .execute(
+            "DELETE FROM scheduler_nodes \
+             WHERE state IN ('left', 'dead') AND heartbeat_at < now() - make_interval(secs => $1)",
+            &[&secs(after)],
+        )
+        .await?)
+}

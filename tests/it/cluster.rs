@@ -1,0 +1,552 @@
+//! Faults: leader crash, database restart, whole-cluster outage, frozen
+//! replica, network partition, clock skew, overlap. Real binaries, real
+//! Postgres, and a ledger audit after each.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use spine_scheduler::pg_cluster::{ClusterOptions, PgCluster};
+use spine_scheduler::schedule::{RetryPolicy, Schedule};
+use spine_scheduler::store::schedules;
+use tokio_postgres::Client;
+
+use crate::harness::TestDb;
+use crate::proxy::Proxy;
+use crate::replica::{audit, eventually, log_pipelines, seconds, temp_dir, ticks, Replica};
+
+/// Short timings so faults show within seconds.
+const FAST: [&str; 4] = ["--node-lease", "3s", "--housekeeping-interval", "500ms"];
+
+fn every_second(name: &str, pipeline: &str) -> Schedule {
+    Schedule::cron(name, pipeline, "* * * * * *").expect("valid schedule")
+}
+
+async fn db_now(c: &Client) -> DateTime<Utc> {
+    c.query_one("SELECT now()", &[]).await.expect("now").get(0)
+}
+
+async fn leader(c: &Client) -> Option<String> {
+    c.query_opt(
+        "SELECT hostname FROM scheduler_nodes WHERE leader_since IS NOT NULL AND state = 'active'",
+        &[],
+    )
+    .await
+    .expect("leader query")
+    .map(|r| r.get(0))
+}
+
+async fn wait_for_leader(c: &Client, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(l) = leader(c).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader within {limit:?}");
+}
+
+fn start_three(url: &str, pipelines: &std::path::Path, extra: &[&str]) -> Vec<Replica> {
+    (1..=3)
+        .map(|i| Replica::start(url, pipelines, &format!("replica-{i}"), extra))
+        .collect()
+}
+
+fn stop_all(replicas: Vec<Replica>) {
+    for r in replicas {
+        let name = r.name.clone();
+        assert!(
+            r.terminate(Duration::from_secs(30)),
+            "{name} exited uncleanly"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leader_is_replaced_and_its_runs_reaped_and_retried() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("leader-crash");
+    let pipelines = log_pipelines(&dir, &[("test.slow", "4s")]);
+    // Six schedules so every replica owns some; runs take 4 s, so the
+    // leader always has some in flight when it dies.
+    let retry =
+        RetryPolicy::new(2, Duration::from_secs(1), Duration::from_secs(1)).expect("policy");
+    for i in 0..6 {
+        let s = every_second(&format!("slow{i}"), "test.slow")
+            .with_max_instances(10)
+            .expect("valid")
+            .with_retry(retry);
+        schedules::insert(&c, &s).await.expect("insert");
+    }
+    let mut replicas = start_three(&db.url, &pipelines, &FAST);
+    let old = wait_for_leader(&c, Duration::from_secs(10)).await;
+    let from = db_now(&c).await + chrono::Duration::seconds(2);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let idx = replicas
+        .iter()
+        .position(|r| r.name == old)
+        .expect("leader is ours");
+    let victim = replicas.remove(idx);
+    let killed = Instant::now();
+    victim.kill9();
+    let mut new = None;
+    while killed.elapsed() < Duration::from_secs(10) {
+        if let Some(l) = leader(&c).await.filter(|l| *l != old) {
+            new = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failover = killed.elapsed();
+    let new = new.expect("a new leader");
+    println!("leader {old} killed; {new} leads after {failover:?}");
+    assert!(
+        failover < Duration::from_secs(3),
+        "failover took {failover:?} (bound 2 s + slack)"
+    );
+
+    // The dead replica's in-flight runs: abandoned after the lease, then retried once.
+    eventually(Duration::from_secs(15), "the dead leader's runs are abandoned and retried", || async {
+        let row = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE r.status = 'abandoned'), \
+                        count(*) FILTER (WHERE r.status = 'running') \
+                 FROM scheduler_runs r JOIN scheduler_nodes n USING (node_id) \
+                 WHERE n.hostname = $1 AND r.attempt = 1",
+                &[&old],
+            )
+            .await
+            .expect("abandoned");
+        let (abandoned, running): (i64, i64) = (row.get(0), row.get(1));
+        let retried: i64 = c
+            .query_one(
+                "SELECT count(*) FROM scheduler_runs r WHERE r.attempt = 2 AND r.status = 'completed' \
+                 AND EXISTS (SELECT 1 FROM scheduler_runs a JOIN scheduler_nodes n USING (node_id) \
+                             WHERE n.hostname = $1 AND a.status = 'abandoned' \
+                               AND a.schedule_name = r.schedule_name AND a.scheduled_at = r.scheduled_at)",
+                &[&old],
+            )
+            .await
+            .expect("retried")
+            .get(0);
+        abandoned > 0 && running == 0 && retried == abandoned
+    })
+    .await;
+    let to = db_now(&c).await - chrono::Duration::seconds(6);
+    stop_all(replicas);
+    // Every tick: exactly one first attempt; completed, or abandoned by the crash.
+    for i in 0..6 {
+        let name = format!("slow{i}");
+        let found = ticks(&c, &name, from, to).await;
+        audit(
+            &name,
+            &seconds(from, to),
+            &found,
+            &["completed", "abandoned"],
+        );
+    }
+    let doubled_retries: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT 1 FROM scheduler_runs WHERE attempt = 2 \
+             GROUP BY schedule_name, scheduled_at HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .expect("retries")
+        .get(0);
+    assert_eq!(doubled_retries, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_ride_out_a_database_restart() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        PgCluster::start(ClusterOptions {
+            fast_unsafe: true,
+            ..Default::default()
+        })
+    })
+    .await
+    .expect("join")
+    .expect("private cluster");
+    let url = cluster.url("postgres");
+    {
+        let mut c = crate::harness::connect(&url).await;
+        spine_scheduler::store::migrate::migrate(&mut c)
+            .await
+            .expect("migrate");
+        schedules::insert(&c, &every_second("through_restart", "test.record"))
+            .await
+            .expect("insert");
+    }
+    let dir = temp_dir("db-restart");
+    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let mut replicas = start_three(&url, &pipelines, &FAST);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let from = db_now(&crate::harness::connect(&url).await).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart().expect("pg_ctl restart -m fast");
+        cluster
+    })
+    .await
+    .expect("join");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let c = crate::harness::connect(&url).await;
+    let to = db_now(&c).await - chrono::Duration::seconds(2);
+    for r in &mut replicas {
+        assert!(
+            r.is_running(),
+            "{} died with the database:\n{}",
+            r.name,
+            r.log_tail()
+        );
+    }
+    stop_all(replicas);
+    let found = ticks(&c, "through_restart", from, to).await;
+    let wins = audit(
+        "through_restart",
+        &seconds(from, to),
+        &found,
+        &["completed", "missed"],
+    );
+    println!("database restart: {} ticks, wins {wins:?}", found.len());
+    // After the restart, ticks are fired again (not all missed).
+    let late = found
+        .iter()
+        .filter(|t| t.at > to - chrono::Duration::seconds(5));
+    assert!(late.clone().all(|t| t.statuses[0] == "completed"));
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_outage_is_coalesced_and_recorded() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("outage");
+    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let s = every_second("through_outage", "test.record")
+        .with_misfire_grace(Duration::from_secs(3))
+        .expect("valid");
+    schedules::insert(&c, &s).await.expect("insert");
+    let replicas = start_three(&db.url, &pipelines, &FAST);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let from = db_now(&c).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_all(replicas);
+    let down_at = db_now(&c).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let up_at = db_now(&c).await;
+    let replicas = start_three(&db.url, &pipelines, &FAST);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let to = db_now(&c).await - chrono::Duration::seconds(2);
+    stop_all(replicas);
+    let found = ticks(&c, "through_outage", from, to).await;
+    audit(
+        "through_outage",
+        &seconds(from, to),
+        &found,
+        &["completed", "missed"],
+    );
+    let outage: Vec<_> = found
+        .iter()
+        .filter(|t| t.at > down_at + chrono::Duration::seconds(1) && t.at < up_at)
+        .collect();
+    let ran = outage
+        .iter()
+        .filter(|t| t.statuses[0] == "completed")
+        .count();
+    assert!(outage.len() >= 7, "outage ticks: {}", outage.len());
+    assert!(
+        ran <= 1,
+        "the backlog ran {ran} times; coalesce runs it once"
+    );
+    println!(
+        "outage: {} ticks, {} ran (coalesced), {} missed",
+        outage.len(),
+        ran,
+        outage.len() - ran
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_loses_its_runs_and_rejoins_as_follower() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("frozen");
+    let pipelines = log_pipelines(&dir, &[("test.slow", "2s")]);
+    for i in 0..6 {
+        let s = every_second(&format!("f{i}"), "test.slow")
+            .with_max_instances(10)
+            .expect("valid");
+        schedules::insert(&c, &s).await.expect("insert");
+    }
+    let replicas = start_three(&db.url, &pipelines, &FAST);
+    let frozen = wait_for_leader(&c, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let from = db_now(&c).await;
+    let victim = replicas.iter().find(|r| r.name == frozen).expect("ours");
+    victim.signal("STOP");
+    let stopped_at = db_now(&c).await;
+    // Longer than the lease (3 s) and the leader session's idle timeout (5 s).
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let during = leader(&c).await;
+    assert!(
+        during.as_ref().is_some_and(|l| *l != frozen),
+        "another replica leads while {frozen} is frozen (got {during:?})"
+    );
+    victim.signal("CONT");
+    let resumed_at = db_now(&c).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let to = db_now(&c).await - chrono::Duration::seconds(3);
+    let now_leader = leader(&c).await;
+    assert!(
+        now_leader.is_some_and(|l| l != frozen),
+        "{frozen} rejoined as a follower"
+    );
+    // Its runs in flight at the freeze were reaped, and stayed reaped.
+    let row = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE r.status = 'abandoned'), \
+                    count(*) FILTER (WHERE r.status = 'running' AND r.scheduled_at <= $3), \
+                    count(*) FILTER (WHERE r.scheduled_at > $2::timestamptz + interval '1 second') \
+             FROM scheduler_runs r JOIN scheduler_nodes n USING (node_id) WHERE n.hostname = $1",
+            &[&frozen, &resumed_at, &stopped_at],
+        )
+        .await
+        .expect("frozen runs");
+    let (abandoned, running, after): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert!(abandoned > 0, "its in-flight runs were reaped");
+    assert_eq!(running, 0, "no run from before the freeze left running");
+    assert!(after > 0, "{frozen} fires again after it resumed");
+    let state: String = c
+        .query_one(
+            "SELECT state FROM scheduler_nodes WHERE hostname = $1",
+            &[&frozen],
+        )
+        .await
+        .expect("state")
+        .get(0);
+    assert_eq!(state, "active");
+    stop_all(replicas);
+    for i in 0..6 {
+        let name = format!("f{i}");
+        let found = ticks(&c, &name, from, to).await;
+        audit(
+            &name,
+            &seconds(from, to),
+            &found,
+            &["completed", "abandoned"],
+        );
+        for t in &found {
+            if t.statuses[0] == "abandoned" {
+                assert!(
+                    t.at >= stopped_at - chrono::Duration::seconds(3) && t.at <= stopped_at,
+                    "{}: abandoned outside the freeze",
+                    t.at
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_steps_down_and_rejoins() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("partition");
+    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    // max_instances 10: the cut-off replica's stuck runs (running until
+    // reaped) must not make the others skip ticks.
+    for i in 0..6 {
+        let s = every_second(&format!("p{i}"), "test.record")
+            .with_max_instances(10)
+            .expect("valid");
+        schedules::insert(&c, &s).await.expect("insert");
+    }
+    let (host, port) = crate::harness::host_port(&db.url);
+    let mut proxy = Proxy::start(format!("{host}:{port}"), Duration::from_secs(5)).await;
+    let via_proxy = db
+        .url
+        .replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
+    assert_ne!(via_proxy, db.url, "the URL must name the port");
+    let cut_off = Replica::start(&via_proxy, &pipelines, "cut-off", &FAST);
+    assert_eq!(
+        wait_for_leader(&c, Duration::from_secs(10)).await,
+        "cut-off"
+    );
+    let others: Vec<Replica> = (1..=2)
+        .map(|i| Replica::start(&db.url, &pipelines, &format!("replica-{i}"), &FAST))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let from = db_now(&c).await;
+    proxy.cut();
+    let cut_at = Instant::now();
+    let cut_wall = Utc::now();
+    let mut new = None;
+    while cut_at.elapsed() < Duration::from_secs(20) {
+        if let Some(l) = leader(&c).await.filter(|l| l != "cut-off") {
+            new = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let takeover = cut_at.elapsed();
+    let new = new.expect("a new leader while the old one is cut off");
+    println!("partition: {new} took over after {takeover:?}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.heal();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let to = db_now(&c).await - chrono::Duration::seconds(2);
+    let log = std::fs::read_to_string(&cut_off.log).unwrap_or_default();
+    stop_all(others);
+    assert!(cut_off.terminate(Duration::from_secs(30)));
+    // The cut-off leader noticed on its own, within ping interval + timeout.
+    let stepped_down = log
+        .lines()
+        .find(|l| l.contains("stepped down as leader"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| DateTime::parse_from_rfc3339(strip_ansi(t).as_str()).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .expect("a step-down line in the cut-off replica's log");
+    let noticed = stepped_down - cut_wall;
+    println!(
+        "partition: the cut-off leader stepped down after {} ms",
+        noticed.num_milliseconds()
+    );
+    assert!(
+        noticed < chrono::Duration::milliseconds(4000),
+        "stepped down {noticed} after the cut (ping interval 1 s + timeout 2 s)"
+    );
+    let rejoined: i64 = c
+        .query_one(
+            "SELECT count(*) FROM scheduler_runs r JOIN scheduler_nodes n USING (node_id) \
+             WHERE n.hostname = 'cut-off' AND r.scheduled_at > $1 AND r.status = 'completed'",
+            &[&(to - chrono::Duration::seconds(5))],
+        )
+        .await
+        .expect("rejoined")
+        .get(0);
+    assert!(rejoined > 0, "the healed replica fires again");
+    for i in 0..6 {
+        let name = format!("p{i}");
+        let found = ticks(&c, &name, from, to).await;
+        audit(
+            &name,
+            &seconds(from, to),
+            &found,
+            &["completed", "abandoned"],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_fast_clock_fires_nothing_early_or_twice() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("skew");
+    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    for i in 0..6 {
+        schedules::insert(&c, &every_second(&format!("k{i}"), "test.record"))
+            .await
+            .expect("insert");
+    }
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend(["--test-clock-skew", "30s"]);
+    let skewed = Replica::start(&db.url, &pipelines, "fast-clock", &args);
+    let normal = Replica::start(&db.url, &pipelines, "normal", &FAST);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let from = db_now(&c).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let to = db_now(&c).await - chrono::Duration::seconds(2);
+    assert_eq!(
+        leader(&c).await.as_deref(),
+        Some("normal"),
+        "a skewed clock does not lead"
+    );
+    assert!(skewed.terminate(Duration::from_secs(20)));
+    assert!(normal.terminate(Duration::from_secs(20)));
+    let mut by_node = std::collections::BTreeMap::new();
+    for i in 0..6 {
+        let name = format!("k{i}");
+        let found = ticks(&c, &name, from, to).await;
+        for (n, k) in audit(&name, &seconds(from, to), &found, &["completed"]) {
+            *by_node.entry(n).or_insert(0) += k;
+        }
+    }
+    assert!(
+        by_node.get("fast-clock").is_some_and(|&n| n > 0),
+        "the skewed replica fired: {by_node:?}"
+    );
+    let early: i64 = c
+        .query_one(
+            "SELECT count(*) FROM scheduler_runs WHERE claimed_at < scheduled_at",
+            &[],
+        )
+        .await
+        .expect("early")
+        .get(0);
+    assert_eq!(early, 0, "claimed before the tick on the database clock");
+    println!("clock skew +30s: wins {by_node:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_instances_is_enforced_across_replicas() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("overlap");
+    let pipelines = log_pipelines(&dir, &[("test.long", "2500ms")]);
+    schedules::insert(&c, &every_second("one_at_a_time", "test.long"))
+        .await
+        .expect("insert");
+    let replicas = start_three(&db.url, &pipelines, &FAST);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let from = db_now(&c).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let to = db_now(&c).await - chrono::Duration::seconds(4);
+    stop_all(replicas);
+    let found = ticks(&c, "one_at_a_time", from, to).await;
+    audit(
+        "one_at_a_time",
+        &seconds(from, to),
+        &found,
+        &["completed", "skipped"],
+    );
+    let skipped = found.iter().filter(|t| t.statuses[0] == "skipped").count();
+    assert!(
+        skipped >= found.len() / 2,
+        "overlapping ticks are skipped ({skipped}/{})",
+        found.len()
+    );
+    let overlaps: i64 = c
+        .query_one(
+            "SELECT count(*) FROM scheduler_runs a JOIN scheduler_runs b \
+               ON a.schedule_name = b.schedule_name AND a.run_id < b.run_id \
+             WHERE a.status = 'completed' AND b.status = 'completed' \
+               AND tstzrange(a.claimed_at, a.completed_at) && tstzrange(b.claimed_at, b.completed_at)",
+            &[],
+        )
+        .await
+        .expect("overlaps")
+        .get(0);
+    assert_eq!(
+        overlaps, 0,
+        "two runs of a max_instances=1 schedule overlapped"
+    );
+}
+
+/// Log lines carry colour codes when written to a terminal-less file by
+/// tracing's default formatter; keep only the timestamp characters.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut in_escape = false;
+    for c in s.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}

@@ -345,6 +345,16 @@ fn check_pipelines(file: &mut schedule_file::ScheduleFile, registry: &Registry, 
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Refuse a missing token before touching anything (not even --schedules).
+    let auth = Auth::load(&AuthSources::from_env(
+        args.api_token_file.clone(),
+        args.api_readonly_token_file.clone(),
+        args.insecure_no_auth,
+    ))?;
+    // One registry for the engine's and the API's metrics, served on /metrics.
+    let metrics = Metrics::new(MetricsOptions {
+        per_schedule_labels: !args.metrics_drop_schedule_label,
+    })?;
     let registry = match &args.pipelines {
         Some(path) => load_pipelines(path)?,
         None => Registry::new(),
@@ -413,18 +423,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheduler = Scheduler::builder(&args.db.database_url)
         .pipelines(registry)?
         .config(config)
+        .metrics(metrics.clone())
         .build()?;
     // Admin API, probes and metrics (src/api), bound before the engine starts
     // so a taken port or a missing token stops `serve` at once. It reports
     // draining from the first signal and closes once the engine is done.
-    let metrics = Metrics::new(MetricsOptions {
-        per_schedule_labels: !args.metrics_drop_schedule_label,
-    })?;
-    let auth = Auth::load(&AuthSources::from_env(
-        args.api_token_file.clone(),
-        args.api_readonly_token_file.clone(),
-        args.insecure_no_auth,
-    ))?;
     let api_options = ApiOptions {
         listen: args.listen,
         auth,

@@ -93,3 +93,27 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_unsafe_timings_refused() {
+        assert_eq!(ClusterConfig::default().validate(), Ok(()));
+        // A leader that could keep acting after the server freed its lock.
+        let unsafe_ping = ClusterConfig {
+            leader_ping_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        assert_eq!(
+            unsafe_ping.validate().map_err(|e| e.setting),
+            Err("leader-ping-timeout")
+        );
+        let bad_keep = ClusterConfig {
+            retention_keep_last: Some(0),
+            ..Default::default()
+        };
+        assert!(bad_keep.validate().is_err());
+    }
+}

@@ -68,8 +68,13 @@ async fn pass(
     let node = shared.node_id;
 
     let (dead, abandoned) = housekeeping::reap(&**client, shared.config.node_lease).await?;
-    if dead > 0 || abandoned > 0 {
-        tracing::warn!(node_id = %node, nodes = dead, runs = abandoned, "reaped replicas that stopped heartbeating");
+    for schedule in &abandoned {
+        shared
+            .metrics
+            .fired(schedule, crate::store::runs::RunStatus::Abandoned);
+    }
+    if dead > 0 || !abandoned.is_empty() {
+        tracing::warn!(node_id = %node, nodes = dead, runs = abandoned.len(), "reaped replicas that stopped heartbeating");
     }
     let retries = housekeeping::schedule_retries(&**client, node).await?;
     if retries > 0 {
@@ -170,7 +175,10 @@ async fn sweep_misfires(
     }
     let mut written = 0;
     for chunk in unclaimed.chunks(5000) {
-        written += housekeeping::record_missed(client, shared.node_id, chunk).await?;
+        for schedule in housekeeping::record_missed(client, shared.node_id, chunk).await? {
+            shared.metrics.missed(&schedule);
+            written += 1;
+        }
     }
     Ok(written)
 }

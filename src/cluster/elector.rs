@@ -139,6 +139,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             .leadership
             .extend(Instant::now() + cfg.leader_ping_interval + cfg.leader_ping_timeout);
         shared.leadership.set(true);
+        shared.metrics.set_leader(true);
         if let Err(e) = leader::record_leader(&s, node).await {
             tracing::warn!(node_id = %node, error = %e, "could not record leadership");
         }
@@ -146,6 +147,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         match keep(&shared, &s, &mut shutdown).await {
             Ended::Shutdown => {
                 shared.leadership.set(false);
+                shared.metrics.set_leader(false);
                 match leader::resign(&s, node).await {
                     Ok(()) => tracing::info!(node_id = %node, "resigned leadership"),
                     Err(e) => {
@@ -156,6 +158,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
             Ended::Lost(why) => {
                 shared.leadership.set(false);
+                shared.metrics.set_leader(false);
                 tracing::warn!(node_id = %node, reason = %why, "stepped down as leader");
                 // Dropping the session closes it; the server frees the lock.
                 drop(s);

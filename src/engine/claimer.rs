@@ -105,6 +105,12 @@ async fn claim_chunk(
         }
     };
     shared.set_db_ok(true);
+    shared
+        .metrics
+        .claim_round_trip(started.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .claims(outcome.claimed.len() as u64, outcome.taken as u64);
     if let (Some((sent, done)), Some(db_now)) = (outcome.begin_window, outcome.db_now) {
         shared.clock.observe(sent, done, db_now);
     }
@@ -134,14 +140,21 @@ async fn claim_chunk(
                     return Vec::new();
                 }
             }
-            other => tracing::info!(
-                node_id = %shared.node_id,
-                run_id = %claimed.run_id,
-                schedule = %claimed.schedule_name,
-                tick = %claimed.scheduled_at,
-                status = %other,
-                "tick recorded without running"
-            ),
+            other => {
+                if other == RunStatus::Skipped {
+                    shared.metrics.skipped(&claimed.schedule_name);
+                } else {
+                    shared.metrics.missed(&claimed.schedule_name);
+                }
+                tracing::info!(
+                    node_id = %shared.node_id,
+                    run_id = %claimed.run_id,
+                    schedule = %claimed.schedule_name,
+                    tick = %claimed.scheduled_at,
+                    status = %other,
+                    "tick recorded without running"
+                );
+            }
         }
     }
     let db_now = outcome.db_now.unwrap_or_else(|| shared.clock.now());

@@ -43,6 +43,9 @@ async fn write(shared: &Shared, batch: &[Completion]) {
         };
         match result {
             Ok(lost) => {
+                for c in batch.iter().filter(|c| !lost.contains(&c.run_id)) {
+                    shared.metrics.fired(&c.schedule_name, c.status);
+                }
                 for run_id in lost {
                     tracing::warn!(
                         node_id = %shared.node_id, %run_id,

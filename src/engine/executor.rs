@@ -45,16 +45,17 @@ pub async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_runs));
     let mut running: JoinSet<()> = JoinSet::new();
-    let mut owners: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+    let mut owners: HashMap<tokio::task::Id, Owner> = HashMap::new();
     let spawn =
-        |job: Job, running: &mut JoinSet<()>, owners: &mut HashMap<tokio::task::Id, Uuid>| {
-            let run_id = job.run_id;
+        |job: Job, running: &mut JoinSet<()>, owners: &mut HashMap<tokio::task::Id, Owner>| {
+            let owner = (job.run_id, job.schedule.schedule.name().to_string());
             let task = execute(shared.clone(), job, permits.clone(), completions.clone());
             let handle = running.spawn(task);
-            owners.insert(handle.id(), run_id);
-            shared
+            owners.insert(handle.id(), owner);
+            let n = shared
                 .inflight
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.runs_in_flight(n + 1);
         };
     loop {
         tokio::select! {
@@ -87,10 +88,11 @@ pub async fn run(
     while let Some(done) = running.join_next_with_id().await {
         finished(&shared, &mut owners, done);
     }
-    for run_id in owners.into_values() {
+    for (run_id, schedule_name) in owners.into_values() {
         tracing::warn!(node_id = %shared.node_id, %run_id, "run cut off by shutdown; recorded abandoned");
         let _ = completions.send(Completion {
             run_id,
+            schedule_name,
             status: RunStatus::Abandoned,
             error: Some(format!(
                 "the replica shut down before the run finished (grace {})",
@@ -102,10 +104,13 @@ pub async fn run(
     }
 }
 
+/// The run (and its schedule) a task executes.
+type Owner = (Uuid, String);
+
 /// Forgets a task that ended; a cancelled one stays in `owners` to be abandoned.
 fn finished(
     shared: &Shared,
-    owners: &mut HashMap<tokio::task::Id, Uuid>,
+    owners: &mut HashMap<tokio::task::Id, Owner>,
     done: Result<(tokio::task::Id, ()), JoinError>,
 ) {
     let id = match done {
@@ -114,9 +119,10 @@ fn finished(
         Err(e) => e.id(),
     };
     owners.remove(&id);
-    shared
+    let n = shared
         .inflight
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.runs_in_flight(n.saturating_sub(1));
 }
 
 async fn execute(
@@ -137,14 +143,22 @@ async fn execute(
     async {
         let _permit = permits.acquire().await;
         let started_at = shared.clock.now();
+        let started = std::time::Instant::now();
         let lag_ms = (started_at - job.scheduled_at).num_milliseconds();
+        if matches!(job.trigger, RunTrigger::Schedule | RunTrigger::Catchup) {
+            shared.metrics.fire_lag(lag_ms as f64 / 1000.0);
+        }
         tracing::info!(node_id = %shared.node_id, tick = %job.scheduled_at, lag_ms, "run started");
         let outcome = run_pipeline(&shared, &job).await;
+        shared
+            .metrics
+            .run_duration(schedule.name(), started.elapsed().as_secs_f64());
         let completion = match outcome {
             Ok(result) => {
                 tracing::info!(node_id = %shared.node_id, "run completed");
                 Completion {
                     run_id: job.run_id,
+                    schedule_name: schedule.name().to_string(),
                     status: RunStatus::Completed,
                     error: None,
                     result,
@@ -155,6 +169,7 @@ async fn execute(
                 tracing::warn!(node_id = %shared.node_id, error = %e.message, "run failed");
                 Completion {
                     run_id: job.run_id,
+                    schedule_name: schedule.name().to_string(),
                     status: RunStatus::Failed,
                     error: Some(e.message),
                     result: e.result,

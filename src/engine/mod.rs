@@ -39,6 +39,7 @@ pub use self::clock::DbClock;
 pub use self::config::{ConfigError, EngineConfig};
 use crate::cluster;
 use crate::cluster::Leadership;
+use crate::metrics::{Metrics, MetricsOptions};
 use crate::pipeline::{Pipeline, Registry, RegistryError};
 use crate::store::schedules::StoredSchedule;
 use crate::store::{self, StoreError};
@@ -55,6 +56,9 @@ pub enum EngineError {
     /// The database failed during start-up.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The metrics registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// State shared by the engine's tasks (and the cluster's).
@@ -68,6 +72,7 @@ pub(crate) struct Shared {
     pub pool: Pool,
     pub clock: DbClock,
     pub registry: Registry,
+    pub metrics: Metrics,
     pub inflight: AtomicUsize,
     db_ok: AtomicBool,
     catalog: RwLock<HashMap<String, Arc<StoredSchedule>>>,
@@ -200,6 +205,7 @@ pub struct SchedulerBuilder {
     database_url: String,
     config: EngineConfig,
     registry: Registry,
+    metrics: Option<Metrics>,
 }
 
 impl SchedulerBuilder {
@@ -219,6 +225,13 @@ impl SchedulerBuilder {
         Ok(self)
     }
 
+    /// Reports into these metrics (shared with the API's `/metrics`);
+    /// by default the engine keeps its own.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Replaces the engine settings.
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = config;
@@ -230,6 +243,13 @@ impl SchedulerBuilder {
         self.config.validate()?;
         let pool = store::pool(&self.database_url, self.config.pool_size)?;
         let clock = DbClock::with_skew(self.config.test_clock_skew);
+        let metrics = match self.metrics {
+            Some(m) => m,
+            None => Metrics::new(MetricsOptions {
+                per_schedule_labels: true,
+            })
+            .map_err(|e| EngineError::Metrics(e.to_string()))?,
+        };
         Ok(Scheduler {
             shared: Arc::new(Shared {
                 node_id: Uuid::now_v7(),
@@ -240,6 +260,7 @@ impl SchedulerBuilder {
                 pool,
                 clock,
                 registry: self.registry,
+                metrics,
                 inflight: AtomicUsize::new(0),
                 db_ok: AtomicBool::new(false),
                 catalog: RwLock::new(HashMap::new()),
@@ -261,6 +282,7 @@ impl Scheduler {
             database_url: database_url.to_string(),
             config: EngineConfig::default(),
             registry: Registry::new(),
+            metrics: None,
         }
     }
 

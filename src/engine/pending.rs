@@ -69,6 +69,7 @@ pub async fn run(
                 None => {
                     let _ = completions.send(Completion {
                         run_id: run.run_id,
+                        schedule_name: run.schedule_name.clone(),
                         status: RunStatus::Failed,
                         error: Some(format!(
                             "schedule {:?} no longer exists or is invalid",

@@ -75,6 +75,12 @@ pub async fn run(
         }
         let now = shared.clock.now();
         let due = queue.take_due(now);
+        let mut seen = std::collections::HashSet::new();
+        for t in &due {
+            if seen.insert(t.name()) {
+                publish_next(&shared, &queue, t.name());
+            }
+        }
         // Our share goes now; the rest waits the handoff delay (see `share`).
         let share = shared.share();
         let handoff = chrono::Duration::from_std(shared.config.handoff_delay)
@@ -110,7 +116,32 @@ pub async fn run(
     }
 }
 
+/// Exports a schedule's next due instant (kube-state-metrics style).
+fn publish_next(shared: &Shared, queue: &DueQueue, name: &str) {
+    let next = queue
+        .next_of(name)
+        .map(|t| t.timestamp_millis() as f64 / 1000.0);
+    shared.metrics.next_fire(name, next);
+}
+
 fn apply(shared: &Shared, queue: &mut DueQueue, change: Change) {
+    let touched: Vec<String> = match &change {
+        Change::Load(all) | Change::Resync(all) => {
+            all.iter().map(|s| s.schedule.name().to_string()).collect()
+        }
+        Change::Upsert(s) => vec![s.schedule.name().to_string()],
+        Change::Remove(name) => {
+            shared.metrics.forget_schedule(name);
+            Vec::new()
+        }
+    };
+    apply_change(shared, queue, change);
+    for name in touched {
+        publish_next(shared, queue, &name);
+    }
+}
+
+fn apply_change(shared: &Shared, queue: &mut DueQueue, change: Change) {
     let now = shared.clock.now();
     match change {
         Change::Load(all) => {

@@ -16,8 +16,12 @@ fn secs(d: Duration) -> f64 {
 }
 
 /// Marks replicas whose heartbeat is older than `lease` dead, and their
-/// running runs `abandoned`. Returns (nodes marked dead, runs abandoned).
-pub async fn reap(client: &impl GenericClient, lease: Duration) -> Result<(u64, u64), StoreError> {
+/// running runs `abandoned`. Returns the nodes marked dead and the schedule
+/// of every run abandoned.
+pub async fn reap(
+    client: &impl GenericClient,
+    lease: Duration,
+) -> Result<(u64, Vec<String>), StoreError> {
     let dead = client
         .execute(
             "UPDATE scheduler_nodes SET state = 'dead', leader_since = NULL \
@@ -28,8 +32,8 @@ pub async fn reap(client: &impl GenericClient, lease: Duration) -> Result<(u64, 
         .await?;
     // A run is orphaned when its node is not alive: dead, gone, left, or
     // silent past the lease (even if not yet marked).
-    let abandoned = client
-        .execute(
+    let abandoned: Vec<String> = client
+        .query(
             "UPDATE scheduler_runs r \
              SET status = 'abandoned', completed_at = now(), \
                  error = format('replica %s stopped heartbeating while the run was in flight', \
@@ -39,10 +43,14 @@ pub async fn reap(client: &impl GenericClient, lease: Duration) -> Result<(u64, 
                AND NOT EXISTS ( \
                    SELECT 1 FROM scheduler_nodes n \
                    WHERE n.node_id = r.node_id AND n.state IN ('active', 'draining') \
-                     AND n.heartbeat_at >= now() - make_interval(secs => $1))",
+                     AND n.heartbeat_at >= now() - make_interval(secs => $1)) \
+             RETURNING r.schedule_name",
             &[&secs(lease)],
         )
-        .await?;
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
     Ok((dead, abandoned))
 }
 
@@ -149,15 +157,15 @@ pub struct Unclaimed {
     pub grace_secs: i32,
 }
 
-/// Records `missed` rows for ticks that have no row (G2). Returns how many
-/// were written; ticks a replica claimed meanwhile are left alone.
+/// Records `missed` rows for ticks that have no row (G2). Returns the
+/// schedule of every row written; ticks a replica claimed meanwhile are left alone.
 pub async fn record_missed(
     client: &impl GenericClient,
     leader: Uuid,
     ticks: &[Unclaimed],
-) -> Result<u64, StoreError> {
+) -> Result<Vec<String>, StoreError> {
     if ticks.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = ticks.iter().map(|_| Uuid::now_v7()).collect();
     let names: Vec<&str> = ticks.iter().map(|t| t.schedule_name.as_str()).collect();
@@ -165,7 +173,7 @@ pub async fn record_missed(
     let at: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.scheduled_at).collect();
     let graces: Vec<i32> = ticks.iter().map(|t| t.grace_secs).collect();
     let n = client
-        .execute(
+        .query(
             "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
                                          attempt, node_id, status, completed_at, error) \
              SELECT u.id, u.name, u.pipeline, 'schedule', u.t, 1, $5, 'missed', now(), \
@@ -174,11 +182,12 @@ pub async fn record_missed(
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $6::int4[]) \
                   AS u(id, name, pipeline, t, grace) \
              WHERE u.t < now() - make_interval(secs => u.grace) \
-             ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING",
+             ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING \
+             RETURNING schedule_name",
             &[&ids, &names, &pipelines, &at, &leader, &graces],
         )
         .await?;
-    Ok(n)
+    n.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
 /// Deletes finished runs older than `max_age`, at most `batch` per call.

@@ -298,6 +298,8 @@ pub async fn take_pending(
 pub struct Completion {
     /// The run.
     pub run_id: Uuid,
+    /// Its schedule (for metrics and logs; not written).
+    pub schedule_name: String,
     /// `completed` or `failed` (or `abandoned` at shutdown).
     pub status: RunStatus,
     /// Why it failed.

@@ -388,7 +388,6 @@ async fn metrics_are_valid_exposition_and_counters_move() {
 /// The engine's own counters, once the engine records into the process's
 /// `Metrics` (see `spine_scheduler::metrics` for where each call goes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine to record into Metrics (SchedulerBuilder::metrics)"]
 async fn engine_counters_move_when_runs_happen() {
     let db = TestDb::migrated().await;
     let dir = temp_dir("api-engine-metrics");

@@ -67,20 +67,25 @@ pub async fn run(
             }
         }
     }
-    // Jobs already claimed but not started are ours: run them too.
-    jobs.close();
-    while let Ok(job) = jobs.try_recv() {
-        spawn(job, &mut running, &mut owners);
-    }
+    // Draining. The grace runs from the signal. Jobs keep arriving until the
+    // claimer and the pending-run taker have finished what they were doing
+    // (a claim committed during the signal is ours to run) and dropped their
+    // senders, which closes the channel.
     let grace = tokio::time::sleep(shared.config.shutdown_grace);
     tokio::pin!(grace);
     tracing::info!(node_id = %shared.node_id, in_flight = running.len(), grace = ?shared.config.shutdown_grace, "draining in-flight runs");
-    loop {
+    let mut open = true;
+    while open || !running.is_empty() {
         tokio::select! {
-            done = running.join_next_with_id() => match done {
-                Some(done) => finished(&shared, &mut owners, done),
-                None => return,
+            job = jobs.recv(), if open => match job {
+                Some(job) => spawn(job, &mut running, &mut owners),
+                None => open = false,
             },
+            done = running.join_next_with_id(), if !running.is_empty() => {
+                if let Some(done) = done {
+                    finished(&shared, &mut owners, done);
+                }
+            }
             _ = &mut grace => break,
         }
     }
@@ -88,7 +93,13 @@ pub async fn run(
     while let Some(done) = running.join_next_with_id().await {
         finished(&shared, &mut owners, done);
     }
-    for (run_id, schedule_name) in owners.into_values() {
+    // Claimed after the grace ran out: never started, recorded abandoned too.
+    jobs.close();
+    let mut never_started = Vec::new();
+    while let Ok(job) = jobs.try_recv() {
+        never_started.push((job.run_id, job.schedule.schedule.name().to_string()));
+    }
+    for (run_id, schedule_name) in owners.into_values().chain(never_started) {
         tracing::warn!(node_id = %shared.node_id, %run_id, "run cut off by shutdown; recorded abandoned");
         let _ = completions.send(Completion {
             run_id,

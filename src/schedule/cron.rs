@@ -122,6 +122,18 @@ const MAX_DST_SHIFT: Duration = Duration::hours(3);
 impl CronExpr {
     /// Parses a 5-field crontab line, a 6-field line with leading seconds, or an `@macro`.
     pub fn parse(expr: &str) -> Result<Self, CronError> {
+        // Installations reuse a handful of expressions across thousands of
+        // schedules, and croner's parse (tens of µs) dominated loading
+        // 100,000 schedules and listing them: parse each distinct text once.
+        if let Some(hit) = cache::get(expr) {
+            return Ok(hit);
+        }
+        let parsed = Self::parse_uncached(expr)?;
+        cache::put(expr, &parsed);
+        Ok(parsed)
+    }
+
+    fn parse_uncached(expr: &str) -> Result<Self, CronError> {
         let trimmed = expr.trim();
         if trimmed.is_empty() {
             return Err(CronError::Empty);
@@ -278,6 +290,36 @@ impl CronExpr {
             }
         }
         out
+    }
+}
+
+/// A bounded memo of parsed expressions (shared, immutable once parsed).
+mod cache {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use super::CronExpr;
+
+    /// Past this many distinct expressions the memo starts over: memory stays
+    /// bounded whatever the input.
+    const CAPACITY: usize = 4096;
+
+    fn memo() -> &'static Mutex<HashMap<String, CronExpr>> {
+        static MEMO: OnceLock<Mutex<HashMap<String, CronExpr>>> = OnceLock::new();
+        MEMO.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    pub fn get(expr: &str) -> Option<CronExpr> {
+        memo().lock().ok()?.get(expr).cloned()
+    }
+
+    pub fn put(expr: &str, parsed: &CronExpr) {
+        if let Ok(mut m) = memo().lock() {
+            if m.len() >= CAPACITY {
+                m.clear();
+            }
+            m.insert(expr.to_string(), parsed.clone());
+        }
     }
 }
 

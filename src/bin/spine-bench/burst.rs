@@ -1,0 +1,106 @@
+//! `burst`: every schedule is due at the top of the same minute. Are all of
+//! them started within a second of it, and is none doubled?
+
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use spine_scheduler::store;
+
+use crate::common::{bulk_schedules, pct, proc_usage, spawn_replicas, stop_replicas};
+use crate::Args;
+
+/// Runs the scenario on the (fresh) database at `url` and returns the report.
+pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
+    let (n_replicas, schedules) = (args.replicas(3), args.schedules(20_000));
+    let mut client = store::connect(url).await?;
+    store::migrate::migrate(&mut client).await?;
+    bulk_schedules(&client, schedules, |_| "0 * * * *".to_string()).await?;
+    let (mut replicas, dir) = spawn_replicas(url, n_replicas, &[])?;
+
+    // The first top of the minute at least 15 s away, so every replica has
+    // loaded every schedule.
+    let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    let mut top = now
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(now)
+        + chrono::Duration::minutes(1);
+    if top - now < chrono::Duration::seconds(15) {
+        top += chrono::Duration::minutes(1);
+    }
+    let wait = (top - now + chrono::Duration::seconds(20))
+        .to_std()
+        .unwrap_or(Duration::from_secs(80));
+    tokio::time::sleep(wait).await;
+    let usage: Vec<(f64, u64)> = replicas.iter().map(|c| proc_usage(c.id())).collect();
+    stop_replicas(&mut replicas, &dir);
+
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT schedule_name),
+                    count(*) FILTER (WHERE started_at <= scheduled_at + interval '1 second'),
+                    count(*) FILTER (WHERE status = 'completed'),
+                    extract(epoch FROM max(claimed_at) - min(claimed_at))::float8 * 1000
+             FROM scheduler_runs WHERE scheduled_at = $1 AND trigger = 'schedule'",
+            &[&top],
+        )
+        .await?;
+    let rows: i64 = row.get(0);
+    let distinct: i64 = row.get(1);
+    let within: i64 = row.get(2);
+    let completed: i64 = row.get(3);
+    let claim_span: Option<f64> = row.get(4);
+    let lags: Vec<f64> = client
+        .query(
+            "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000
+             FROM scheduler_runs WHERE scheduled_at = $1 AND started_at IS NOT NULL ORDER BY 1",
+            &[&top],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let by_node = client
+        .query(
+            "SELECT n.hostname, count(*) FROM scheduler_runs r JOIN scheduler_nodes n USING (node_id)
+             WHERE r.scheduled_at = $1 GROUP BY 1 ORDER BY 1",
+            &[&top],
+        )
+        .await?
+        .iter()
+        .map(|r| format!("{}={}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cpu: f64 = usage.iter().map(|u| u.0).sum();
+    let rss = usage.iter().map(|u| u.1).max().unwrap_or(0);
+    Ok(format!(
+        "scenario burst: {n_replicas} replicas x {schedules} schedules due at {top}\n\
+         {:<38}{schedules}\n\
+         {:<38}{rows} ({distinct} distinct)\n\
+         {:<38}{}\n\
+         {:<38}{}\n\
+         {:<38}{within} of {schedules}\n\
+         {:<38}{completed}\n\
+         {:<38}p50 {:.1}  p99 {:.1}  max {:.1}\n\
+         {:<38}{:.1} ms\n\
+         {:<38}{by_node}\n\
+         {:<38}{cpu:.1} s total, peak RSS {} MB",
+        "ticks due",
+        "rows",
+        "doubled",
+        rows - distinct,
+        "missing",
+        schedules as i64 - distinct,
+        "started within 1 s of the tick",
+        "completed",
+        "start lag ms",
+        pct(&lags, 0.5),
+        pct(&lags, 0.99),
+        lags.last().copied().unwrap_or(f64::NAN),
+        "first to last claim",
+        claim_span.unwrap_or(f64::NAN),
+        "wins by replica",
+        "replica CPU (user+sys)",
+        rss / 1024
+    ))
+}

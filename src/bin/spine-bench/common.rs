@@ -1,0 +1,200 @@
+//! What every scenario shares: replicas as processes, bulk schedules, the
+//! database's counters, /proc readings, percentiles.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+
+/// The ledger lifecycle alone: batched inserts, then batched completions.
+pub async fn ledger_baseline(client: &Client, rows: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let base: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    let mut done = 0;
+    while done < rows {
+        let n = (rows - done).min(1000);
+        let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("b{}", (done + i) % 1000)).collect();
+        let ticks: Vec<DateTime<Utc>> = (0..n)
+            .map(|i| base + chrono::Duration::seconds(((done + i) / 1000) as i64))
+            .collect();
+        client
+            .execute(
+                "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status, started_at)
+                 SELECT u.id, u.name, 'p', 'schedule', u.t, 'running', now()
+                 FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, name, t)",
+                &[&ids, &names, &ticks],
+            )
+            .await?;
+        client
+            .execute(
+                "UPDATE scheduler_runs SET status = 'completed', completed_at = now()
+                 WHERE run_id = ANY($1) AND status = 'running'",
+                &[&ids],
+            )
+            .await?;
+        done += n;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Calls and mean time per statement since the reset, busiest first.
+pub async fn statement_calls(client: &Client) -> anyhow::Result<Vec<(String, i64, f64)>> {
+    let rows = client
+        .query(
+            "SELECT regexp_replace(left(query, 70), '\\s+', ' ', 'g'), calls, mean_exec_time
+             FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND query NOT LIKE '%pg_stat%'
+             ORDER BY calls DESC",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+pub async fn db_counters(client: &Client) -> anyhow::Result<(i64, DateTime<Utc>)> {
+    // Statistics are cached per transaction; clear the snapshot first.
+    client
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT xact_commit + xact_rollback, now() FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+pub fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// CPU seconds (user+sys) and peak RSS in KiB of a process, from /proc.
+pub fn proc_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks as f64 / 100.0, hwm)
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found next to {}; build it first (cargo build --release)",
+            path.display(),
+            me.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The pipelines every benchmark replica gets: one `log` pipeline that
+/// records nothing but its ledger row.
+const PIPELINES: &str = "pipelines:\n  - name: bench.record\n    kind: log\n    sleep: 0s\n";
+
+/// Starts `n` replicas of the real binary (separate processes) on `url`,
+/// quiet (`RUST_LOG=warn`), with `extra(i)` arguments each. Returns them and
+/// their scratch directory.
+pub fn spawn_replicas(
+    url: &str,
+    n: usize,
+    extra: &[&str],
+) -> anyhow::Result<(Vec<Child>, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("spine-bench-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let pipelines = dir.join("pipelines.yaml");
+    std::fs::write(&pipelines, PIPELINES)?;
+    let binary = sibling_binary("spine-scheduler")?;
+    let children = (0..n)
+        .map(|i| {
+            Command::new(&binary)
+                .arg("serve")
+                .args(["--pipelines", &pipelines.display().to_string()])
+                .args(["--node-name", &format!("bench-{i}")])
+                .args(["--max-concurrent-runs", "20000"])
+                .args(if extra.contains(&"--listen") {
+                    &[][..]
+                } else {
+                    &["--listen", "127.0.0.1:0"][..]
+                })
+                .arg("--insecure-no-auth")
+                .args(extra)
+                .env("DATABASE_URL", url)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((children, dir))
+}
+
+/// SIGTERM every replica (by PID), wait for them, remove the scratch directory.
+pub fn stop_replicas(children: &mut [Child], dir: &Path) {
+    for c in children.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+    }
+    for c in children.iter_mut() {
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Creates `n` schedules `bench000000…` of pipeline `bench.record` in one
+/// statement, `cron(i)` giving each one's expression (far faster than the
+/// API for 100,000 rows; the definitions are ordinary rows all the same).
+pub async fn bulk_schedules(
+    client: &Client,
+    n: usize,
+    cron: impl Fn(usize) -> String,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = (0..n).map(|i| format!("bench{i:06}")).collect();
+    let crons: Vec<String> = (0..n).map(cron).collect();
+    for chunk in names.chunks(20_000).zip(crons.chunks(20_000)) {
+        client
+            .execute(
+                "INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
+                 SELECT u.name, 'bench.record', 'cron', u.cron
+                 FROM unnest($1::text[], $2::text[]) AS u(name, cron)",
+                &[&chunk.0, &chunk.1],
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Benchmark program: N real replicas (separate processes) firing S
+//! schedules against one PostgreSQL, audited through the ledger, with the
+//! database's own ceiling for the same ledger work measured in the same run.
+//!
+//! ```sh
+//! cargo build --release && target/release/spine-bench steady
+//! target/release/spine-bench steady --replicas 3 --schedules 1000 --seconds 60
+//! ```
+//!
+//! Figures are printed, never asserted: this machine is shared and noisy.
+
+mod api;
+mod burst;
+mod common;
+mod scale;
+mod steady;
+
+use anyhow::bail;
+use clap::Parser;
+use spine_scheduler::pg_cluster::{ClusterOptions, PgCluster};
+use spine_scheduler::store;
+
+use crate::common::loadavg;
+
+/// Measure fire lag, throughput and database cost of real replicas.
+#[derive(Parser)]
+pub struct Args {
+    /// Scenario: `steady` (3 replicas x 1,000 schedules every second, 60 s),
+    /// `burst` (3 x 20,000 schedules due at the top of the minute), `scale`
+    /// (1 replica loading 100,000 schedules, then 60 s of firing), `api`
+    /// (list/get/create latency under concurrent load, 10,000 stored).
+    #[arg(default_value = "steady")]
+    scenario: String,
+    /// Replicas to start (default per scenario).
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// Schedules to create (default per scenario).
+    #[arg(long)]
+    schedules: Option<usize>,
+    /// Seconds to measure (default per scenario).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Concurrent HTTP clients (`api`).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Server to use (a fresh database is created on it and dropped after).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Rows for the ledger-only baseline.
+    #[arg(long, default_value_t = 100_000)]
+    baseline_rows: usize,
+    /// Start a private PostgreSQL (initdb/pg_ctl) with pg_stat_statements
+    /// instead of using --database-url; adds per-statement figures.
+    #[arg(long)]
+    private: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !["steady", "burst", "scale", "api"].contains(&args.scenario.as_str()) {
+        bail!(
+            "unknown scenario {:?}; available: steady, burst, scale, api",
+            args.scenario
+        );
+    }
+    let load_start = loadavg();
+    // Kept alive for the whole run; stopped and deleted on drop.
+    let cluster = if args.private {
+        let c = PgCluster::start(ClusterOptions {
+            settings: vec![(
+                "shared_preload_libraries".into(),
+                "pg_stat_statements".into(),
+            )],
+            ..Default::default()
+        })?;
+        Some(c)
+    } else {
+        None
+    };
+    let server_url = match &cluster {
+        Some(c) => c.url("postgres"),
+        None => args.database_url.clone(),
+    };
+    let db_name = format!("spine_bench_{}", uuid::Uuid::now_v7().simple());
+    let admin = store::connect(&server_url).await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db_name}"))
+        .await?;
+    let url = store::with_database(&server_url, &db_name);
+    let result = match args.scenario.as_str() {
+        "burst" => burst::run(&args, &url).await,
+        "scale" => scale::run(&args, &url).await,
+        "api" => api::run(&args, &url).await,
+        _ => steady::run(&args, &url).await,
+    };
+    drop(admin);
+    let admin = store::connect(&server_url).await?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .await?;
+    let report = result?;
+    println!("{report}");
+    println!("load average: start {load_start}, end {}", loadavg());
+    Ok(())
+}
+
+impl Args {
+    /// Replicas for this run: the flag, or the scenario's default.
+    pub fn replicas(&self, default: usize) -> usize {
+        self.replicas.unwrap_or(default)
+    }
+    /// Schedules for this run.
+    pub fn schedules(&self, default: usize) -> usize {
+        self.schedules.unwrap_or(default)
+    }
+    /// Measured seconds for this run.
+    pub fn seconds(&self, default: u64) -> u64 {
+        self.seconds.unwrap_or(default)
+    }
+}

@@ -1,0 +1,129 @@
+//! `scale`: one replica loads 100,000 schedules (how long, how much memory),
+//! then fires the every-second ones among them for a minute.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use spine_scheduler::store;
+
+use crate::common::{bulk_schedules, pct, proc_usage, sibling_binary};
+use crate::Args;
+
+/// Every-second schedules among the loaded ones.
+const FREQUENT: usize = 1000;
+
+/// Runs the scenario on the (fresh) database at `url` and returns the report.
+pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
+    let (schedules, seconds) = (args.schedules(100_000), args.seconds(60));
+    let mut client = store::connect(url).await?;
+    store::migrate::migrate(&mut client).await?;
+    // The rest are daily at spread-out times: loaded and queued, rarely due.
+    bulk_schedules(&client, schedules, |i| {
+        if i < FREQUENT {
+            "* * * * * *".to_string()
+        } else {
+            format!("{} {} * * *", (i * 7) % 60, (i * 13) % 24)
+        }
+    })
+    .await?;
+    let dir = std::env::temp_dir().join(format!("spine-bench-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let pipelines = dir.join("pipelines.yaml");
+    std::fs::write(
+        &pipelines,
+        "pipelines:\n  - name: bench.record\n    kind: log\n    sleep: 0s\n",
+    )?;
+    let binary = sibling_binary("spine-scheduler")?;
+    let started = Instant::now();
+    let mut child = Command::new(&binary)
+        .arg("serve")
+        .args(["--pipelines", &pipelines.display().to_string()])
+        .args([
+            "--node-name",
+            "bench-scale",
+            "--max-concurrent-runs",
+            "20000",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--insecure-no-auth"])
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn,spine_scheduler::engine::sync=debug")
+        .env("SPINE_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stderr = child.stderr.take().context("replica stderr")?;
+    // The first full resync is the load: its log line marks the end.
+    let loaded = tokio::task::spawn_blocking(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("resynced schedules") {
+                return Some(started.elapsed());
+            }
+        }
+        None
+    });
+    let load_time = tokio::time::timeout(Duration::from_secs(120), loaded)
+        .await
+        .context("the replica did not load its schedules within 120 s")??
+        .context("the replica exited before loading")?;
+    let rss_loaded = proc_usage(child.id()).1;
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let from: chrono::DateTime<chrono::Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let to: chrono::DateTime<chrono::Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    let (cpu, rss_peak) = proc_usage(child.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let lo = from + chrono::Duration::seconds(1);
+    let hi = to - chrono::Duration::seconds(2);
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) - count(DISTINCT (schedule_name, scheduled_at))
+             FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'",
+            &[&lo, &hi],
+        )
+        .await?;
+    let fired: i64 = row.get(0);
+    let doubled: i64 = row.get(1);
+    let window = (hi.timestamp() - lo.timestamp()).max(0) + 1;
+    let lags: Vec<f64> = client
+        .query(
+            "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000
+             FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND started_at IS NOT NULL ORDER BY 1",
+            &[&lo, &hi],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(format!(
+        "scenario scale: 1 replica, {schedules} schedules ({FREQUENT} every second), {seconds} s of firing\n\
+         {:<38}{:.2} s (spawn to first full resync)\n\
+         {:<38}{} MB after load, {} MB peak\n\
+         {:<38}{fired} (expected about {})\n\
+         {:<38}{doubled}\n\
+         {:<38}p50 {:.1}  p99 {:.1}  max {:.1}\n\
+         {:<38}{cpu:.1} s",
+        "load time",
+        load_time.as_secs_f64(),
+        "replica RSS",
+        rss_loaded / 1024,
+        rss_peak / 1024,
+        "fired in window",
+        window as usize * FREQUENT,
+        "doubled",
+        "fire lag ms",
+        pct(&lags, 0.5),
+        pct(&lags, 0.99),
+        lags.last().copied().unwrap_or(f64::NAN),
+        "replica CPU (user+sys)",
+    ))
+}

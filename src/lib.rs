@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apply;
 pub mod cluster;
+pub mod dev;
 pub mod engine;
 pub mod metrics;
 pub mod pg_cluster;

@@ -85,6 +85,34 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Run a local cluster: a private PostgreSQL (unless DATABASE_URL is set), the example
+    /// schedules and three replicas on 127.0.0.1, until Ctrl-C.
+    Dev(DevArgs),
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// Use this PostgreSQL instead of starting a private one in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Folder for the private PostgreSQL and the files the replicas read (kept across runs).
+    #[arg(long, env = "SPINE_DEV_DATA_DIR", default_value = ".spine-dev")]
+    data_dir: PathBuf,
+    /// How many replicas to run.
+    #[arg(long, env = "SPINE_DEV_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    replicas: u16,
+    /// API port of the first replica; the others listen on the next ports.
+    #[arg(long, env = "SPINE_DEV_BASE_PORT", default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
+    base_port: u16,
+    /// Pipelines file (default: examples/pipelines.yaml, built into the binary).
+    #[arg(long, env = "SPINE_PIPELINES_FILE")]
+    pipelines: Option<PathBuf>,
+    /// Schedules file (default: examples/schedules.yaml, built in); a demo schedule firing every 5 s is added.
+    #[arg(long, env = "SPINE_SCHEDULES_FILE")]
+    schedules: Option<PathBuf>,
+    /// How long the replicas get to stop after Ctrl-C before they are killed.
+    #[arg(long, env = "SPINE_DEV_STOP_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    stop_timeout: Duration,
 }
 
 #[derive(clap::Args)]
@@ -222,6 +250,20 @@ fn init_logging(format: LogFormat, serving: bool) {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve(*args).await,
+        Command::Dev(args) => {
+            spine_scheduler::dev::run(spine_scheduler::dev::DevOptions {
+                database_url: args.database_url,
+                data_dir: args.data_dir,
+                replicas: args.replicas,
+                base_port: args.base_port,
+                pipelines: args.pipelines,
+                schedules: args.schedules,
+                stop_timeout: args.stop_timeout,
+                binary: None,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Next {
             expression,
             tz,

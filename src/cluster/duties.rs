@@ -1,7 +1,7 @@
 //! The leader's housekeeping loop. Runs on every replica, acts only while
 //! [`Leadership::is_leader`](super::Leadership::is_leader) holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::engine::Shared;
 use crate::store::housekeeping::{self, Unclaimed};
+use crate::store::schedules::StoredSchedule;
 use crate::store::StoreError;
 
 /// How far back a new leader looks for unclaimed ticks.
@@ -30,6 +31,10 @@ struct Watermark {
     through: DateTime<Utc>,
     /// The schedule definition it was computed for.
     updated_at: DateTime<Utc>,
+    /// The first tick after `through`, computed once: most schedules are not
+    /// due between passes, and recomputing 100,000 cron successors every
+    /// pass would cost seconds.
+    next: Option<DateTime<Utc>>,
 }
 
 /// Runs until shutdown.
@@ -107,28 +112,21 @@ async fn sweep_misfires(
 ) -> Result<u64, StoreError> {
     let schedules = shared.catalog_all();
     let now = shared.clock.now();
-    marks.retain(|name, _| schedules.iter().any(|s| s.schedule.name() == name));
-    let new: Vec<&str> = schedules
+    let current: HashSet<&str> = schedules.iter().map(|s| s.schedule.name()).collect();
+    marks.retain(|name, _| current.contains(name.as_str()));
+    let new: Vec<&StoredSchedule> = schedules
         .iter()
-        .map(|s| s.schedule.name())
-        .filter(|n| !marks.contains_key(*n))
+        .map(|s| s.as_ref())
+        .filter(|s| !marks.contains_key(s.schedule.name()))
         .collect();
     if !new.is_empty() {
-        let cutoffs: Vec<DateTime<Utc>> = schedules
+        let names: Vec<&str> = new.iter().map(|s| s.schedule.name()).collect();
+        let cutoffs: Vec<DateTime<Utc>> = new
             .iter()
-            .filter(|s| new.contains(&s.schedule.name()))
             .map(|s| now - grace_of(s) - SWEEP_MARGIN)
             .collect();
-        let names: Vec<&str> = schedules
-            .iter()
-            .map(|s| s.schedule.name())
-            .filter(|n| new.contains(n))
-            .collect();
         let last = housekeeping::last_ticks(client, &names, &cutoffs).await?;
-        for s in schedules
-            .iter()
-            .filter(|s| new.contains(&s.schedule.name()))
-        {
+        for s in new {
             let from = last
                 .get(s.schedule.name())
                 .copied()
@@ -140,6 +138,7 @@ async fn sweep_misfires(
                 Watermark {
                     through: from,
                     updated_at: s.updated_at,
+                    next: s.schedule.next_fire_after(from),
                 },
             );
         }
@@ -153,12 +152,12 @@ async fn sweep_misfires(
             // Ticks of an older definition (or of a pause) never were due.
             mark.through = mark.through.max(s.updated_at);
             mark.updated_at = s.updated_at;
+            mark.next = s.schedule.next_fire_after(mark.through);
         }
         let grace = grace_of(s);
         let until = now - grace - SWEEP_MARGIN;
-        let mut cursor = mark.through;
         let mut taken = 0;
-        while let Some(t) = s.schedule.next_fire_after(cursor) {
+        while let Some(t) = mark.next {
             if t > until || taken == MAX_TICKS_PER_PASS {
                 break;
             }
@@ -168,10 +167,10 @@ async fn sweep_misfires(
                 scheduled_at: t,
                 grace_secs: i32::try_from(grace.num_seconds()).unwrap_or(i32::MAX),
             });
-            cursor = t;
+            mark.through = t;
+            mark.next = s.schedule.next_fire_after(t);
             taken += 1;
         }
-        mark.through = cursor;
     }
     let mut written = 0;
     for chunk in unclaimed.chunks(5000) {
@@ -183,6 +182,6 @@ async fn sweep_misfires(
     Ok(written)
 }
 
-fn grace_of(s: &crate::store::schedules::StoredSchedule) -> chrono::Duration {
+fn grace_of(s: &StoredSchedule) -> chrono::Duration {
     chrono::Duration::from_std(s.schedule.misfire_grace()).unwrap_or(chrono::Duration::zero())
 }

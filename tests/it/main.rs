@@ -6,6 +6,8 @@ mod apply;
 mod claims;
 mod cli;
 mod cluster;
+mod deploy;
+mod dev;
 mod engine;
 mod harness;
 mod metrics;

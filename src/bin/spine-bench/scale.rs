@@ -57,17 +57,22 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
         .with_context(|| format!("starting {}", binary.display()))?;
     let stderr = child.stderr.take().context("replica stderr")?;
     // The first full resync is the load: its log line marks the end.
-    let loaded = tokio::task::spawn_blocking(move || {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::task::spawn_blocking(move || {
+        let mut loaded = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("resynced schedules") {
-                return Some(started.elapsed());
+            if loaded.is_none() && line.contains("resynced schedules") {
+                loaded = Some(started.elapsed());
+                let _ = tx.send(loaded);
             }
+            // Keep draining: a full pipe would stall the replica's logging.
         }
-        None
+        let _ = tx.send(loaded);
     });
-    let load_time = tokio::time::timeout(Duration::from_secs(120), loaded)
+    let load_time = tokio::time::timeout(Duration::from_secs(120), rx.recv())
         .await
-        .context("the replica did not load its schedules within 120 s")??
+        .context("the replica did not load its schedules within 120 s")?
+        .flatten()
         .context("the replica exited before loading")?;
     let rss_loaded = proc_usage(child.id()).1;
 

@@ -14,7 +14,7 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     let (n_replicas, schedules) = (args.replicas(3), args.schedules(20_000));
     let mut client = store::connect(url).await?;
     store::migrate::migrate(&mut client).await?;
-    bulk_schedules(&client, schedules, |_| "0 * * * *".to_string()).await?;
+    bulk_schedules(&client, schedules, |_| "* * * * *".to_string()).await?;
     let (mut replicas, dir) = spawn_replicas(url, n_replicas, &[])?;
 
     // The first top of the minute at least 15 s away, so every replica has

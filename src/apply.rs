@@ -209,6 +209,18 @@ pub async fn apply(
     Ok(plan)
 }
 
+/// Connects to `url`, brings the schema up to date and applies `desired`:
+/// what `apply -f`, `serve --schedules` and `dev` each need.
+pub async fn connect_and_apply(
+    url: &str,
+    desired: &[ParsedSchedule],
+    options: ApplyOptions,
+) -> Result<Plan, ApplyError> {
+    let mut client = crate::store::connect(url).await?;
+    crate::store::migrate::migrate(&mut client).await?;
+    apply(&mut client, desired, options).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

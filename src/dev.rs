@@ -41,7 +41,6 @@ use crate::pg_cluster::{ClusterError, ClusterOptions, PgCluster};
 use crate::pipeline::{self, Registry};
 use crate::schedule::spec::ParsedSchedule;
 use crate::schedule_file::{self, ScheduleFile};
-use crate::store;
 
 /// `examples/pipelines.yaml`, built in so `dev` works from any folder.
 pub const EXAMPLE_PIPELINES: &str = include_str!("../examples/pipelines.yaml");
@@ -483,14 +482,9 @@ async fn run_on(
 /// Migrates and applies the schedules (no pruning: schedules made through
 /// the API in an earlier run stay). Returns the plan's one-line summary.
 async fn load_schedules(url: &str, schedules: &[ParsedSchedule]) -> Result<String, DevError> {
-    let db = |e: &dyn std::fmt::Display| DevError::Database(e.to_string());
-    let mut client = store::connect(url).await.map_err(|e| db(&e))?;
-    store::migrate::migrate(&mut client)
+    let plan = apply::connect_and_apply(url, schedules, ApplyOptions::default())
         .await
-        .map_err(|e| db(&e))?;
-    let plan = apply::apply(&mut client, schedules, ApplyOptions::default())
-        .await
-        .map_err(|e| db(&e))?;
+        .map_err(|e| DevError::Database(e.to_string()))?;
     let created = plan
         .changes
         .iter()

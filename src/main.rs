@@ -313,27 +313,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             pipelines,
             db,
         } => {
-            let mut checked = schedule_file::load(&file)?;
-            if let Some(path) = pipelines {
-                let registry = load_pipelines(&path)?;
-                check_pipelines(&mut checked, &registry, &path);
-            }
-            if !checked.problems.is_empty() {
-                for p in &checked.problems {
-                    eprintln!("{}: {p}", file.display());
-                }
-                anyhow::bail!(
-                    "{} problem(s) in {}; nothing was applied",
-                    checked.problems.len(),
-                    file.display()
-                );
-            }
-            let mut client = store::connect(&db.database_url).await?;
-            store::migrate::migrate(&mut client)
-                .await
-                .context("bringing the schema up to date")?;
-            let plan = apply::apply(
-                &mut client,
+            let registry = pipelines
+                .as_deref()
+                .map(|p| load_pipelines(p).map(|r| (r, p)))
+                .transpose()?;
+            let checked = checked_file(
+                &file,
+                registry.as_ref().map(|(r, p)| (r, *p)),
+                "nothing was applied",
+            )?;
+            let plan = apply::connect_and_apply(
+                &db.database_url,
                 &checked.schedules,
                 ApplyOptions { prune, dry_run },
             )
@@ -377,6 +367,31 @@ fn load_pipelines(path: &Path) -> anyhow::Result<Registry> {
     pipeline::config::load(path).with_context(|| format!("pipelines file {}", path.display()))
 }
 
+/// Loads a schedules file, checks its pipelines against `pipelines` (the
+/// registry and the file it came from) and refuses it, printing every
+/// problem, unless it is clean; `consequence` says what the refusal means.
+fn checked_file(
+    path: &Path,
+    pipelines: Option<(&Registry, &Path)>,
+    consequence: &str,
+) -> anyhow::Result<schedule_file::ScheduleFile> {
+    let mut checked = schedule_file::load(path)?;
+    if let Some((registry, source)) = pipelines {
+        check_pipelines(&mut checked, registry, source);
+    }
+    if !checked.problems.is_empty() {
+        for p in &checked.problems {
+            eprintln!("{}: {p}", path.display());
+        }
+        anyhow::bail!(
+            "{} problem(s) in {}; {consequence}",
+            checked.problems.len(),
+            path.display()
+        );
+    }
+    Ok(checked)
+}
+
 /// Adds a problem for every schedule whose pipeline the registry lacks.
 fn check_pipelines(file: &mut schedule_file::ScheduleFile, registry: &Registry, path: &Path) {
     let missing = schedule_file::unknown_pipelines(file, |name| registry.contains(name));
@@ -407,24 +422,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(path) = &args.schedules {
-        let mut checked = schedule_file::load(path)?;
-        check_pipelines(&mut checked, &registry, path);
-        if !checked.problems.is_empty() {
-            for p in &checked.problems {
-                eprintln!("{}: {p}", path.display());
-            }
-            anyhow::bail!(
-                "{} problem(s) in {}; not starting",
-                checked.problems.len(),
-                path.display()
-            );
-        }
-        let mut client = store::connect(&args.db.database_url).await?;
-        store::migrate::migrate(&mut client)
-            .await
-            .context("bringing the schema up to date")?;
-        let plan = apply::apply(
-            &mut client,
+        let checked = checked_file(
+            path,
+            // Always checked: without a pipelines file, no schedule can run.
+            Some((
+                &registry,
+                args.pipelines
+                    .as_deref()
+                    .unwrap_or(Path::new("no --pipelines file given")),
+            )),
+            "not starting",
+        )?;
+        let plan = apply::connect_and_apply(
+            &args.db.database_url,
             &checked.schedules,
             ApplyOptions {
                 prune: args.prune_schedules,

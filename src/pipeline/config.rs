@@ -39,6 +39,7 @@ use serde_json::{Map, Value};
 use super::command::{CommandConfig, CommandPipeline};
 use super::http::{build_client, HttpConfig, HttpPipeline};
 use super::{LogPipeline, Registry, RegistryError};
+use crate::schedule::spec::duration_value;
 use crate::schedule::{ValidationError, ValidationErrors};
 
 /// The kinds of pipeline a file can define.
@@ -495,35 +496,11 @@ impl<'a> Item<'a> {
 
     /// Seconds as a number, or a duration string (`30s`, `5m`, `1h 30m`).
     fn opt_duration(&mut self, key: &str) -> Option<Duration> {
-        match self.present(key)? {
-            Value::Number(n) => match n.as_u64() {
-                Some(secs) => Some(Duration::from_secs(secs)),
-                None => {
-                    self.fail(
-                        key,
-                        format!("must be a whole number of seconds ≥ 0, got {n}"),
-                    );
-                    None
-                }
-            },
-            Value::String(s) => match humantime::parse_duration(s.trim()) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.fail(
-                        key,
-                        format!("{s:?} is not a duration ({e}); write e.g. 90s, 15m or 1h 30m"),
-                    );
-                    None
-                }
-            },
-            other => {
-                self.fail(
-                    key,
-                    format!(
-                        "must be a number of seconds or a duration string, got {}",
-                        kind_of(other)
-                    ),
-                );
+        let v = self.present(key)?;
+        match duration_value(v, 1) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.fail(key, message);
                 None
             }
         }

@@ -256,32 +256,10 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn duration(&mut self, key: &str, v: &Value, unit_secs: u64) -> Option<Duration> {
-        match v {
-            Value::Number(n) => match n.as_u64().and_then(|n| n.checked_mul(unit_secs)) {
-                Some(secs) => Some(Duration::from_secs(secs)),
-                None => {
-                    self.fail(key, format!("must be a whole number ≥ 0, got {n}"));
-                    None
-                }
-            },
-            Value::String(s) => match humantime::parse_duration(s) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.fail(
-                        key,
-                        format!("{s:?} is not a duration ({e}); write e.g. 90s, 15m or 1h 30m"),
-                    );
-                    None
-                }
-            },
-            other => {
-                self.fail(
-                    key,
-                    format!(
-                        "must be a number or a duration string, got {}",
-                        kind_of(other)
-                    ),
-                );
+        match duration_value(v, unit_secs) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.fail(key, message);
                 None
             }
         }
@@ -440,6 +418,31 @@ impl<'a> Reader<'a, '_> {
                 None
             }
         }
+    }
+}
+
+/// A duration written as a whole number of `unit_secs` units, or as a
+/// duration string (`90s`, `15m`, `1h 30m`). Shared by every file format
+/// that takes durations (schedules, pipelines). `Err` is the message.
+pub fn duration_value(v: &Value, unit_secs: u64) -> Result<Duration, String> {
+    let unit = match unit_secs {
+        1 => "seconds",
+        60 => "minutes",
+        3600 => "hours",
+        _ => "units",
+    };
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| n.checked_mul(unit_secs))
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("must be a whole number of {unit} ≥ 0, got {n}")),
+        Value::String(s) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 90s, 15m or 1h 30m")),
+        other => Err(format!(
+            "must be a number of {unit} or a duration string, got {}",
+            kind_of(other)
+        )),
     }
 }
 

@@ -406,7 +406,7 @@ async fn a_partitioned_leader_steps_down_and_rejoins() {
         .lines()
         .find(|l| l.contains("stepped down as leader"))
         .and_then(|l| l.split_whitespace().next())
-        .and_then(|t| DateTime::parse_from_rfc3339(strip_ansi(t).as_str()).ok())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
         .expect("a step-down line in the cut-off replica's log");
     let noticed = stepped_down - cut_wall;
@@ -533,20 +533,4 @@ async fn max_instances_is_enforced_across_replicas() {
         overlaps, 0,
         "two runs of a max_instances=1 schedule overlapped"
     );
-}
-
-/// Log lines carry colour codes when written to a terminal-less file by
-/// tracing's default formatter; keep only the timestamp characters.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut in_escape = false;
-    for c in s.chars() {
-        match (in_escape, c) {
-            (false, '\u{1b}') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
 }

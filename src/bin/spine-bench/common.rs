@@ -124,40 +124,58 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 /// records nothing but its ledger row.
 const PIPELINES: &str = "pipelines:\n  - name: bench.record\n    kind: log\n    sleep: 0s\n";
 
-/// Starts `n` replicas of the real binary (separate processes) on `url`,
-/// quiet (`RUST_LOG=warn`), with `extra(i)` arguments each. Returns them and
-/// their scratch directory.
+/// A scratch directory holding the benchmark pipelines file; returns both.
+pub fn bench_dir() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("spine-bench-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let pipelines = dir.join("pipelines.yaml");
+    std::fs::write(&pipelines, PIPELINES)?;
+    Ok((dir, pipelines))
+}
+
+/// `spine-scheduler serve` for one benchmark replica: quiet
+/// (`RUST_LOG=warn`), unauthenticated API on a free port unless `extra`
+/// names `--listen`, stderr inherited. Callers may override any of it.
+pub fn replica_command(
+    url: &str,
+    pipelines: &Path,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<Command> {
+    let binary = sibling_binary("spine-scheduler")?;
+    let mut cmd = Command::new(&binary);
+    cmd.arg("serve")
+        .args(["--pipelines", &pipelines.display().to_string()])
+        .args(["--node-name", name])
+        .args(["--max-concurrent-runs", "20000"])
+        .args(if extra.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "127.0.0.1:0"][..]
+        })
+        .arg("--insecure-no-auth")
+        .args(extra)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    Ok(cmd)
+}
+
+/// Starts `n` replicas of the real binary (separate processes) on `url`.
+/// Returns them and their scratch directory.
 pub fn spawn_replicas(
     url: &str,
     n: usize,
     extra: &[&str],
 ) -> anyhow::Result<(Vec<Child>, PathBuf)> {
-    let dir = std::env::temp_dir().join(format!("spine-bench-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir)?;
-    let pipelines = dir.join("pipelines.yaml");
-    std::fs::write(&pipelines, PIPELINES)?;
-    let binary = sibling_binary("spine-scheduler")?;
+    let (dir, pipelines) = bench_dir()?;
     let children = (0..n)
         .map(|i| {
-            Command::new(&binary)
-                .arg("serve")
-                .args(["--pipelines", &pipelines.display().to_string()])
-                .args(["--node-name", &format!("bench-{i}")])
-                .args(["--max-concurrent-runs", "20000"])
-                .args(if extra.contains(&"--listen") {
-                    &[][..]
-                } else {
-                    &["--listen", "127.0.0.1:0"][..]
-                })
-                .arg("--insecure-no-auth")
-                .args(extra)
-                .env("DATABASE_URL", url)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+            replica_command(url, &pipelines, &format!("bench-{i}"), extra)?
                 .spawn()
-                .with_context(|| format!("starting {}", binary.display()))
+                .context("starting spine-scheduler")
         })
         .collect::<anyhow::Result<_>>()?;
     Ok((children, dir))

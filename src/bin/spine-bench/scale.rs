@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use spine_scheduler::store;
 
-use crate::common::{bulk_schedules, pct, proc_usage, sibling_binary};
+use crate::common::{bench_dir, bulk_schedules, pct, proc_usage, replica_command};
 use crate::Args;
 
 /// Every-second schedules among the loaded ones.
@@ -28,35 +28,16 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
         }
     })
     .await?;
-    let dir = std::env::temp_dir().join(format!("spine-bench-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir)?;
-    let pipelines = dir.join("pipelines.yaml");
-    std::fs::write(
-        &pipelines,
-        "pipelines:\n  - name: bench.record\n    kind: log\n    sleep: 0s\n",
-    )?;
-    let binary = sibling_binary("spine-scheduler")?;
+    let (dir, pipelines) = bench_dir()?;
     let started = Instant::now();
-    let mut child = Command::new(&binary)
-        .arg("serve")
-        .args(["--pipelines", &pipelines.display().to_string()])
-        .args([
-            "--node-name",
-            "bench-scale",
-            "--max-concurrent-runs",
-            "20000",
-        ])
-        .args(["--listen", "127.0.0.1:0", "--insecure-no-auth"])
-        .env("DATABASE_URL", url)
+    // The first full resync's log line marks the end of the load.
+    let mut child = replica_command(url, &pipelines, "bench-scale", &[])?
         .env("RUST_LOG", "warn,spine_scheduler::engine::sync=debug")
         .env("SPINE_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+        .context("starting spine-scheduler")?;
     let stderr = child.stderr.take().context("replica stderr")?;
-    // The first full resync is the load: its log line marks the end.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::task::spawn_blocking(move || {
         let mut loaded = None;

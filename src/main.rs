@@ -152,6 +152,9 @@ struct ServeArgs {
     /// How long after a tick the replicas other than its preferred owner claim it.
     #[arg(long, env = "SPINE_HANDOFF_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
     handoff_delay: Duration,
+    /// How long before its ticks fall due a claim transaction starts (existence check and locks ahead of time).
+    #[arg(long, env = "SPINE_CLAIM_LEAD", default_value = "100ms", value_parser = humantime::parse_duration)]
+    claim_lead: Duration,
     /// Direct PostgreSQL URL for the leader's session, when DATABASE_URL goes through a transaction-mode pooler.
     #[arg(long, env = "SPINE_LEADER_DATABASE_URL", hide_env_values = true)]
     leader_database_url: Option<String>,
@@ -455,6 +458,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         heartbeat_interval: args.heartbeat_interval,
         node_lease: args.node_lease,
         handoff_delay: args.handoff_delay,
+        claim_lead: args.claim_lead,
         pending_poll_interval: args.pending_poll_interval,
         shutdown_grace: args.shutdown_grace,
         test_clock_skew: args.test_clock_skew,

@@ -200,7 +200,7 @@ impl Metrics {
                 &r,
                 histogram(
                     "spine_claim_round_trip_seconds",
-                    "Duration of one claim transaction (a batch of ticks).",
+                    "Time a claim transaction spends on the tick path: from the due instant (or its start, if later) to commit.",
                     ROUND_TRIP_BUCKETS,
                 )?,
             )?,
@@ -397,8 +397,9 @@ impl Metrics {
         self.inner.claims.with_label_values(&["lost"]).inc_by(lost);
     }
 
-    /// The duration of one claim transaction, in seconds. Engine: the
-    /// claimer, around each batch (begin to commit).
+    /// The part of one claim transaction on the tick path, in seconds: from
+    /// the batch's due instant (the lock statement runs ahead of it) or the
+    /// transaction's start, whichever is later, to commit. Engine: the claimer.
     pub fn claim_round_trip(&self, seconds: f64) {
         self.inner.claim_round_trip.observe(seconds.max(0.0));
     }

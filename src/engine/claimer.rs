@@ -14,6 +14,10 @@ use super::Shared;
 use crate::store::claims::{self, ClaimRequest};
 use crate::store::runs::{RunStatus, RunTrigger};
 
+/// Small margin after the due instant, so the database (whose clock the
+/// INSERT checks) agrees the tick is due despite clock-estimate jitter.
+const DUE_MARGIN: chrono::Duration = chrono::Duration::milliseconds(1);
+
 /// Runs until shutdown or until the timer goes away.
 pub async fn run(
     shared: Arc<Shared>,
@@ -85,9 +89,20 @@ async fn claim_chunk(
     }
     let retry_delay = chrono::Duration::from_std(shared.config.claim_retry_delay)
         .unwrap_or(chrono::Duration::seconds(1));
-    let started = std::time::Instant::now();
+    // The batch may arrive up to the claim lead early: the INSERT waits
+    // until its newest tick is due on our estimate of the database clock.
+    let due = by_key.values().map(|t| t.at).max();
+    let begun = std::time::Instant::now();
+    let resumed = std::sync::OnceLock::new();
+    let until_due = async {
+        if let Some(due) = due {
+            tokio::time::sleep(shared.clock.until(due + DUE_MARGIN)).await;
+        }
+        // What follows is the part of the claim on the tick path.
+        let _ = resumed.set(std::time::Instant::now());
+    };
     let result = match shared.pool.get().await {
-        Ok(mut client) => claims::claim(&mut client, shared.node_id, requests)
+        Ok(mut client) => claims::claim(&mut client, shared.node_id, requests, until_due)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -107,19 +122,19 @@ async fn claim_chunk(
     shared.set_db_ok(true);
     shared
         .metrics
-        .claim_round_trip(started.elapsed().as_secs_f64());
+        .claim_round_trip(resumed.get().unwrap_or(&begun).elapsed().as_secs_f64());
     shared
         .metrics
         .claims(outcome.claimed.len() as u64, outcome.taken as u64);
-    if let (Some((sent, done)), Some(db_now)) = (outcome.begin_window, outcome.db_now) {
-        shared.clock.observe(sent, done, db_now);
+    if let Some((sent, received, db_now)) = outcome.clock_sample {
+        shared.clock.observe(sent, received, db_now);
     }
     tracing::debug!(
         node_id = %shared.node_id,
         won = outcome.claimed.len(),
         taken = outcome.taken,
         retry = outcome.retry.len(),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        elapsed_ms = resumed.get().unwrap_or(&begun).elapsed().as_secs_f64() * 1e3,
         "claimed a batch"
     );
     for claimed in outcome.claimed {

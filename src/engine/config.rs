@@ -39,6 +39,11 @@ pub struct EngineConfig {
     /// How soon a tick of this replica's own share whose schedule another
     /// replica was claiming is asked for again (default 50 ms).
     pub claim_retry_delay: Duration,
+    /// How long before its ticks fall due a batch starts its claim
+    /// transaction (default 100 ms). The existence check and the advisory
+    /// locks are done ahead; at the due instant only the INSERT is left,
+    /// which is what keeps the fire lag to milliseconds.
+    pub claim_lead: Duration,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +60,7 @@ impl Default for EngineConfig {
             pending_poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             claim_retry_delay: Duration::from_millis(50),
+            claim_lead: Duration::from_millis(100),
             cluster: ClusterConfig::default(),
             test_clock_skew: chrono::Duration::zero(),
         }
@@ -100,6 +106,11 @@ impl EngineConfig {
                 "node-lease",
                 "must be at least twice the heartbeat interval, or live replicas look dead",
             );
+        }
+        if self.claim_lead > Duration::from_secs(1) {
+            // The claim transaction stays open for the lead; pooled sessions
+            // end transactions idle for 5 s.
+            return err("claim-lead", "must be at most 1s");
         }
         if self.handoff_delay > Duration::from_secs(60) {
             return err("handoff-delay", "must be at most 60s");

@@ -36,10 +36,6 @@ pub struct Retry {
     pub at: DateTime<Utc>,
 }
 
-/// Small margin after the due instant, so the database (whose `now()` the
-/// claim checks) agrees the tick is due despite clock-estimate jitter.
-const WAKE_MARGIN: chrono::Duration = chrono::Duration::milliseconds(1);
-
 /// Runs until shutdown.
 pub async fn run(
     shared: Arc<Shared>,
@@ -50,6 +46,10 @@ pub async fn run(
 ) {
     let mut queue = DueQueue::new();
     let mut retries: Vec<Retry> = Vec::new();
+    // Batches go to the claimer this long before they fall due: it locks
+    // ahead and inserts at the due instant (see `store::claims`).
+    let lead =
+        chrono::Duration::from_std(shared.config.claim_lead).unwrap_or(chrono::Duration::zero());
     loop {
         let next_tick = queue.next_due();
         let next_retry = retries.iter().map(|r| r.at).min();
@@ -58,7 +58,7 @@ pub async fn run(
             (a, b) => a.or(b),
         };
         let sleep = wake_at
-            .map(|t| shared.clock.until(t + WAKE_MARGIN))
+            .map(|t| shared.clock.until(t - lead))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             biased;
@@ -74,7 +74,8 @@ pub async fn run(
             _ = tokio::time::sleep(sleep) => {}
         }
         let now = shared.clock.now();
-        let due = queue.take_due(now);
+        let horizon = now + lead;
+        let due = queue.take_due(horizon);
         let mut seen = std::collections::HashSet::new();
         for t in &due {
             if seen.insert(t.name()) {
@@ -98,7 +99,8 @@ pub async fn run(
         // Handed-off ticks fall due a whole handoff delay after their tick,
         // which for frequent schedules is exactly when the next batch goes:
         // they ride along with it and cost no transaction of their own.
-        let (ready, later): (Vec<Retry>, Vec<Retry>) = retries.drain(..).partition(|r| r.at <= now);
+        let (ready, later): (Vec<Retry>, Vec<Retry>) =
+            retries.drain(..).partition(|r| r.at <= horizon);
         retries = later;
         for r in ready {
             let grace = chrono::Duration::from_std(r.tick.schedule.schedule.misfire_grace())

@@ -7,8 +7,7 @@
 //!    tick still to claim. A schedule another replica is claiming right now
 //!    is skipped without waiting; the caller keeps its ticks and asks again
 //!    (the other replica's transaction may still roll back). The statement
-//!    also reads the database clock, `now()`, which is the only clock claims
-//!    trust.
+//!    also reads the database clock, `now()`.
 //! 2. [`INSERT`] writes one ledger row per due tick of the locked schedules,
 //!    `ON CONFLICT DO NOTHING` on the unique tick key. It starts after the
 //!    locks are held, so its snapshot sees every claim committed before
@@ -17,8 +16,13 @@
 //!    is older than its misfire grace or was coalesced into a newer tick,
 //!    `skipped` when `max_instances` runs are already running, else `running`.
 //!
-//! Rows are only ever inserted for `scheduled_at <= now()` on the database
-//! clock, so a replica with a fast clock cannot fire early.
+//! Statement 1 writes nothing and fires nothing, so the engine sends it a
+//! little *before* the ticks fall due (the claim lead) and waits between the
+//! two statements: at the due instant only the INSERT is left to do. The
+//! INSERT checks every tick against the database clock at the moment it runs
+//! (`statement_timestamp()`), so rows are only ever inserted for ticks due on
+//! the database clock and a replica with a fast clock cannot fire early; a
+//! tick the database does not yet consider due is handed back to retry.
 
 use std::collections::HashSet;
 
@@ -66,11 +70,13 @@ pub struct Claimed {
 /// What became of a batch.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimOutcome {
-    /// The database's `now()` for this claim (the transaction's start).
+    /// The database clock when the INSERT ran (or, if nothing was left to
+    /// insert, when the transaction began).
     pub db_now: Option<DateTime<Utc>>,
-    /// Local clock just before BEGIN was sent and when it returned: `db_now`
-    /// lies in between, which makes a clock-offset sample.
-    pub begin_window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// A clock-offset sample: the local clock just before BEGIN was sent,
+    /// when it returned, and the database's `now()` (the transaction's
+    /// start), which lies in between.
+    pub clock_sample: Option<(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)>,
     /// Rows we created.
     pub claimed: Vec<Claimed>,
     /// Requests whose row already existed: someone else has it. Done.
@@ -100,7 +106,10 @@ SELECT now() AS db_now,
        coalesce((SELECT array_agg(name) FROM locked), '{}') AS locked,
        coalesce((SELECT array_agg(ord::int4) FROM u WHERE present), '{}') AS present";
 
-/// Statement 2: the ledger rows, with the misfire, coalesce and overlap policies.
+/// Statement 2: the ledger rows, with the misfire, coalesce and overlap
+/// policies. `statement_timestamp()` is the database clock when the INSERT
+/// arrives (the transaction began earlier, during the claim lead). Always
+/// returns one row: that clock, and the created rows as parallel arrays.
 pub const INSERT: &str = "\
 WITH c AS (
     SELECT *
@@ -108,7 +117,7 @@ WITH c AS (
                 $5::int[], $6::int[], $7::bool[], $9::bool[])
          AS c(run_id, schedule_name, pipeline, scheduled_at,
               max_instances, grace_secs, coalesce, backlog)
-    WHERE c.scheduled_at <= now()
+    WHERE c.scheduled_at <= statement_timestamp()
 ), running AS (
     -- One pass over the (few) unfinished runs rather than a probe per tick.
     SELECT r.schedule_name, count(*) AS n
@@ -118,7 +127,7 @@ WITH c AS (
 ), judged AS (
     SELECT c.*, coalesce(running.n, 0) AS running,
            CASE
-             WHEN now() - c.scheduled_at > make_interval(secs => c.grace_secs) THEN 'late'
+             WHEN statement_timestamp() - c.scheduled_at > make_interval(secs => c.grace_secs) THEN 'late'
              WHEN c.coalesce AND c.backlog
                   AND c.scheduled_at < max(c.scheduled_at) FILTER (WHERE c.backlog)
                                          OVER (PARTITION BY c.schedule_name) THEN 'coalesced'
@@ -133,30 +142,44 @@ WITH c AS (
              ELSE 'running'
            END AS status
     FROM judged
+), inserted AS (
+    INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
+                                node_id, status, claimed_at, started_at, completed_at, error)
+    SELECT run_id, schedule_name, pipeline, 'schedule', scheduled_at, 1, $8, status,
+           statement_timestamp(),
+           CASE WHEN status = 'running' THEN statement_timestamp() END,
+           CASE WHEN status <> 'running' THEN statement_timestamp() END,
+           CASE
+             WHEN status = 'running' THEN NULL
+             WHEN dropped = 'late' THEN
+               format('not started within the misfire grace of %s s (claimed %s s after the tick)',
+                      grace_secs,
+                      round(extract(epoch FROM statement_timestamp() - scheduled_at)::numeric, 3))
+             WHEN dropped = 'coalesced' THEN 'coalesced: a newer due tick of this schedule ran instead'
+             ELSE format('max_instances (%s) runs of this schedule were already running', max_instances)
+           END
+    FROM decided
+    ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING
+    RETURNING run_id, schedule_name, scheduled_at, status
 )
-INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
-                            node_id, status, claimed_at, started_at, completed_at, error)
-SELECT run_id, schedule_name, pipeline, 'schedule', scheduled_at, 1, $8, status, now(),
-       CASE WHEN status = 'running' THEN now() END,
-       CASE WHEN status <> 'running' THEN now() END,
-       CASE
-         WHEN status = 'running' THEN NULL
-         WHEN dropped = 'late' THEN
-           format('not started within the misfire grace of %s s (claimed %s s after the tick)',
-                  grace_secs, round(extract(epoch FROM now() - scheduled_at)::numeric, 3))
-         WHEN dropped = 'coalesced' THEN 'coalesced: a newer due tick of this schedule ran instead'
-         ELSE format('max_instances (%s) runs of this schedule were already running', max_instances)
-       END
-FROM decided
-ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING
-RETURNING run_id, schedule_name, scheduled_at, status";
+SELECT statement_timestamp() AS db_now,
+       coalesce(array_agg(run_id), '{}') AS run_ids,
+       coalesce(array_agg(schedule_name), '{}') AS schedule_names,
+       coalesce(array_agg(scheduled_at), '{}') AS ticks,
+       coalesce(array_agg(status), '{}') AS statuses
+FROM inserted";
 
 /// Claims a batch in one transaction (two statements, prepared once per
 /// pooled connection). The client must not be inside a transaction.
+///
+/// `until_due` is awaited between the lock statement and the INSERT: the
+/// engine sends a batch shortly before its ticks fall due and resolves it at
+/// the due instant, so the INSERT is all that is left on the tick path.
 pub async fn claim(
     client: &mut deadpool_postgres::Client,
     node_id: Uuid,
     batch: Vec<ClaimRequest>,
+    until_due: impl std::future::Future<Output = ()>,
 ) -> Result<ClaimOutcome, StoreError> {
     let mut outcome = ClaimOutcome::default();
     if batch.is_empty() {
@@ -167,10 +190,13 @@ pub async fn claim(
 
     let sent = Utc::now();
     let tx = client.transaction().await?;
-    outcome.begin_window = Some((sent, Utc::now()));
+    let received = Utc::now();
     let lock = tx.prepare_cached(LOCK).await?;
+    let insert = tx.prepare_cached(INSERT).await?;
     let row = tx.query_one(&lock, &[&names, &ticks]).await?;
-    let db_now: DateTime<Utc> = row.try_get("db_now")?;
+    let began: DateTime<Utc> = row.try_get("db_now")?;
+    outcome.db_now = Some(began);
+    outcome.clock_sample = Some((sent, received, began));
     let locked: Vec<String> = row.try_get("locked")?;
     let locked: HashSet<String> = locked.into_iter().collect();
     let present: Vec<i32> = row.try_get("present")?;
@@ -178,14 +204,13 @@ pub async fn claim(
         .into_iter()
         .filter_map(|i| usize::try_from(i).ok())
         .collect();
-    outcome.db_now = Some(db_now);
 
     let mut mine = Vec::new();
     for (i, req) in batch.into_iter().enumerate() {
         // WITH ORDINALITY counts from 1.
         if present.contains(&(i + 1)) {
             outcome.taken += 1;
-        } else if locked.contains(&req.schedule_name) && req.scheduled_at <= db_now {
+        } else if locked.contains(&req.schedule_name) {
             mine.push(req);
         } else {
             outcome.retry.push(req);
@@ -195,6 +220,7 @@ pub async fn claim(
         tx.commit().await?;
         return Ok(outcome);
     }
+    until_due.await;
     let run_ids: Vec<Uuid> = mine.iter().map(|_| Uuid::now_v7()).collect();
     let schedule_names: Vec<&str> = mine.iter().map(|r| r.schedule_name.as_str()).collect();
     let pipelines: Vec<&str> = mine.iter().map(|r| r.pipeline.as_str()).collect();
@@ -209,9 +235,8 @@ pub async fn claim(
         .collect();
     let coalesce: Vec<bool> = mine.iter().map(|r| r.coalesce).collect();
     let backlog: Vec<bool> = mine.iter().map(|r| r.backlog).collect();
-    let insert = tx.prepare_cached(INSERT).await?;
-    let rows = tx
-        .query(
+    let row = tx
+        .query_one(
             &insert,
             &[
                 &run_ids,
@@ -227,15 +252,35 @@ pub async fn claim(
         )
         .await?;
     tx.commit().await?;
-    for row in &rows {
-        let status: String = row.try_get("status")?;
+    let inserted_at: DateTime<Utc> = row.try_get("db_now")?;
+    let ids: Vec<Uuid> = row.try_get("run_ids")?;
+    let names: Vec<String> = row.try_get("schedule_names")?;
+    let ticks: Vec<DateTime<Utc>> = row.try_get("ticks")?;
+    let statuses: Vec<String> = row.try_get("statuses")?;
+    let mut created: HashSet<(&str, DateTime<Utc>)> = HashSet::with_capacity(ids.len());
+    for (((run_id, schedule_name), scheduled_at), status) in
+        ids.iter().zip(&names).zip(&ticks).zip(&statuses)
+    {
+        created.insert((schedule_name.as_str(), *scheduled_at));
         outcome.claimed.push(Claimed {
-            run_id: row.try_get("run_id")?,
-            schedule_name: row.try_get("schedule_name")?,
-            scheduled_at: row.try_get("scheduled_at")?,
+            run_id: *run_id,
+            schedule_name: schedule_name.clone(),
+            scheduled_at: *scheduled_at,
             status: status.parse().map_err(|e: String| StoreError::Schema(e))?,
         });
     }
-    outcome.taken += mine.len() - rows.len();
+    for req in mine {
+        if created.contains(&(req.schedule_name.as_str(), req.scheduled_at)) {
+            continue;
+        }
+        if req.scheduled_at > inserted_at {
+            // Not yet due on the database clock (our estimate of it ran fast).
+            outcome.retry.push(req);
+        } else {
+            // The unique key said no: another replica's row won.
+            outcome.taken += 1;
+        }
+    }
+    outcome.db_now = Some(inserted_at);
     Ok(outcome)
 }

@@ -61,7 +61,7 @@ async fn racing_claimers_create_each_row_once() {
                     break;
                 }
                 let mut client = pool.get().await.expect("connection");
-                let out = claims::claim(&mut client, node, pending)
+                let out = claims::claim(&mut client, node, pending, std::future::ready(()))
                     .await
                     .expect("claim");
                 won += out.claimed.len();
@@ -96,12 +96,96 @@ async fn nothing_is_claimed_before_the_database_says_it_is_due() {
     let pool = pool(&db);
     let mut client = pool.get().await.expect("connection");
     let future = now(&db).await + Duration::seconds(30);
-    let out = claims::claim(&mut client, Uuid::now_v7(), vec![request("s", future)])
-        .await
-        .expect("claim");
+    let out = claims::claim(
+        &mut client,
+        Uuid::now_v7(),
+        vec![request("s", future)],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
     assert!(out.claimed.is_empty());
     assert_eq!(out.retry.len(), 1, "a tick not yet due is kept for later");
     assert!(out.db_now.is_some());
+}
+
+/// The claim lead: the lock statement runs before the tick, the INSERT only
+/// once the database says the tick is due, and the rival that asks meanwhile
+/// finds the schedule locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
+    let db = TestDb::migrated().await;
+    let pool = pool(&db);
+    let tick = now(&db).await + Duration::seconds(2);
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let early = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut client = pool.get().await.expect("connection");
+            claims::claim(
+                &mut client,
+                Uuid::now_v7(),
+                vec![request("ahead", tick)],
+                async move {
+                    let _ = locked_tx.send(());
+                    let _ = go_rx.await;
+                },
+            )
+            .await
+            .expect("claim")
+        })
+    };
+    locked_rx.await.expect("lock statement ran");
+    let mut rival = pool.get().await.expect("connection");
+    let out = claims::claim(
+        &mut rival,
+        Uuid::now_v7(),
+        vec![request("ahead", tick)],
+        std::future::ready(()),
+    )
+    .await
+    .expect("rival claim");
+    assert!(out.claimed.is_empty());
+    assert_eq!(
+        out.retry.len(),
+        1,
+        "the schedule is locked by the early claim"
+    );
+    // Resolve the wait before the tick: the database says not yet due.
+    let _ = go_tx.send(());
+    let out = early.await.expect("join");
+    assert!(out.claimed.is_empty(), "{:?}", out.claimed);
+    assert_eq!(out.retry.len(), 1, "a tick not yet due goes back to retry");
+    assert!(out.db_now.is_some_and(|t| t < tick));
+
+    // Waiting past the tick: the row is inserted, stamped after the tick.
+    let mut client = pool.get().await.expect("connection");
+    let wait =
+        (tick - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_millis(300);
+    let out = claims::claim(
+        &mut client,
+        Uuid::now_v7(),
+        vec![request("ahead", tick)],
+        tokio::time::sleep(wait),
+    )
+    .await
+    .expect("claim");
+    assert_eq!(out.claimed.len(), 1);
+    assert_eq!(out.claimed[0].status, RunStatus::Running);
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT claimed_at >= scheduled_at AND started_at = claimed_at FROM scheduler_runs WHERE schedule_name = 'ahead'",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert!(
+        row.get::<_, bool>(0),
+        "claimed before its tick on the database clock"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +219,7 @@ async fn policies_decide_the_recorded_status() {
             ..request("overlap", t - Duration::seconds(1))
         },
     ];
-    let out = claims::claim(&mut client, node, batch)
+    let out = claims::claim(&mut client, node, batch, std::future::ready(()))
         .await
         .expect("claim");
     let status_of = |name: &str, ago: i64| {
@@ -167,6 +251,7 @@ async fn policies_decide_the_recorded_status() {
                 ..request("failover", t)
             },
         ],
+        std::future::ready(()),
     )
     .await
     .expect("claim");
@@ -179,9 +264,14 @@ async fn policies_decide_the_recorded_status() {
         handoff.claimed
     );
     // With one "backlog" run still running, the next tick is skipped (max_instances 1).
-    let next = claims::claim(&mut client, node, vec![request("backlog", t)])
-        .await
-        .expect("claim");
+    let next = claims::claim(
+        &mut client,
+        node,
+        vec![request("backlog", t)],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
     assert_eq!(next.claimed[0].status, RunStatus::Skipped);
     let c = db.client().await;
     let error: String = c

@@ -134,7 +134,7 @@ pub fn bench_dir() -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 /// `spine-scheduler serve` for one benchmark replica: quiet
-/// (`RUST_LOG=warn`), unauthenticated API on a free port unless `extra`
+/// (`RUST_LOG=warn`, or `SPINE_BENCH_LOG`), unauthenticated API on a free port unless `extra`
 /// names `--listen`, stderr inherited. Callers may override any of it.
 pub fn replica_command(
     url: &str,
@@ -156,7 +156,12 @@ pub fn replica_command(
         .arg("--insecure-no-auth")
         .args(extra)
         .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
+        // SPINE_BENCH_LOG turns on replica logs for profiling, e.g.
+        // `SPINE_BENCH_LOG=spine_scheduler::engine::claimer=debug`.
+        .env(
+            "RUST_LOG",
+            std::env::var("SPINE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

@@ -311,13 +311,19 @@ pub struct Completion {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+/// `IS NOT DISTINCT FROM` (same meaning here: a running run always has its
+/// node) keeps the node test out of reach of the unfinished-runs index. With
+/// `=`, the generic plan the prepared statement settles on scans that index
+/// by node — every entry a completed run left behind until vacuum — and
+/// joins it against the batch in a nested loop: 70 ms for a batch of 333
+/// instead of one primary-key probe per run.
 const FINISH_BATCH: &str = "\
 UPDATE scheduler_runs r
 SET status = u.status, completed_at = now(), error = u.error, result = u.result,
     started_at = coalesce(u.started_at, r.started_at)
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $6::timestamptz[])
      AS u(run_id, status, error, result, started_at)
-WHERE r.run_id = u.run_id AND r.node_id = $5 AND r.status = 'running'
+WHERE r.run_id = u.run_id AND r.node_id IS NOT DISTINCT FROM $5 AND r.status = 'running'
 RETURNING r.run_id";
 
 /// Finishes many runs in one statement, each compare-and-set as in

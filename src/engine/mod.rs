@@ -111,6 +111,33 @@ impl Shared {
         *self.catalog_write() = map;
     }
 
+    /// Compares the database's enabled schedules (name, creation, version)
+    /// with the catalog: the names whose definition must be read again, and
+    /// the catalog's names the database no longer has enabled.
+    pub fn catalog_diff(
+        &self,
+        identities: &[(String, chrono::DateTime<chrono::Utc>, i64)],
+    ) -> (Vec<String>, Vec<String>) {
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let stale = identities
+            .iter()
+            .filter(|(name, created_at, version)| {
+                catalog
+                    .get(name)
+                    .is_none_or(|s| s.created_at != *created_at || s.version != *version)
+            })
+            .map(|(name, _, _)| name.clone())
+            .collect();
+        let enabled: std::collections::HashSet<&str> =
+            identities.iter().map(|(n, _, _)| n.as_str()).collect();
+        let gone = catalog
+            .keys()
+            .filter(|n| !enabled.contains(n.as_str()))
+            .cloned()
+            .collect();
+        (stale, gone)
+    }
+
     pub fn catalog_put(&self, s: Arc<StoredSchedule>) {
         self.catalog_write()
             .insert(s.schedule.name().to_string(), s);

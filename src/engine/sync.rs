@@ -11,7 +11,7 @@ use super::timer::Change;
 use super::Shared;
 use crate::store::leader::LEADER_CHANNEL;
 use crate::store::listen::{self, SCHEDULES_CHANNEL};
-use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
+use crate::store::schedules;
 use crate::store::StoreError;
 
 /// Runs until shutdown. `pending` is woken when a run-now or retry is announced.
@@ -70,43 +70,85 @@ pub async fn run(
     }
 }
 
+/// How many definitions are read (and held as rows) at a time.
+const PAGE: usize = 1000;
+
 async fn resync(
     shared: &Shared,
     changes: &mpsc::UnboundedSender<Change>,
     first: bool,
 ) -> Result<(), StoreError> {
-    let page = async {
-        let client = shared.pool.get().await?;
-        schedules::list(
-            &**client,
-            &ScheduleFilter {
-                enabled: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-    }
-    .await;
-    let page = match page {
-        Ok(p) => p,
+    let change = if first {
+        load_all(shared).await
+    } else {
+        reload_changed(shared).await
+    };
+    match change {
+        Ok(change) => {
+            let _ = changes.send(change);
+            Ok(())
+        }
         Err(e) => {
             shared.set_db_ok(false);
             tracing::warn!(node_id = %shared.node_id, error = %e, "schedule resync failed");
-            return Err(e);
+            Err(e)
         }
-    };
-    for bad in &page.invalid {
+    }
+}
+
+/// Reads every enabled schedule, a page at a time, so a large catalog's rows
+/// are never all held next to their parsed definitions.
+async fn load_all(shared: &Shared) -> Result<Change, StoreError> {
+    let mut client = shared.pool.get().await?;
+    let mut all = Vec::new();
+    schedules::each_enabled_page(&mut client, PAGE as i32, |page| {
+        log_invalid(shared, &page.invalid);
+        all.extend(page.schedules.into_iter().map(Arc::new));
+    })
+    .await?;
+    tracing::debug!(node_id = %shared.node_id, schedules = all.len(), "loaded schedules");
+    shared.set_catalog(&all);
+    Ok(Change::Load(all))
+}
+
+/// The periodic safety net: compares who every enabled schedule is (name,
+/// creation, version) with what this replica holds, and reads only the
+/// definitions that differ. A quiet catalog costs one narrow query, not a
+/// re-read and re-parse of every schedule.
+async fn reload_changed(shared: &Shared) -> Result<Change, StoreError> {
+    let client = shared.pool.get().await?;
+    let identities = schedules::enabled_identities(&**client).await?;
+    let (stale, mut gone) = shared.catalog_diff(&identities);
+    drop(identities);
+    let mut changed = Vec::with_capacity(stale.len());
+    for names in stale.chunks(PAGE) {
+        let page = schedules::list_enabled_named(&**client, names).await?;
+        log_invalid(shared, &page.invalid);
+        let found: std::collections::HashSet<&str> =
+            page.schedules.iter().map(|s| s.schedule.name()).collect();
+        // Paused, deleted or invalid since the identities were read.
+        gone.extend(
+            names
+                .iter()
+                .filter(|n| !found.contains(n.as_str()))
+                .cloned(),
+        );
+        changed.extend(page.schedules.into_iter().map(Arc::new));
+    }
+    for s in &changed {
+        shared.catalog_put(s.clone());
+    }
+    for name in &gone {
+        shared.catalog_remove(name);
+    }
+    tracing::debug!(node_id = %shared.node_id, changed = changed.len(), gone = gone.len(), "resynced schedules");
+    Ok(Change::Resync { changed, gone })
+}
+
+fn log_invalid(shared: &Shared, invalid: &[schedules::InvalidRow]) {
+    for bad in invalid {
         tracing::error!(node_id = %shared.node_id, schedule = %bad.name, error = %bad.error, "stored schedule is invalid and will not fire");
     }
-    let all: Vec<Arc<StoredSchedule>> = page.schedules.into_iter().map(Arc::new).collect();
-    tracing::debug!(node_id = %shared.node_id, schedules = all.len(), "resynced schedules");
-    shared.set_catalog(&all);
-    let _ = changes.send(if first {
-        Change::Load(all)
-    } else {
-        Change::Resync(all)
-    });
-    Ok(())
 }
 
 async fn on_schedule_notice(

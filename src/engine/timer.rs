@@ -19,8 +19,14 @@ pub enum Change {
     /// schedule's misfire grace before now (and after its last change) are
     /// still claimed.
     Load(Vec<Arc<StoredSchedule>>),
-    /// A full list from a resync: only what differs is touched.
-    Resync(Vec<Arc<StoredSchedule>>),
+    /// A resync's findings: definitions that differ from what this replica
+    /// held, and names no longer enabled.
+    Resync {
+        /// Created or changed since last seen.
+        changed: Vec<Arc<StoredSchedule>>,
+        /// Deleted, paused or unreadable.
+        gone: Vec<String>,
+    },
     /// One schedule created or changed.
     Upsert(Arc<StoredSchedule>),
     /// One schedule deleted.
@@ -128,7 +134,7 @@ fn publish_next(shared: &Shared, queue: &DueQueue, name: &str) {
 
 fn apply(shared: &Shared, queue: &mut DueQueue, change: Change) {
     let touched: Vec<String> = match &change {
-        Change::Load(all) | Change::Resync(all) => {
+        Change::Load(all) | Change::Resync { changed: all, .. } => {
             all.iter().map(|s| s.schedule.name().to_string()).collect()
         }
         Change::Upsert(s) => vec![s.schedule.name().to_string()],
@@ -137,6 +143,11 @@ fn apply(shared: &Shared, queue: &mut DueQueue, change: Change) {
             Vec::new()
         }
     };
+    if let Change::Resync { gone, .. } = &change {
+        for name in gone {
+            shared.metrics.forget_schedule(name);
+        }
+    }
     apply_change(shared, queue, change);
     for name in touched {
         publish_next(shared, queue, &name);
@@ -157,18 +168,11 @@ fn apply_change(shared: &Shared, queue: &mut DueQueue, change: Change) {
                 queue.upsert(s, after);
             }
         }
-        Change::Resync(all) => {
-            let keep: std::collections::HashSet<String> =
-                all.iter().map(|s| s.schedule.name().to_string()).collect();
-            let gone: Vec<String> = queue
-                .names()
-                .filter(|n| !keep.contains(*n))
-                .map(str::to_string)
-                .collect();
+        Change::Resync { changed, gone } => {
             for name in gone {
                 queue.remove(&name);
             }
-            for s in all {
+            for s in changed {
                 replace(queue, s, now);
             }
         }

@@ -220,6 +220,74 @@ pub async fn list(
     Ok(page)
 }
 
+/// Every enabled schedule, read through a server-side cursor `page` rows at
+/// a time and handed to `on_page` as each page arrives: no sort, and a large
+/// catalog's rows are never all held at once next to their parsed form.
+pub async fn each_enabled_page(
+    client: &mut deadpool_postgres::Client,
+    page: i32,
+    mut on_page: impl FnMut(SchedulePage),
+) -> Result<(), StoreError> {
+    let tx = client.build_transaction().read_only(true).start().await?;
+    let sql = format!("SELECT {COLUMNS} FROM scheduler_schedules WHERE enabled");
+    let portal = tx.bind(sql.as_str(), &[]).await?;
+    loop {
+        let rows = tx.query_portal(&portal, page.max(1)).await?;
+        let mut out = SchedulePage::default();
+        for row in &rows {
+            let name: String = row.try_get("name")?;
+            match from_row(row) {
+                Ok(s) => out.schedules.push(s),
+                Err(error) => out.invalid.push(InvalidRow { name, error }),
+            }
+        }
+        let last = rows.len() < page.max(1) as usize;
+        drop(rows);
+        on_page(out);
+        if last {
+            break;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Who every enabled schedule is — name, creation time and version — which
+/// is all a resync needs to find what changed without reading (and
+/// parsing) every definition again.
+pub async fn enabled_identities(
+    client: &impl GenericClient,
+) -> Result<Vec<(String, DateTime<Utc>, i64)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT name, created_at, version FROM scheduler_schedules WHERE enabled",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
+
+/// The named schedules that are enabled (in any order); names that are gone
+/// or paused are simply absent.
+pub async fn list_enabled_named(
+    client: &impl GenericClient,
+    names: &[String],
+) -> Result<SchedulePage, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM scheduler_schedules WHERE name = ANY($1) AND enabled");
+    let rows = client.query(&sql, &[&names]).await?;
+    let mut page = SchedulePage::default();
+    for row in &rows {
+        let name: String = row.try_get("name")?;
+        match from_row(row) {
+            Ok(s) => page.schedules.push(s),
+            Err(error) => page.invalid.push(InvalidRow { name, error }),
+        }
+    }
+    Ok(page)
+}
+
 /// Escapes LIKE metacharacters so a prefix matches literally.
 fn like_prefix(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 1);

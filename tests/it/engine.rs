@@ -227,6 +227,82 @@ async fn a_rolling_restart_loses_nothing_and_finishes_in_flight_runs() {
     );
 }
 
+/// The safety net under NOTIFY: with notifications switched off, the
+/// periodic resync alone picks up a created, a changed and a deleted
+/// schedule (it re-reads only what differs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_resync_catches_changes_nobody_announced() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("resync");
+    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    schedules::insert(&c, &every_second("steady", "test.record"))
+        .await
+        .expect("insert");
+    let replica = Replica::start(
+        &db.url,
+        &pipelines,
+        "replica-1",
+        &["--resync-interval", "2s"],
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the first schedule fires",
+        || async {
+            let now = db_now(&c).await;
+            !ticks(&c, "steady", now - chrono::Duration::seconds(3), now)
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+    c.batch_execute("ALTER TABLE scheduler_schedules DISABLE TRIGGER scheduler_schedules_notify")
+        .await
+        .expect("silence notifications");
+
+    let created_at = db_now(&c).await;
+    schedules::insert(&c, &every_second("unannounced", "test.record"))
+        .await
+        .expect("insert");
+    eventually(
+        Duration::from_secs(8),
+        "the unannounced schedule fires",
+        || async {
+            !ticks(&c, "unannounced", created_at, db_now(&c).await)
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+
+    schedules::delete(&c, "unannounced", None)
+        .await
+        .expect("delete");
+    // A change: `steady` now fires every 3 seconds.
+    c.execute(
+        "UPDATE scheduler_schedules SET cron_expression = '*/3 * * * * *', version = version + 1, updated_at = now() WHERE name = 'steady'",
+        &[],
+    )
+    .await
+    .expect("change");
+    let changed_at = db_now(&c).await;
+    // Two resync intervals and a margin, then a quiet window to look at.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let from = db_now(&c).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let to = db_now(&c).await - chrono::Duration::seconds(1);
+    let after_delete = ticks(&c, "unannounced", from, to).await;
+    assert!(after_delete.is_empty(), "fired after delete");
+    let steady = ticks(&c, "steady", from, to).await;
+    assert!(!steady.is_empty(), "the changed schedule stopped firing");
+    assert!(
+        steady.iter().all(|t| t.at.timestamp() % 3 == 0),
+        "still firing every second after the change at {changed_at}: {:?}",
+        steady.iter().map(|t| t.at).collect::<Vec<_>>()
+    );
+    drop(replica);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_every_replica_at_once() {
     let db = TestDb::migrated().await;

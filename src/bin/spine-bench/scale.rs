@@ -30,7 +30,7 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     .await?;
     let (dir, pipelines) = bench_dir()?;
     let started = Instant::now();
-    // The first full resync's log line marks the end of the load.
+    // The initial load's log line marks its end.
     let mut child = replica_command(url, &pipelines, "bench-scale", &[])?
         .env("RUST_LOG", "warn,spine_scheduler::engine::sync=debug")
         .env("SPINE_LOG_FORMAT", "json")
@@ -42,7 +42,7 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     tokio::task::spawn_blocking(move || {
         let mut loaded = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if loaded.is_none() && line.contains("resynced schedules") {
+            if loaded.is_none() && line.contains("loaded schedules") {
                 loaded = Some(started.elapsed());
                 let _ = tx.send(loaded);
             }
@@ -92,7 +92,7 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
         .collect();
     Ok(format!(
         "scenario scale: 1 replica, {schedules} schedules ({FREQUENT} every second), {seconds} s of firing\n\
-         {:<38}{:.2} s (spawn to first full resync)\n\
+         {:<38}{:.2} s (spawn to schedules loaded)\n\
          {:<38}{} MB after load, {} MB peak\n\
          {:<38}{fired} (expected about {})\n\
          {:<38}{doubled}\n\

@@ -498,8 +498,7 @@ async fn respond(
     status: StatusCode,
     stored: &StoredSchedule,
 ) -> Result<Response, ApiError> {
-    let now = api_queries::db_now(&***db).await?;
-    let last = api_queries::last_runs(&***db, &[stored.schedule.name()]).await?;
+    let (now, last) = api_queries::last_runs(&***db, &[stored.schedule.name()]).await?;
     let view = ScheduleView::of(stored, now, last.get(stored.schedule.name()));
     let mut response = (status, axum::Json(view)).into_response();
     if let Ok(v) = HeaderValue::from_str(&etag(stored.version)) {
@@ -556,9 +555,8 @@ pub async fn list(
     };
     let db = app.db().await?;
     let page = schedules::list(&**db, &filter).await?;
-    let now = api_queries::db_now(&**db).await?;
     let names: Vec<&str> = page.schedules.iter().map(|s| s.schedule.name()).collect();
-    let last: HashMap<String, LastRun> = api_queries::last_runs(&**db, &names).await?;
+    let (now, last): (_, HashMap<String, LastRun>) = api_queries::last_runs(&**db, &names).await?;
     Ok(axum::Json(SchedulePage {
         items: page
             .schedules

@@ -28,16 +28,22 @@ pub struct LastRun {
 
 /// One index probe per name (the `LATERAL ... LIMIT 1` walks
 /// `scheduler_runs_schedule_time_idx` backwards), so the cost does not grow
-/// with the length of the history.
+/// with the length of the history. The outer join on a single row makes the
+/// result never empty, so the database clock rides along in the same round
+/// trip.
 const LAST_RUNS: &str = "\
-SELECT n.name, r.run_id, r.status, r.trigger, r.scheduled_at, r.completed_at
-FROM unnest($1::text[]) AS n(name)
-CROSS JOIN LATERAL (
-    SELECT run_id, status, trigger, scheduled_at, completed_at
-    FROM scheduler_runs
-    WHERE schedule_name = n.name
-    ORDER BY scheduled_at DESC, run_id DESC
-    LIMIT 1) r";
+SELECT now() AS db_now, x.*
+FROM (SELECT 1) AS one
+LEFT JOIN (
+    SELECT n.name, r.run_id, r.status, r.trigger, r.scheduled_at, r.completed_at
+    FROM unnest($1::text[]) AS n(name)
+    CROSS JOIN LATERAL (
+        SELECT run_id, status, trigger, scheduled_at, completed_at
+        FROM scheduler_runs
+        WHERE schedule_name = n.name
+        ORDER BY scheduled_at DESC, run_id DESC
+        LIMIT 1) r
+) AS x ON true";
 
 const SCHEDULE_COUNTS: &str = "\
 SELECT count(*) FILTER (WHERE enabled), count(*) FILTER (WHERE NOT enabled)
@@ -52,22 +58,25 @@ pub async fn db_now(client: &impl GenericClient) -> Result<DateTime<Utc>, StoreE
     Ok(client.query_one("SELECT now()", &[]).await?.try_get(0)?)
 }
 
-/// The newest run (by tick) of each named schedule that has one.
+/// The database clock, and the newest run (by tick) of each named schedule
+/// that has one — in one round trip.
 pub async fn last_runs(
     client: &impl GenericClient,
     names: &[&str],
-) -> Result<HashMap<String, LastRun>, StoreError> {
-    if names.is_empty() {
-        return Ok(HashMap::new());
-    }
+) -> Result<(DateTime<Utc>, HashMap<String, LastRun>), StoreError> {
     let rows = client.query(LAST_RUNS, &[&names]).await?;
     let bad = |what: String| StoreError::Schema(format!("scheduler_runs: {what}"));
+    let mut now = None;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
+        now = Some(row.try_get("db_now")?);
+        let Some(name) = row.try_get::<_, Option<String>>("name")? else {
+            continue;
+        };
         let status: String = row.try_get("status")?;
         let trigger: String = row.try_get("trigger")?;
         out.insert(
-            row.try_get("name")?,
+            name,
             LastRun {
                 run_id: row.try_get("run_id")?,
                 status: status.parse().map_err(bad)?,
@@ -77,7 +86,8 @@ pub async fn last_runs(
             },
         );
     }
-    Ok(out)
+    let now = now.ok_or_else(|| StoreError::Schema("last runs: no row".into()))?;
+    Ok((now, out))
 }
 
 /// How many schedules are enabled and how many paused.

@@ -22,11 +22,18 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "schedule_name_order",
+        sql: include_str!("../../migrations/0002_schedule_name_order.sql"),
+    },
+];
 
 /// What a migration run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

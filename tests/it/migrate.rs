@@ -11,14 +11,49 @@ async fn migrate_twice_is_a_no_op() {
     let db = TestDb::new().await;
     let mut c = db.client().await;
     assert!(!is_current(&c).await.expect("is_current"));
+    let all: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
     let first = migrate(&mut c).await.expect("first");
-    assert_eq!(first.applied, [1]);
+    assert_eq!(first.applied, all);
     let second = migrate(&mut c).await.expect("second");
     assert!(second.applied.is_empty());
-    assert_eq!(second.already_applied, [1]);
+    assert_eq!(second.already_applied, all);
     assert!(is_current(&c).await.expect("is_current"));
     let n: i64 = c.query_one(TABLES, &[]).await.expect("tables").get(0);
     assert_eq!(n, 4);
+}
+
+/// A database at version 1 (the first release) is brought up to date and
+/// keeps its data.
+#[tokio::test]
+async fn a_version_one_database_is_upgraded() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    c.batch_execute(
+        "DROP INDEX scheduler_schedules_name_c_idx;
+         DELETE FROM scheduler_migrations WHERE version > 1;
+         INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
+         VALUES ('kept', 'p', 'cron', '0 6 * * *');",
+    )
+    .await
+    .expect("rewind to version 1");
+    assert!(!is_current(&c).await.expect("is_current"));
+    let report = migrate(&mut c).await.expect("upgrade");
+    let later: Vec<i32> = MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 1)
+        .collect();
+    assert_eq!(report.applied, later);
+    assert_eq!(report.already_applied, [1]);
+    let kept: i64 = c
+        .query_one(
+            "SELECT count(*) FROM scheduler_schedules WHERE name = 'kept'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(kept, 1);
 }
 
 #[tokio::test]

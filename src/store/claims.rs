@@ -1,6 +1,6 @@
 //! Claiming due ticks: the heart of exactly-once (G1, G4).
 //!
-//! One transaction per batch, two statements:
+//! One transaction per batch:
 //!
 //! 1. [`LOCK`] finds the ticks whose row already exists (done: someone has
 //!    them) and takes `pg_try_advisory_xact_lock` on every schedule with a
@@ -8,21 +8,25 @@
 //!    is skipped without waiting; the caller keeps its ticks and asks again
 //!    (the other replica's transaction may still roll back). The statement
 //!    also reads the database clock, `now()`.
-//! 2. [`INSERT`] writes one ledger row per due tick of the locked schedules,
+//! 2. [`INSERT`] writes one ledger row per tick of the locked schedules,
 //!    `ON CONFLICT DO NOTHING` on the unique tick key. It starts after the
 //!    locks are held, so its snapshot sees every claim committed before
 //!    ours — which is what makes the cluster-wide `max_instances` count right.
 //!    The row's status applies the schedule's policies: `missed` when the tick
 //!    is older than its misfire grace or was coalesced into a newer tick,
 //!    `skipped` when `max_instances` runs are already running, else `running`.
+//! 3. [`DUE`] reads the database clock; the transaction commits only once it
+//!    has reached the newest tick written.
 //!
-//! Statement 1 writes nothing and fires nothing, so the engine sends it a
-//! little *before* the ticks fall due (the claim lead) and waits between the
-//! two statements: at the due instant only the INSERT is left to do. The
-//! INSERT checks every tick against the database clock at the moment it runs
-//! (`statement_timestamp()`), so rows are only ever inserted for ticks due on
-//! the database clock and a replica with a fast clock cannot fire early; a
-//! tick the database does not yet consider due is handed back to retry.
+//! The engine sends a batch a little *before* its ticks fall due (the claim
+//! lead). Steps 1 and 2 run ahead — the INSERT in "early" mode writes only
+//! the rows that will simply run, uncommitted and so invisible to everyone —
+//! and at the due instant only the clock check and the COMMIT are left: a
+//! claim takes effect at its commit, never before its tick on the database
+//! clock (G4), so a replica with a fast clock cannot fire early. Ticks whose
+//! policies say something else (late, coalesced, overlapping) are judged and
+//! written after the clock check, as are ticks already due. A tick the
+//! database does not yet consider due is handed back to retry.
 
 use std::collections::HashSet;
 
@@ -108,8 +112,13 @@ SELECT now() AS db_now,
 
 /// Statement 2: the ledger rows, with the misfire, coalesce and overlap
 /// policies. `statement_timestamp()` is the database clock when the INSERT
-/// arrives (the transaction began earlier, during the claim lead). Always
-/// returns one row: that clock, and the created rows as parallel arrays.
+/// arrives (the transaction began earlier, during the claim lead). With
+/// `$10` (early) the ticks need not be due yet and only schedules whose
+/// ticks will all simply run are written; the rest wait for the INSERT after
+/// the clock check. Always
+/// returns one row: the clock, and the created rows as parallel arrays.
+/// `claimed_at` is when the claim takes effect: the tick for a row written
+/// ahead (it commits only after the tick), else the INSERT.
 pub const INSERT: &str = "\
 WITH c AS (
     SELECT *
@@ -117,7 +126,7 @@ WITH c AS (
                 $5::int[], $6::int[], $7::bool[], $9::bool[])
          AS c(run_id, schedule_name, pipeline, scheduled_at,
               max_instances, grace_secs, coalesce, backlog)
-    WHERE c.scheduled_at <= statement_timestamp()
+    WHERE $10 OR c.scheduled_at <= statement_timestamp()
 ), running AS (
     -- One pass over the (few) unfinished runs rather than a probe per tick.
     SELECT r.schedule_name, count(*) AS n
@@ -142,12 +151,17 @@ WITH c AS (
              ELSE 'running'
            END AS status
     FROM judged
+), settled AS (
+    -- A schedule is written ahead only when every one of its ticks will
+    -- simply run; otherwise all of them are judged together once due.
+    SELECT decided.*, bool_and(status = 'running') OVER (PARTITION BY schedule_name) AS clean
+    FROM decided
 ), inserted AS (
     INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
                                 node_id, status, claimed_at, started_at, completed_at, error)
     SELECT run_id, schedule_name, pipeline, 'schedule', scheduled_at, 1, $8, status,
-           statement_timestamp(),
-           CASE WHEN status = 'running' THEN statement_timestamp() END,
+           greatest(statement_timestamp(), scheduled_at),
+           CASE WHEN status = 'running' THEN greatest(statement_timestamp(), scheduled_at) END,
            CASE WHEN status <> 'running' THEN statement_timestamp() END,
            CASE
              WHEN status = 'running' THEN NULL
@@ -158,7 +172,8 @@ WITH c AS (
              WHEN dropped = 'coalesced' THEN 'coalesced: a newer due tick of this schedule ran instead'
              ELSE format('max_instances (%s) runs of this schedule were already running', max_instances)
            END
-    FROM decided
+    FROM settled
+    WHERE NOT $10 OR clean
     ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING
     RETURNING run_id, schedule_name, scheduled_at, status
 )
@@ -169,12 +184,23 @@ SELECT statement_timestamp() AS db_now,
        coalesce(array_agg(status), '{}') AS statuses
 FROM inserted";
 
-/// Claims a batch in one transaction (two statements, prepared once per
-/// pooled connection). The client must not be inside a transaction.
+/// Statement 3: whether the database clock has reached the newest tick the
+/// transaction wrote, and the clock itself.
+pub const DUE: &str = "SELECT statement_timestamp() >= $1 AS due, statement_timestamp() AS db_now";
+
+/// How long past the local estimate of the due instant a claim may wait for
+/// the database clock to reach its ticks. When the database says they are
+/// further off than this, the estimate is badly wrong (a fast clock not yet
+/// calibrated): the claim rolls back and hands them back to retry.
+const MAX_DUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Claims a batch in one transaction (prepared statements, once per pooled
+/// connection). The client must not be inside a transaction.
 ///
-/// `until_due` is awaited between the lock statement and the INSERT: the
+/// `until_due` is awaited between writing the rows and committing them: the
 /// engine sends a batch shortly before its ticks fall due and resolves it at
-/// the due instant, so the INSERT is all that is left on the tick path.
+/// the due instant, so only the clock check and the COMMIT are left on the
+/// tick path.
 pub async fn claim(
     client: &mut deadpool_postgres::Client,
     node_id: Uuid,
@@ -193,6 +219,7 @@ pub async fn claim(
     let received = Utc::now();
     let lock = tx.prepare_cached(LOCK).await?;
     let insert = tx.prepare_cached(INSERT).await?;
+    let due = tx.prepare_cached(DUE).await?;
     let row = tx.query_one(&lock, &[&names, &ticks]).await?;
     let began: DateTime<Utc> = row.try_get("db_now")?;
     outcome.db_now = Some(began);
@@ -220,24 +247,95 @@ pub async fn claim(
         tx.commit().await?;
         return Ok(outcome);
     }
+
+    // Ahead of the tick: the rows that will simply run, uncommitted.
+    let mut created = insert_rows(&tx, &insert, node_id, &mine, true).await?.1;
     until_due.await;
-    let run_ids: Vec<Uuid> = mine.iter().map(|_| Uuid::now_v7()).collect();
-    let schedule_names: Vec<&str> = mine.iter().map(|r| r.schedule_name.as_str()).collect();
-    let pipelines: Vec<&str> = mine.iter().map(|r| r.pipeline.as_str()).collect();
-    let ticks: Vec<DateTime<Utc>> = mine.iter().map(|r| r.scheduled_at).collect();
-    let max_instances: Vec<i32> = mine
+    // The commit must come after the newest tick written, on the database clock.
+    let mut db_now = began;
+    if let Some(newest) = created.iter().map(|c| c.scheduled_at).max() {
+        let waited = std::time::Instant::now();
+        loop {
+            let row = tx.query_one(&due, &[&newest]).await?;
+            db_now = row.try_get("db_now")?;
+            if row.try_get::<_, bool>("due")? {
+                break;
+            }
+            let wait = (newest - db_now).to_std().unwrap_or_default();
+            if waited.elapsed() + wait > MAX_DUE_WAIT {
+                // Our clock estimate is far off: give everything back.
+                tx.rollback().await?;
+                outcome.db_now = Some(db_now);
+                outcome.retry.extend(mine);
+                return Ok(outcome);
+            }
+            tokio::time::sleep(wait + std::time::Duration::from_millis(1)).await;
+        }
+    }
+    // The rest — judged now that they are due: late, coalesced, overlapping.
+    let written: HashSet<(String, DateTime<Utc>)> = created
+        .iter()
+        .map(|c| (c.schedule_name.clone(), c.scheduled_at))
+        .collect();
+    let rest: Vec<ClaimRequest> = mine
+        .iter()
+        .filter(|r| !written.contains(&(r.schedule_name.clone(), r.scheduled_at)))
+        .cloned()
+        .collect();
+    if !rest.is_empty() {
+        let (at, more) = insert_rows(&tx, &insert, node_id, &rest, false).await?;
+        db_now = at;
+        created.extend(more);
+    }
+    tx.commit().await?;
+
+    let written: HashSet<(&str, DateTime<Utc>)> = created
+        .iter()
+        .map(|c| (c.schedule_name.as_str(), c.scheduled_at))
+        .collect();
+    for req in mine {
+        if written.contains(&(req.schedule_name.as_str(), req.scheduled_at)) {
+            continue;
+        }
+        if req.scheduled_at > db_now {
+            // Not yet due on the database clock (our estimate of it ran fast).
+            outcome.retry.push(req);
+        } else {
+            // The unique key said no: another replica's row won.
+            outcome.taken += 1;
+        }
+    }
+    outcome.claimed = created;
+    outcome.db_now = Some(db_now);
+    Ok(outcome)
+}
+
+/// Runs [`INSERT`] for `requests` (`early`: ahead of the tick, rows that
+/// will run only); returns the database clock and the rows created.
+async fn insert_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    insert: &tokio_postgres::Statement,
+    node_id: Uuid,
+    requests: &[ClaimRequest],
+    early: bool,
+) -> Result<(DateTime<Utc>, Vec<Claimed>), StoreError> {
+    let run_ids: Vec<Uuid> = requests.iter().map(|_| Uuid::now_v7()).collect();
+    let schedule_names: Vec<&str> = requests.iter().map(|r| r.schedule_name.as_str()).collect();
+    let pipelines: Vec<&str> = requests.iter().map(|r| r.pipeline.as_str()).collect();
+    let ticks: Vec<DateTime<Utc>> = requests.iter().map(|r| r.scheduled_at).collect();
+    let max_instances: Vec<i32> = requests
         .iter()
         .map(|r| i32::try_from(r.max_instances).unwrap_or(i32::MAX))
         .collect();
-    let graces: Vec<i32> = mine
+    let graces: Vec<i32> = requests
         .iter()
         .map(|r| i32::try_from(r.misfire_grace_secs).unwrap_or(i32::MAX))
         .collect();
-    let coalesce: Vec<bool> = mine.iter().map(|r| r.coalesce).collect();
-    let backlog: Vec<bool> = mine.iter().map(|r| r.backlog).collect();
+    let coalesce: Vec<bool> = requests.iter().map(|r| r.coalesce).collect();
+    let backlog: Vec<bool> = requests.iter().map(|r| r.backlog).collect();
     let row = tx
         .query_one(
-            &insert,
+            insert,
             &[
                 &run_ids,
                 &schedule_names,
@@ -248,39 +346,25 @@ pub async fn claim(
                 &coalesce,
                 &node_id,
                 &backlog,
+                &early,
             ],
         )
         .await?;
-    tx.commit().await?;
-    let inserted_at: DateTime<Utc> = row.try_get("db_now")?;
+    let db_now: DateTime<Utc> = row.try_get("db_now")?;
     let ids: Vec<Uuid> = row.try_get("run_ids")?;
     let names: Vec<String> = row.try_get("schedule_names")?;
     let ticks: Vec<DateTime<Utc>> = row.try_get("ticks")?;
     let statuses: Vec<String> = row.try_get("statuses")?;
-    let mut created: HashSet<(&str, DateTime<Utc>)> = HashSet::with_capacity(ids.len());
+    let mut created = Vec::with_capacity(ids.len());
     for (((run_id, schedule_name), scheduled_at), status) in
-        ids.iter().zip(&names).zip(&ticks).zip(&statuses)
+        ids.into_iter().zip(names).zip(ticks).zip(statuses)
     {
-        created.insert((schedule_name.as_str(), *scheduled_at));
-        outcome.claimed.push(Claimed {
-            run_id: *run_id,
-            schedule_name: schedule_name.clone(),
-            scheduled_at: *scheduled_at,
+        created.push(Claimed {
+            run_id,
+            schedule_name,
+            scheduled_at,
             status: status.parse().map_err(|e: String| StoreError::Schema(e))?,
         });
     }
-    for req in mine {
-        if created.contains(&(req.schedule_name.as_str(), req.scheduled_at)) {
-            continue;
-        }
-        if req.scheduled_at > inserted_at {
-            // Not yet due on the database clock (our estimate of it ran fast).
-            outcome.retry.push(req);
-        } else {
-            // The unique key said no: another replica's row won.
-            outcome.taken += 1;
-        }
-    }
-    outcome.db_now = Some(inserted_at);
-    Ok(outcome)
+    Ok((db_now, created))
 }

@@ -116,7 +116,7 @@ async fn nothing_is_claimed_before_the_database_says_it_is_due() {
 async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
     let db = TestDb::migrated().await;
     let pool = pool(&db);
-    let tick = now(&db).await + Duration::seconds(2);
+    let tick = now(&db).await + Duration::seconds(3);
     let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<()>();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let early = {
@@ -152,17 +152,22 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
         1,
         "the schedule is locked by the early claim"
     );
-    // Resolve the wait before the tick: the database says not yet due.
+    // Resolve the wait seconds before the tick: the database says not yet
+    // due, too far off to wait for.
     let _ = go_tx.send(());
     let out = early.await.expect("join");
     assert!(out.claimed.is_empty(), "{:?}", out.claimed);
     assert_eq!(out.retry.len(), 1, "a tick not yet due goes back to retry");
     assert!(out.db_now.is_some_and(|t| t < tick));
 
-    // Waiting past the tick: the row is inserted, stamped after the tick.
+    // Sent ahead again and resolved 400 ms before the tick (a local clock
+    // running fast): the claim waits on the database clock, and nobody sees
+    // the row before the tick.
+    let watcher = crate::replica::EarlyCommitWatcher::start(&db.url).await;
     let mut client = pool.get().await.expect("connection");
-    let wait =
-        (tick - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_millis(300);
+    let wait = (tick - Utc::now() - Duration::milliseconds(400))
+        .to_std()
+        .unwrap_or_default();
     let out = claims::claim(
         &mut client,
         Uuid::now_v7(),
@@ -171,21 +176,21 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
     )
     .await
     .expect("claim");
+    let early = watcher.stop().await;
+    assert!(early.is_empty(), "visible before its tick: {early:?}");
     assert_eq!(out.claimed.len(), 1);
     assert_eq!(out.claimed[0].status, RunStatus::Running);
+    assert!(out.db_now.is_some_and(|t| t >= tick));
     let row = db
         .client()
         .await
         .query_one(
-            "SELECT claimed_at >= scheduled_at AND started_at = claimed_at FROM scheduler_runs WHERE schedule_name = 'ahead'",
+            "SELECT claimed_at >= scheduled_at FROM scheduler_runs WHERE schedule_name = 'ahead'",
             &[],
         )
         .await
         .expect("row");
-    assert!(
-        row.get::<_, bool>(0),
-        "claimed before its tick on the database clock"
-    );
+    assert!(row.get::<_, bool>(0), "claimed_at before the tick");
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@ use tokio_postgres::Client;
 
 use crate::harness::TestDb;
 use crate::proxy::Proxy;
-use crate::replica::{audit, eventually, log_pipelines, seconds, temp_dir, ticks, Replica};
+use crate::replica::{
+    audit, eventually, log_pipelines, seconds, temp_dir, ticks, EarlyCommitWatcher, Replica,
+};
 
 /// Short timings so faults show within seconds.
 const FAST: [&str; 4] = ["--node-lease", "3s", "--housekeeping-interval", "500ms"];
@@ -453,6 +455,7 @@ async fn a_replica_with_a_fast_clock_fires_nothing_early_or_twice() {
     }
     let mut args: Vec<&str> = FAST.to_vec();
     args.extend(["--test-clock-skew", "30s"]);
+    let watcher = EarlyCommitWatcher::start(&db.url).await;
     let skewed = Replica::start(&db.url, &pipelines, "fast-clock", &args);
     let normal = Replica::start(&db.url, &pipelines, "normal", &FAST);
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -478,7 +481,14 @@ async fn a_replica_with_a_fast_clock_fires_nothing_early_or_twice() {
         by_node.get("fast-clock").is_some_and(|&n| n > 0),
         "the skewed replica fired: {by_node:?}"
     );
-    let early: i64 = c
+    // Claims are written ahead of the tick but must become visible only
+    // after it, on the database clock, whatever the replica's own clock says.
+    let early = watcher.stop().await;
+    assert!(
+        early.is_empty(),
+        "committed before the tick on the database clock: {early:?}"
+    );
+    let stamped_early: i64 = c
         .query_one(
             "SELECT count(*) FROM scheduler_runs WHERE claimed_at < scheduled_at",
             &[],
@@ -486,7 +496,7 @@ async fn a_replica_with_a_fast_clock_fires_nothing_early_or_twice() {
         .await
         .expect("early")
         .get(0);
-    assert_eq!(early, 0, "claimed before the tick on the database clock");
+    assert_eq!(stamped_early, 0, "claimed_at before the tick");
     println!("clock skew +30s: wins {by_node:?}");
 }
 

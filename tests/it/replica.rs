@@ -233,3 +233,51 @@ where
     }
     panic!("timed out after {limit:?} waiting for: {what}");
 }
+
+/// A row seen too early: schedule, tick, and the database clock at the time.
+pub type EarlyRow = (String, DateTime<Utc>, DateTime<Utc>);
+
+/// Watches the ledger from outside for as long as it is alive: every 10 ms,
+/// any ledger row (trigger `schedule`) already visible although its tick is
+/// still in the future on the database clock is a claim committed early
+/// (G4). `stop` returns the early rows seen, as (schedule, tick, now).
+pub struct EarlyCommitWatcher {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<EarlyRow>>,
+}
+
+impl EarlyCommitWatcher {
+    /// Starts watching the database at `url`.
+    pub async fn start(url: &str) -> EarlyCommitWatcher {
+        let c = crate::harness::connect(url).await;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut early = Vec::new();
+            loop {
+                // A statement's snapshot is taken just after its now(): allow
+                // 2 ms for a commit landing between the two.
+                if let Ok(rows) = c
+                    .query(
+                        "SELECT schedule_name, scheduled_at, now() FROM scheduler_runs \
+                         WHERE trigger = 'schedule' AND scheduled_at > now() + interval '2 ms'",
+                        &[],
+                    )
+                    .await
+                {
+                    early.extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+                }
+                tokio::select! {
+                    _ = &mut stopped => return early,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        });
+        EarlyCommitWatcher { stop, task }
+    }
+
+    /// Stops watching; the early rows seen.
+    pub async fn stop(self) -> Vec<EarlyRow> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}

@@ -41,7 +41,7 @@ pub async fn ledger_baseline(client: &Client, rows: usize) -> anyhow::Result<f64
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Calls and mean time per statement since the reset, busiest first.
+/// Calls and mean time per statement since the reset, most total time first.
 pub async fn statement_calls(client: &Client) -> anyhow::Result<Vec<(String, i64, f64)>> {
     let rows = client
         .query(
@@ -49,7 +49,7 @@ pub async fn statement_calls(client: &Client) -> anyhow::Result<Vec<(String, i64
              FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND query NOT LIKE '%pg_stat%'
-             ORDER BY calls DESC",
+             ORDER BY total_exec_time DESC",
             &[],
         )
         .await?;

@@ -14,6 +14,7 @@ mod burst;
 mod common;
 mod scale;
 mod steady;
+mod throughput;
 
 use anyhow::bail;
 use clap::Parser;
@@ -28,7 +29,9 @@ pub struct Args {
     /// Scenario: `steady` (3 replicas x 1,000 schedules every second, 60 s),
     /// `burst` (3 x 20,000 schedules due at the top of the minute), `scale`
     /// (1 replica loading 100,000 schedules, then 60 s of firing), `api`
-    /// (list/get/create latency under concurrent load, 10,000 stored).
+    /// (list/get/create latency under concurrent load, 10,000 stored),
+    /// `throughput` (the steady measurement at each of `--rates`, 20 s each:
+    /// the highest rate sustained, as a share of the ledger baseline).
     #[arg(default_value = "steady")]
     scenario: String,
     /// Replicas to start (default per scenario).
@@ -50,6 +53,14 @@ pub struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     database_url: String,
+    /// Schedules firing every second, one measurement each (`throughput`;
+    /// `--schedules` tries a single rate).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,4000,6000,8000"
+    )]
+    rates: Vec<usize>,
     /// Rows for the ledger-only baseline.
     #[arg(long, default_value_t = 100_000)]
     baseline_rows: usize,
@@ -62,9 +73,9 @@ pub struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !["steady", "burst", "scale", "api"].contains(&args.scenario.as_str()) {
+    if !["steady", "burst", "scale", "api", "throughput"].contains(&args.scenario.as_str()) {
         bail!(
-            "unknown scenario {:?}; available: steady, burst, scale, api",
+            "unknown scenario {:?}; available: steady, burst, scale, api, throughput",
             args.scenario
         );
     }
@@ -96,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         "burst" => burst::run(&args, &url).await,
         "scale" => scale::run(&args, &url).await,
         "api" => api::run(&args, &url).await,
+        "throughput" => throughput::run(&args, &url).await,
         _ => steady::run(&args, &url).await,
     };
     drop(admin);

@@ -68,6 +68,10 @@ pub struct Args {
     /// instead of using --database-url; adds per-statement figures.
     #[arg(long)]
     private: bool,
+    /// Extra server setting for the private cluster, `name=value`
+    /// (repeatable), e.g. `--pg-setting wal_init_zero=off`.
+    #[arg(long = "pg-setting", value_name = "NAME=VALUE", requires = "private")]
+    pg_settings: Vec<String>,
 }
 
 #[tokio::main]
@@ -82,11 +86,18 @@ async fn main() -> anyhow::Result<()> {
     let load_start = loadavg();
     // Kept alive for the whole run; stopped and deleted on drop.
     let cluster = if args.private {
+        let mut settings = vec![(
+            "shared_preload_libraries".to_string(),
+            "pg_stat_statements".to_string(),
+        )];
+        for s in &args.pg_settings {
+            let Some((name, value)) = s.split_once('=') else {
+                bail!("--pg-setting {s:?}: expected name=value");
+            };
+            settings.push((name.trim().to_string(), value.trim().to_string()));
+        }
         let c = PgCluster::start(ClusterOptions {
-            settings: vec![(
-                "shared_preload_libraries".into(),
-                "pg_stat_statements".into(),
-            )],
+            settings,
             ..Default::default()
         })?;
         Some(c)

@@ -115,8 +115,8 @@ SELECT now() AS db_now,
 /// arrives (the transaction began earlier, during the claim lead). With
 /// `$10` (early) the ticks need not be due yet and only schedules whose
 /// ticks will all simply run are written; the rest wait for the INSERT after
-/// the clock check. Always
-/// returns one row: the clock, and the created rows as parallel arrays.
+/// the clock check. Always returns one row: the clock, and the created rows
+/// as parallel arrays.
 /// `claimed_at` is when the claim takes effect: the tick for a row written
 /// ahead (it commits only after the tick), else the INSERT.
 pub const INSERT: &str = "\

@@ -39,7 +39,7 @@ use serde_json::{Map, Value};
 use super::command::{CommandConfig, CommandPipeline};
 use super::http::{build_client, HttpConfig, HttpPipeline};
 use super::{LogPipeline, Registry, RegistryError};
-use crate::schedule::spec::duration_value;
+use crate::schedule::spec::{duration_value, kind_of};
 use crate::schedule::{ValidationError, ValidationErrors};
 
 /// The kinds of pipeline a file can define.
@@ -515,17 +515,6 @@ fn scalar_text(v: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }
 

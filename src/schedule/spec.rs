@@ -476,7 +476,8 @@ fn resolve_run_at(
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// What a JSON/YAML value is, as error messages name it ("a list").
+pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -206,16 +206,9 @@ pub async fn list(
             ],
         )
         .await?;
-    let mut page = SchedulePage::default();
-    for row in &rows {
-        let name: String = row.get("name");
-        match from_row(row) {
-            Ok(s) => page.schedules.push(s),
-            Err(error) => page.invalid.push(InvalidRow { name, error }),
-        }
-    }
+    let mut page = page_of(&rows)?;
     if limit.is_some_and(|l| rows.len() as i64 == l) {
-        page.next_after = rows.last().map(|r| r.get("name"));
+        page.next_after = rows.last().map(|r| r.try_get("name")).transpose()?;
     }
     Ok(page)
 }
@@ -231,17 +224,11 @@ pub async fn each_enabled_page(
     let tx = client.build_transaction().read_only(true).start().await?;
     let sql = format!("SELECT {COLUMNS} FROM scheduler_schedules WHERE enabled");
     let portal = tx.bind(sql.as_str(), &[]).await?;
+    let page = page.max(1);
     loop {
-        let rows = tx.query_portal(&portal, page.max(1)).await?;
-        let mut out = SchedulePage::default();
-        for row in &rows {
-            let name: String = row.try_get("name")?;
-            match from_row(row) {
-                Ok(s) => out.schedules.push(s),
-                Err(error) => out.invalid.push(InvalidRow { name, error }),
-            }
-        }
-        let last = rows.len() < page.max(1) as usize;
+        let rows = tx.query_portal(&portal, page).await?;
+        let out = page_of(&rows)?;
+        let last = rows.len() < page as usize;
         drop(rows);
         on_page(out);
         if last {
@@ -277,8 +264,13 @@ pub async fn list_enabled_named(
 ) -> Result<SchedulePage, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM scheduler_schedules WHERE name = ANY($1) AND enabled");
     let rows = client.query(&sql, &[&names]).await?;
+    page_of(&rows)
+}
+
+/// Rows as a page: the valid schedules, and the rows that failed validation.
+fn page_of(rows: &[Row]) -> Result<SchedulePage, StoreError> {
     let mut page = SchedulePage::default();
-    for row in &rows {
+    for row in rows {
         let name: String = row.try_get("name")?;
         match from_row(row) {
             Ok(s) => page.schedules.push(s),

@@ -120,9 +120,8 @@ async fn claim_chunk(
         }
     };
     shared.set_db_ok(true);
-    shared
-        .metrics
-        .claim_round_trip(resumed.get().unwrap_or(&begun).elapsed().as_secs_f64());
+    let on_tick_path = resumed.get().unwrap_or(&begun).elapsed().as_secs_f64();
+    shared.metrics.claim_round_trip(on_tick_path);
     shared
         .metrics
         .claims(outcome.claimed.len() as u64, outcome.taken as u64);
@@ -134,7 +133,7 @@ async fn claim_chunk(
         won = outcome.claimed.len(),
         taken = outcome.taken,
         retry = outcome.retry.len(),
-        elapsed_ms = resumed.get().unwrap_or(&begun).elapsed().as_secs_f64() * 1e3,
+        elapsed_ms = on_tick_path * 1e3,
         "claimed a batch"
     );
     for claimed in outcome.claimed {

@@ -134,8 +134,15 @@ fn publish_next(shared: &Shared, queue: &DueQueue, name: &str) {
 
 fn apply(shared: &Shared, queue: &mut DueQueue, change: Change) {
     let touched: Vec<String> = match &change {
-        Change::Load(all) | Change::Resync { changed: all, .. } => {
-            all.iter().map(|s| s.schedule.name().to_string()).collect()
+        Change::Load(all) => all.iter().map(|s| s.schedule.name().to_string()).collect(),
+        Change::Resync { changed, gone } => {
+            for name in gone {
+                shared.metrics.forget_schedule(name);
+            }
+            changed
+                .iter()
+                .map(|s| s.schedule.name().to_string())
+                .collect()
         }
         Change::Upsert(s) => vec![s.schedule.name().to_string()],
         Change::Remove(name) => {
@@ -143,11 +150,6 @@ fn apply(shared: &Shared, queue: &mut DueQueue, change: Change) {
             Vec::new()
         }
     };
-    if let Change::Resync { gone, .. } = &change {
-        for name in gone {
-            shared.metrics.forget_schedule(name);
-        }
-    }
     apply_change(shared, queue, change);
     for name in touched {
         publish_next(shared, queue, &name);

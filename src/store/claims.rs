@@ -273,38 +273,37 @@ pub async fn claim(
         }
     }
     // The rest — judged now that they are due: late, coalesced, overlapping.
-    let written: HashSet<(String, DateTime<Utc>)> = created
-        .iter()
-        .map(|c| (c.schedule_name.clone(), c.scheduled_at))
-        .collect();
-    let rest: Vec<ClaimRequest> = mine
-        .iter()
-        .filter(|r| !written.contains(&(r.schedule_name.clone(), r.scheduled_at)))
-        .cloned()
-        .collect();
+    let rest: Vec<ClaimRequest> = {
+        let early: HashSet<(&str, DateTime<Utc>)> = created
+            .iter()
+            .map(|c| (c.schedule_name.as_str(), c.scheduled_at))
+            .collect();
+        mine.into_iter()
+            .filter(|r| !early.contains(&(r.schedule_name.as_str(), r.scheduled_at)))
+            .collect()
+    };
     if !rest.is_empty() {
-        let (at, more) = insert_rows(&tx, &insert, node_id, &rest, false).await?;
+        let (at, late) = insert_rows(&tx, &insert, node_id, &rest, false).await?;
         db_now = at;
-        created.extend(more);
+        let written: HashSet<(&str, DateTime<Utc>)> = late
+            .iter()
+            .map(|c| (c.schedule_name.as_str(), c.scheduled_at))
+            .collect();
+        for req in rest {
+            if written.contains(&(req.schedule_name.as_str(), req.scheduled_at)) {
+                continue;
+            }
+            if req.scheduled_at > db_now {
+                // Not yet due on the database clock (our estimate of it ran fast).
+                outcome.retry.push(req);
+            } else {
+                // The unique key said no: another replica's row won.
+                outcome.taken += 1;
+            }
+        }
+        created.extend(late);
     }
     tx.commit().await?;
-
-    let written: HashSet<(&str, DateTime<Utc>)> = created
-        .iter()
-        .map(|c| (c.schedule_name.as_str(), c.scheduled_at))
-        .collect();
-    for req in mine {
-        if written.contains(&(req.schedule_name.as_str(), req.scheduled_at)) {
-            continue;
-        }
-        if req.scheduled_at > db_now {
-            // Not yet due on the database clock (our estimate of it ran fast).
-            outcome.retry.push(req);
-        } else {
-            // The unique key said no: another replica's row won.
-            outcome.taken += 1;
-        }
-    }
     outcome.claimed = created;
     outcome.db_now = Some(db_now);
     Ok(outcome)

@@ -94,19 +94,26 @@ async fn claim_chunk(
     let due = by_key.values().map(|t| t.at).max();
     let begun = std::time::Instant::now();
     let resumed = std::sync::OnceLock::new();
-    let until_due = async {
-        if let Some(due) = due {
-            tokio::time::sleep(shared.clock.until(due + DUE_MARGIN)).await;
+    // Executing, except while it waits for the tick (see `priority`).
+    let mut executing = Some(shared.claims.executing());
+    let result = {
+        let until_due = async {
+            if let Some(due) = due {
+                executing = None;
+                tokio::time::sleep(shared.clock.until(due + DUE_MARGIN)).await;
+                executing = Some(shared.claims.executing());
+            }
+            // What follows is the part of the claim on the tick path.
+            let _ = resumed.set(std::time::Instant::now());
+        };
+        match shared.pool.get().await {
+            Ok(mut client) => claims::claim(&mut client, shared.node_id, requests, until_due)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        // What follows is the part of the claim on the tick path.
-        let _ = resumed.set(std::time::Instant::now());
     };
-    let result = match shared.pool.get().await {
-        Ok(mut client) => claims::claim(&mut client, shared.node_id, requests, until_due)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    drop(executing);
     let outcome = match result {
         Ok(o) => o,
         Err(error) => {

@@ -1,6 +1,7 @@
 //! The completion writer: final statuses go to the ledger in batches (one
 //! UPDATE for everything that finished within a few milliseconds), each
-//! row compare-and-set on `status = 'running' AND node_id = me`.
+//! row compare-and-set on `status = 'running' AND node_id = me`. A batch
+//! waits while this replica is executing a claim (see `priority`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,14 @@ use crate::store::runs::{self, Completion};
 const MAX_BATCH: usize = 500;
 /// How long to wait for more completions before writing.
 const GATHER: Duration = Duration::from_millis(2);
+/// Longest a batch waits for the claims to finish: a claimer that is never
+/// idle must not hold results back for long.
+const MAX_HOLD: Duration = Duration::from_millis(500);
 
 /// Runs until every sender is gone and everything received is written.
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
     while let Some(first) = rx.recv().await {
+        shared.claims.idle_or(MAX_HOLD).await;
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + GATHER;
         while batch.len() < MAX_BATCH {

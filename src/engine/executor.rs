@@ -111,6 +111,7 @@ pub async fn run(
             )),
             result: None,
             started_at: None,
+            completed_at: None,
         });
     }
 }
@@ -161,6 +162,8 @@ async fn execute(
         }
         tracing::info!(node_id = %shared.node_id, tick = %job.scheduled_at, lag_ms, "run started");
         let outcome = run_pipeline(&shared, &job).await;
+        // The clock estimate may have been corrected meanwhile: never before the start.
+        let completed_at = Some(shared.clock.now().max(started_at));
         shared
             .metrics
             .run_duration(schedule.name(), started.elapsed().as_secs_f64());
@@ -174,6 +177,7 @@ async fn execute(
                     error: None,
                     result,
                     started_at: Some(started_at),
+                    completed_at,
                 }
             }
             Err(e) => {
@@ -185,6 +189,7 @@ async fn execute(
                     error: Some(e.message),
                     result: e.result,
                     started_at: Some(started_at),
+                    completed_at,
                 }
             }
         };

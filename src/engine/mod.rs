@@ -21,6 +21,7 @@ pub mod config;
 mod executor;
 mod heartbeat;
 mod pending;
+mod priority;
 pub mod queue;
 pub mod share;
 mod sync;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub metrics: Metrics,
     pub inflight: AtomicUsize,
+    /// Claims executing now: results wait for them (see `priority`).
+    pub claims: priority::ClaimActivity,
     db_ok: AtomicBool,
     catalog: RwLock<HashMap<String, Arc<StoredSchedule>>>,
     peers: RwLock<Vec<Uuid>>,
@@ -289,6 +292,7 @@ impl SchedulerBuilder {
                 registry: self.registry,
                 metrics,
                 inflight: AtomicUsize::new(0),
+                claims: priority::ClaimActivity::default(),
                 db_ok: AtomicBool::new(false),
                 catalog: RwLock::new(HashMap::new()),
                 peers: RwLock::new(Vec::new()),

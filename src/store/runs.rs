@@ -309,6 +309,10 @@ pub struct Completion {
     /// When the pipeline actually started (database time, estimated by the
     /// replica); `None` keeps the claim time.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it finished (database time, estimated by the replica); `None`
+    /// means when the row is written. Results may be written a little after
+    /// the run ends (they wait for claims, see `engine::priority`).
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// `IS NOT DISTINCT FROM` (same meaning here: a running run always has its
@@ -319,10 +323,10 @@ pub struct Completion {
 /// instead of one primary-key probe per run.
 const FINISH_BATCH: &str = "\
 UPDATE scheduler_runs r
-SET status = u.status, completed_at = now(), error = u.error, result = u.result,
-    started_at = coalesce(u.started_at, r.started_at)
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $6::timestamptz[])
-     AS u(run_id, status, error, result, started_at)
+SET status = u.status, completed_at = coalesce(u.completed_at, now()), error = u.error,
+    result = u.result, started_at = coalesce(u.started_at, r.started_at)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $6::timestamptz[], $7::timestamptz[])
+     AS u(run_id, status, error, result, started_at, completed_at)
 WHERE r.run_id = u.run_id AND r.node_id IS NOT DISTINCT FROM $5 AND r.status = 'running'
 RETURNING r.run_id";
 
@@ -341,11 +345,14 @@ pub async fn finish_batch(
     let errors: Vec<Option<&str>> = completions.iter().map(|c| c.error.as_deref()).collect();
     let results: Vec<Option<&Value>> = completions.iter().map(|c| c.result.as_ref()).collect();
     let started: Vec<Option<DateTime<Utc>>> = completions.iter().map(|c| c.started_at).collect();
+    let finished: Vec<Option<DateTime<Utc>>> = completions.iter().map(|c| c.completed_at).collect();
     let stmt = client.prepare_cached(FINISH_BATCH).await?;
     let rows = client
         .query(
             &stmt,
-            &[&ids, &statuses, &errors, &results, &node_id, &started],
+            &[
+                &ids, &statuses, &errors, &results, &node_id, &started, &finished,
+            ],
         )
         .await?;
     let done: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();

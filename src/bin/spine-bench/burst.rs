@@ -6,7 +6,10 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use spine_scheduler::store;
 
-use crate::common::{bulk_schedules, pct, proc_usage, spawn_replicas, stop_replicas};
+use crate::common::{
+    bulk_schedules, pct, proc_usage, spawn_replicas, statement_calls, stop_replicas,
+};
+use crate::steady::statements_available;
 use crate::Args;
 
 /// Runs the scenario on the (fresh) database at `url` and returns the report.
@@ -14,6 +17,7 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     let (n_replicas, schedules) = (args.replicas(3), args.schedules(20_000));
     let mut client = store::connect(url).await?;
     store::migrate::migrate(&mut client).await?;
+    let statements = statements_available(args, &client).await;
     bulk_schedules(&client, schedules, |_| "* * * * *".to_string()).await?;
     let (mut replicas, dir) = spawn_replicas(url, n_replicas, &[])?;
 
@@ -28,10 +32,22 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     if top - now < chrono::Duration::seconds(15) {
         top += chrono::Duration::minutes(1);
     }
-    let wait = (top - now + chrono::Duration::seconds(20))
+    // Statement figures cover the burst alone: from 3 s before the minute.
+    let before = (top - now - chrono::Duration::seconds(3))
         .to_std()
-        .unwrap_or(Duration::from_secs(80));
-    tokio::time::sleep(wait).await;
+        .unwrap_or_default();
+    tokio::time::sleep(before).await;
+    if statements {
+        client
+            .batch_execute("SELECT pg_stat_statements_reset()")
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(23)).await;
+    let per_statement = if statements {
+        statement_calls(&client).await?
+    } else {
+        Vec::new()
+    };
     let usage: Vec<(f64, u64)> = replicas.iter().map(|c| proc_usage(c.id())).collect();
     stop_replicas(&mut replicas, &dir);
 
@@ -73,7 +89,7 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
         .join(" ");
     let cpu: f64 = usage.iter().map(|u| u.0).sum();
     let rss = usage.iter().map(|u| u.1).max().unwrap_or(0);
-    Ok(format!(
+    let mut out = format!(
         "scenario burst: {n_replicas} replicas x {schedules} schedules due at {top}\n\
          {:<38}{schedules}\n\
          {:<38}{rows} ({distinct} distinct)\n\
@@ -102,5 +118,15 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
         "wins by replica",
         "replica CPU (user+sys)",
         rss / 1024
-    ))
+    );
+    if !per_statement.is_empty() {
+        out.push_str("\nstatements from 3 s before the minute (calls, mean ms, total ms, query):");
+        for (query, calls, mean_ms) in per_statement.iter().take(12) {
+            out.push_str(&format!(
+                "\n  {calls:>8}  {mean_ms:>8.3}  {:>9.1}  {query}",
+                *calls as f64 * mean_ms
+            ));
+        }
+    }
+    Ok(out)
 }

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schedule_name_order",
         sql: include_str!("../../migrations/0002_schedule_name_order.sql"),
     },
+    Migration {
+        version: 3,
+        name: "pending_runs_index",
+        sql: include_str!("../../migrations/0003_pending_runs_index.sql"),
+    },
 ];
 
 /// What a migration run did.

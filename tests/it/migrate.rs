@@ -30,6 +30,7 @@ async fn a_version_one_database_is_upgraded() {
     let mut c = db.client().await;
     c.batch_execute(
         "DROP INDEX scheduler_schedules_name_c_idx;
+         DROP INDEX scheduler_runs_pending_idx;
          DELETE FROM scheduler_migrations WHERE version > 1;
          INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
          VALUES ('kept', 'p', 'cron', '0 6 * * *');",
@@ -54,6 +55,16 @@ async fn a_version_one_database_is_upgraded() {
         .expect("count")
         .get(0);
     assert_eq!(kept, 1);
+    let indexes: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE indexname IN \
+             ('scheduler_schedules_name_c_idx', 'scheduler_runs_pending_idx')",
+            &[],
+        )
+        .await
+        .expect("indexes")
+        .get(0);
+    assert_eq!(indexes, 2);
 }
 
 #[tokio::test]

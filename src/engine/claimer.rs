@@ -107,9 +107,14 @@ async fn claim_chunk(
             let _ = resumed.set(std::time::Instant::now());
         };
         match shared.pool.get().await {
-            Ok(mut client) => claims::claim(&mut client, shared.node_id, requests, until_due)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(mut client) => {
+                let finished = shared
+                    .unwritten
+                    .of(requests.iter().map(|r| r.schedule_name.as_str()));
+                claims::claim(&mut client, shared.node_id, requests, &finished, until_due)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         }
     };

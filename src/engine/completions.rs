@@ -19,6 +19,32 @@ const GATHER: Duration = Duration::from_millis(2);
 /// idle must not hold results back for long.
 const MAX_HOLD: Duration = Duration::from_millis(500);
 
+/// Hands finished runs' results to the writer. Each is listed in
+/// `Shared::unwritten` until it is written, so that the claim's overlap
+/// count does not take it for a running run meanwhile.
+#[derive(Clone)]
+pub struct Results {
+    tx: mpsc::UnboundedSender<Completion>,
+    shared: Arc<Shared>,
+}
+
+impl Results {
+    /// The sender and the writer's end.
+    pub fn channel(shared: Arc<Shared>) -> (Self, mpsc::UnboundedReceiver<Completion>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx, shared }, rx)
+    }
+
+    /// Queues a result for the writer.
+    pub fn send(&self, completion: Completion) {
+        self.shared
+            .unwritten
+            .finished(&completion.schedule_name, completion.run_id);
+        // The writer is gone only after every sender is dropped.
+        let _ = self.tx.send(completion);
+    }
+}
+
 /// Runs until every sender is gone and everything received is written.
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
     while let Some(first) = rx.recv().await {
@@ -48,6 +74,9 @@ async fn write(shared: &Shared, batch: &[Completion]) {
         };
         match result {
             Ok(lost) => {
+                shared
+                    .unwritten
+                    .written(batch.iter().map(|c| (c.schedule_name.as_str(), c.run_id)));
                 for c in batch.iter().filter(|c| !lost.contains(&c.run_id)) {
                     shared.metrics.fired(&c.schedule_name, c.status);
                 }

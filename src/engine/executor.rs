@@ -16,6 +16,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::completions::Results;
 use super::Shared;
 use crate::pipeline::{PipelineError, PipelineOutcome, RunContext};
 use crate::store::runs::{Completion, RunStatus, RunTrigger};
@@ -40,7 +41,7 @@ pub struct Job {
 pub async fn run(
     shared: Arc<Shared>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
-    completions: mpsc::UnboundedSender<Completion>,
+    completions: Results,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_runs));
@@ -101,7 +102,7 @@ pub async fn run(
     }
     for (run_id, schedule_name) in owners.into_values().chain(never_started) {
         tracing::warn!(node_id = %shared.node_id, %run_id, "run cut off by shutdown; recorded abandoned");
-        let _ = completions.send(Completion {
+        completions.send(Completion {
             run_id,
             schedule_name,
             status: RunStatus::Abandoned,
@@ -137,12 +138,7 @@ fn finished(
     shared.metrics.runs_in_flight(n.saturating_sub(1));
 }
 
-async fn execute(
-    shared: Arc<Shared>,
-    job: Job,
-    permits: Arc<Semaphore>,
-    completions: mpsc::UnboundedSender<Completion>,
-) {
+async fn execute(shared: Arc<Shared>, job: Job, permits: Arc<Semaphore>, completions: Results) {
     let schedule = &job.schedule.schedule;
     let span = tracing::info_span!(
         "run",
@@ -193,7 +189,7 @@ async fn execute(
                 }
             }
         };
-        let _ = completions.send(completion);
+        completions.send(completion);
     }
     .instrument(span)
     .await

@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub inflight: AtomicUsize,
     /// Claims executing now: results wait for them (see `priority`).
     pub claims: priority::ClaimActivity,
+    /// Finished runs whose results are not written yet (see `priority`).
+    pub unwritten: priority::Unwritten,
     db_ok: AtomicBool,
     catalog: RwLock<HashMap<String, Arc<StoredSchedule>>>,
     peers: RwLock<Vec<Uuid>>,
@@ -293,6 +295,7 @@ impl SchedulerBuilder {
                 metrics,
                 inflight: AtomicUsize::new(0),
                 claims: priority::ClaimActivity::default(),
+                unwritten: priority::Unwritten::default(),
                 db_ok: AtomicBool::new(false),
                 catalog: RwLock::new(HashMap::new()),
                 peers: RwLock::new(Vec::new()),
@@ -351,7 +354,7 @@ impl Scheduler {
         let (tick_tx, tick_rx) = mpsc::unbounded_channel();
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let (job_tx, job_rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = completions::Results::channel(shared.clone());
         let pending_wake = Arc::new(Notify::new());
 
         let mut front = tokio::task::JoinSet::new();

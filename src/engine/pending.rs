@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::completions::Results;
 use super::executor::Job;
 use super::Shared;
 use crate::store::runs::{self, Completion, RunStatus};
@@ -17,7 +18,7 @@ pub async fn run(
     shared: Arc<Shared>,
     wake: Arc<Notify>,
     jobs: mpsc::UnboundedSender<Job>,
-    completions: mpsc::UnboundedSender<Completion>,
+    completions: Results,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -67,7 +68,7 @@ pub async fn run(
                     }
                 }
                 None => {
-                    let _ = completions.send(Completion {
+                    completions.send(Completion {
                         run_id: run.run_id,
                         schedule_name: run.schedule_name.clone(),
                         status: RunStatus::Failed,

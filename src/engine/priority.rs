@@ -14,10 +14,19 @@
 //! the time a claim waits for its tick), and the completion writer holds
 //! its batch while any claim is executing, up to a limit, so results are
 //! never held back for long by a claimer that is always busy.
+//!
+//! A held result must not look like a running run to the overlap policy
+//! (`max_instances`): the next tick of an every-second schedule would be
+//! recorded `skipped` because its previous run's row still says `running`.
+//! [`Unwritten`] lists the runs that finished and wait to be written; the
+//! claim leaves them out of its count.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use uuid::Uuid;
 
 /// Counts the claims executing right now.
 #[derive(Debug)]
@@ -57,9 +66,75 @@ impl Drop for Executing<'_> {
     }
 }
 
+/// Runs of this replica that have finished but whose results are not yet
+/// in the ledger, by schedule.
+#[derive(Debug, Default)]
+pub struct Unwritten {
+    by_schedule: Mutex<HashMap<String, Vec<Uuid>>>,
+}
+
+impl Unwritten {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Uuid>>> {
+        // Single inserts and removals: a panic cannot leave it half-updated.
+        self.by_schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A run finished; its result is on its way to the writer.
+    pub fn finished(&self, schedule: &str, run_id: Uuid) {
+        self.map()
+            .entry(schedule.to_string())
+            .or_default()
+            .push(run_id);
+    }
+
+    /// These results are in the ledger now (or were refused there).
+    pub fn written<'a>(&self, runs: impl IntoIterator<Item = (&'a str, Uuid)>) {
+        let mut map = self.map();
+        for (schedule, run_id) in runs {
+            if let Some(ids) = map.get_mut(schedule) {
+                ids.retain(|id| *id != run_id);
+                if ids.is_empty() {
+                    map.remove(schedule);
+                }
+            }
+        }
+    }
+
+    /// The unwritten runs of these schedules.
+    pub fn of<'a>(&self, schedules: impl IntoIterator<Item = &'a str>) -> Vec<Uuid> {
+        let map = self.map();
+        if map.is_empty() {
+            return Vec::new();
+        }
+        let mut seen = std::collections::HashSet::new();
+        schedules
+            .into_iter()
+            .filter(|s| seen.insert(*s))
+            .filter_map(|s| map.get(s))
+            .flatten()
+            .copied()
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unwritten_runs_are_listed_by_schedule_until_written() {
+        let u = Unwritten::default();
+        let (a1, a2, b1) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        u.finished("a", a1);
+        u.finished("a", a2);
+        u.finished("b", b1);
+        assert_eq!(u.of(["a", "a", "c"]), vec![a1, a2]);
+        u.written([("a", a1), ("b", b1)]);
+        assert_eq!(u.of(["a", "b"]), vec![a2]);
+        u.written([("a", a2)]);
+        assert!(u.of(["a", "b"]).is_empty());
+        assert!(u.map().is_empty(), "no empty entries left behind");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn waits_for_the_claims_to_finish() {

@@ -129,9 +129,12 @@ WITH c AS (
     WHERE $10 OR c.scheduled_at <= statement_timestamp()
 ), running AS (
     -- One pass over the (few) unfinished runs rather than a probe per tick.
+    -- $11: runs of ours that have finished but whose result is not written
+    -- yet: no longer running, whatever their row says.
     SELECT r.schedule_name, count(*) AS n
     FROM scheduler_runs r
     WHERE r.status = 'running' AND r.schedule_name = ANY($2::text[])
+      AND NOT EXISTS (SELECT 1 FROM unnest($11::uuid[]) AS f(run_id) WHERE f.run_id = r.run_id)
     GROUP BY r.schedule_name
 ), judged AS (
     SELECT c.*, coalesce(running.n, 0) AS running,
@@ -197,6 +200,10 @@ const MAX_DUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Claims a batch in one transaction (prepared statements, once per pooled
 /// connection). The client must not be inside a transaction.
 ///
+/// `finished` lists runs of the batch's schedules that have finished on this
+/// replica but whose results are not written yet (they wait for claims, see
+/// `engine::priority`): the overlap policy does not count them as running.
+///
 /// `until_due` is awaited between writing the rows and committing them: the
 /// engine sends a batch shortly before its ticks fall due and resolves it at
 /// the due instant, so only the clock check and the COMMIT are left on the
@@ -205,6 +212,7 @@ pub async fn claim(
     client: &mut deadpool_postgres::Client,
     node_id: Uuid,
     batch: Vec<ClaimRequest>,
+    finished: &[Uuid],
     until_due: impl std::future::Future<Output = ()>,
 ) -> Result<ClaimOutcome, StoreError> {
     let mut outcome = ClaimOutcome::default();
@@ -249,7 +257,9 @@ pub async fn claim(
     }
 
     // Ahead of the tick: the rows that will simply run, uncommitted.
-    let mut created = insert_rows(&tx, &insert, node_id, &mine, true).await?.1;
+    let mut created = insert_rows(&tx, &insert, node_id, &mine, finished, true)
+        .await?
+        .1;
     until_due.await;
     // The commit must come after the newest tick written, on the database clock.
     let mut db_now = began;
@@ -283,7 +293,7 @@ pub async fn claim(
             .collect()
     };
     if !rest.is_empty() {
-        let (at, late) = insert_rows(&tx, &insert, node_id, &rest, false).await?;
+        let (at, late) = insert_rows(&tx, &insert, node_id, &rest, finished, false).await?;
         db_now = at;
         let written: HashSet<(&str, DateTime<Utc>)> = late
             .iter()
@@ -316,6 +326,7 @@ async fn insert_rows(
     insert: &tokio_postgres::Statement,
     node_id: Uuid,
     requests: &[ClaimRequest],
+    finished: &[Uuid],
     early: bool,
 ) -> Result<(DateTime<Utc>, Vec<Claimed>), StoreError> {
     let run_ids: Vec<Uuid> = requests.iter().map(|_| Uuid::now_v7()).collect();
@@ -346,6 +357,7 @@ async fn insert_rows(
                 &node_id,
                 &backlog,
                 &early,
+                &finished,
             ],
         )
         .await?;

@@ -61,7 +61,7 @@ async fn racing_claimers_create_each_row_once() {
                     break;
                 }
                 let mut client = pool.get().await.expect("connection");
-                let out = claims::claim(&mut client, node, pending, std::future::ready(()))
+                let out = claims::claim(&mut client, node, pending, &[], std::future::ready(()))
                     .await
                     .expect("claim");
                 won += out.claimed.len();
@@ -100,6 +100,7 @@ async fn nothing_is_claimed_before_the_database_says_it_is_due() {
         &mut client,
         Uuid::now_v7(),
         vec![request("s", future)],
+        &[],
         std::future::ready(()),
     )
     .await
@@ -127,6 +128,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
                 &mut client,
                 Uuid::now_v7(),
                 vec![request("ahead", tick)],
+                &[],
                 async move {
                     let _ = locked_tx.send(());
                     let _ = go_rx.await;
@@ -142,6 +144,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
         &mut rival,
         Uuid::now_v7(),
         vec![request("ahead", tick)],
+        &[],
         std::future::ready(()),
     )
     .await
@@ -172,6 +175,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
         &mut client,
         Uuid::now_v7(),
         vec![request("ahead", tick)],
+        &[],
         tokio::time::sleep(wait),
     )
     .await
@@ -224,7 +228,7 @@ async fn policies_decide_the_recorded_status() {
             ..request("overlap", t - Duration::seconds(1))
         },
     ];
-    let out = claims::claim(&mut client, node, batch, std::future::ready(()))
+    let out = claims::claim(&mut client, node, batch, &[], std::future::ready(()))
         .await
         .expect("claim");
     let status_of = |name: &str, ago: i64| {
@@ -256,6 +260,7 @@ async fn policies_decide_the_recorded_status() {
                 ..request("failover", t)
             },
         ],
+        &[],
         std::future::ready(()),
     )
     .await
@@ -273,6 +278,7 @@ async fn policies_decide_the_recorded_status() {
         &mut client,
         node,
         vec![request("backlog", t)],
+        &[],
         std::future::ready(()),
     )
     .await
@@ -288,4 +294,52 @@ async fn policies_decide_the_recorded_status() {
         .expect("row")
         .get(0);
     assert!(error.contains("misfire grace of 60 s"), "{error}");
+}
+
+/// A run that has finished on this replica but whose result is not written
+/// yet (results wait for claims) does not count against `max_instances`:
+/// the next tick runs instead of being recorded skipped.
+#[tokio::test]
+async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
+    let db = TestDb::migrated().await;
+    let pool = pool(&db);
+    let mut client = pool.get().await.expect("connection");
+    let node = Uuid::now_v7();
+    let t = now(&db).await;
+    let first = claims::claim(
+        &mut client,
+        node,
+        vec![request("every", t - Duration::seconds(2))],
+        &[],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
+    let previous = first.claimed[0].run_id;
+    assert_eq!(first.claimed[0].status, RunStatus::Running);
+
+    // Its row still says running: without the hint the overlap rule skips.
+    let skipped = claims::claim(
+        &mut client,
+        node,
+        vec![request("every", t - Duration::seconds(1))],
+        &[],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
+    assert_eq!(skipped.claimed[0].status, RunStatus::Skipped);
+
+    // Finished (the replica knows; the ledger does not yet): the next runs.
+    // Unrelated ids in the list change nothing.
+    let ran = claims::claim(
+        &mut client,
+        node,
+        vec![request("every", t)],
+        &[Uuid::now_v7(), previous],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
+    assert_eq!(ran.claimed[0].status, RunStatus::Running);
 }

@@ -19,6 +19,7 @@
 //! | `spine_run_duration_seconds` | histogram | schedule | [`Metrics::run_duration`] |
 //! | `spine_claims_total` | counter | outcome (`won`, `lost`) | [`Metrics::claims`] |
 //! | `spine_claim_round_trip_seconds` | histogram | | [`Metrics::claim_round_trip`] |
+//! | `spine_handoff_checks_total` | counter | how (`digest`, `probe`) | [`Metrics::handoff_checks`] |
 //! | `spine_runs_in_flight` | gauge | | [`Metrics::runs_in_flight`] |
 //! | `spine_is_leader` | gauge | | [`Metrics::set_leader`] |
 //! | `spine_leader_changes_total` | counter | | [`Metrics::set_leader`] (on each flip) |
@@ -111,6 +112,7 @@ struct Inner {
     run_duration: HistogramVec,
     claims: IntCounterVec,
     claim_round_trip: Histogram,
+    handoff_checks: IntCounterVec,
     runs_in_flight: IntGauge,
     is_leader: IntGauge,
     was_leader: AtomicBool,
@@ -194,6 +196,16 @@ impl Metrics {
                         "Ticks this replica tried to claim: won (it inserted the ledger row) or lost (another replica had it).",
                     ),
                     &["outcome"],
+                )?,
+            )?,
+            handoff_checks: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "spine_handoff_checks_total",
+                        "Other replicas' ticks this replica checked after the handoff delay: settled by their owner's digest, or probed one by one.",
+                    ),
+                    &["how"],
                 )?,
             )?,
             claim_round_trip: reg(
@@ -395,6 +407,20 @@ impl Metrics {
     pub fn claims(&self, won: u64, lost: u64) {
         self.inner.claims.with_label_values(&["won"]).inc_by(won);
         self.inner.claims.with_label_values(&["lost"]).inc_by(lost);
+    }
+
+    /// Other replicas' ticks checked after the handoff delay: `by_digest`
+    /// were settled by their owner's published digest, `probed` went to the
+    /// per-tick existence check. Engine: the claimer, per batch.
+    pub fn handoff_checks(&self, by_digest: u64, probed: u64) {
+        self.inner
+            .handoff_checks
+            .with_label_values(&["digest"])
+            .inc_by(by_digest);
+        self.inner
+            .handoff_checks
+            .with_label_values(&["probe"])
+            .inc_by(probed);
     }
 
     /// The part of one claim transaction on the tick path, in seconds: from

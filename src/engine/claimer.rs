@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
 use super::executor::Job;
+use super::handoff;
 use super::queue::Tick;
 use super::timer::Retry;
 use super::Shared;
@@ -26,6 +27,7 @@ pub async fn run(
     jobs: mpsc::UnboundedSender<Job>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut settled = handoff::Settled::default();
     loop {
         let mut batch = tokio::select! {
             biased;
@@ -36,12 +38,15 @@ pub async fn run(
         while let Ok(more) = ticks.try_recv() {
             batch.extend(more);
         }
+        // Others' ticks their owner's digest shows settled need no probe.
+        let batch = handoff::confirm(&shared, batch).await;
         for chunk in chunks(batch, shared.config.claim_batch_size) {
-            let again = claim_chunk(&shared, chunk, &jobs).await;
+            let again = claim_chunk(&shared, chunk, &jobs, &mut settled).await;
             if !again.is_empty() && retries.send(again).is_err() {
                 return;
             }
         }
+        settled.publish(&shared).await;
     }
 }
 
@@ -66,11 +71,13 @@ fn chunks(batch: Vec<Tick>, max_schedules: usize) -> Vec<Vec<Tick>> {
         .collect()
 }
 
-/// Claims one chunk; returns the ticks to offer again.
+/// Claims one chunk; returns the ticks to offer again. Records the ticks
+/// that now have a committed row in `settled`.
 async fn claim_chunk(
     shared: &Shared,
     chunk: Vec<Tick>,
     jobs: &mpsc::UnboundedSender<Job>,
+    settled: &mut handoff::Settled,
 ) -> Vec<Retry> {
     let mut by_key: HashMap<(String, DateTime<Utc>), Tick> = HashMap::with_capacity(chunk.len());
     let mut requests = Vec::with_capacity(chunk.len());
@@ -140,6 +147,13 @@ async fn claim_chunk(
     if let Some((sent, received, db_now)) = outcome.clock_sample {
         shared.clock.observe(sent, received, db_now);
     }
+    settled.record(
+        shared,
+        outcome
+            .claimed
+            .iter()
+            .map(|c| (c.schedule_name.as_str(), c.scheduled_at)),
+    );
     tracing::debug!(
         node_id = %shared.node_id,
         won = outcome.claimed.len(),
@@ -187,7 +201,7 @@ async fn claim_chunk(
     let share = shared.share();
     let handoff = chrono::Duration::from_std(shared.config.handoff_delay)
         .unwrap_or(chrono::Duration::seconds(1));
-    outcome
+    let again = outcome
         .retry
         .into_iter()
         .filter_map(|req| by_key.remove(&(req.schedule_name, req.scheduled_at)))
@@ -206,5 +220,8 @@ async fn claim_chunk(
             };
             Retry { tick, at }
         })
-        .collect()
+        .collect();
+    // What is left had its row already: taken by another replica, settled all the same.
+    settled.record(shared, by_key.keys().map(|(name, at)| (name.as_str(), *at)));
+    again
 }

@@ -18,7 +18,9 @@ mod claimer;
 pub mod clock;
 mod completions;
 pub mod config;
+mod digest;
 mod executor;
+mod handoff;
 mod heartbeat;
 mod pending;
 mod priority;
@@ -88,6 +90,11 @@ impl Shared {
     /// Replaces the list of live replicas (sorted by id).
     pub fn set_peers(&self, active: Vec<Uuid>) {
         *self.peers.write().unwrap_or_else(|p| p.into_inner()) = active;
+    }
+
+    /// The live replicas as this one sees them (sorted ids).
+    pub fn peers(&self) -> Vec<Uuid> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// This replica's share of the ticks: (its index, number of live replicas).

@@ -33,8 +33,18 @@ impl Share {
 
     /// Whether this replica is the first to claim `schedule`'s ticks.
     pub fn prefers(&self, schedule: &str) -> bool {
-        self.of <= 1 || (fnv1a(schedule) % self.of as u64) as usize == self.index
+        self.of <= 1 || slot(schedule, self.of) == self.index
     }
+}
+
+/// The replica among `active` (sorted ids) that prefers `schedule`: the one
+/// whose [`Share::prefers`] says yes when every replica sees the same list.
+pub fn owner<'a>(active: &'a [Uuid], schedule: &str) -> Option<&'a Uuid> {
+    active.get(slot(schedule, active.len().max(1)))
+}
+
+fn slot(schedule: &str, of: usize) -> usize {
+    (fnv1a(schedule) % of as u64) as usize
 }
 
 /// FNV-1a: stable across processes and versions (unlike std's SipHash
@@ -59,6 +69,7 @@ mod tests {
             let name = format!("schedule-{i}");
             let owners: Vec<usize> = (0..3).filter(|&r| shares[r].prefers(&name)).collect();
             assert_eq!(owners.len(), 1, "{name}");
+            assert_eq!(owner(&ids, &name), Some(&ids[owners[0]]), "{name}");
             counts[owners[0]] += 1;
         }
         // Roughly even: each replica gets a third, give or take.

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "pending_runs_index",
         sql: include_str!("../../migrations/0003_pending_runs_index.sql"),
     },
+    Migration {
+        version: 4,
+        name: "tick_digests",
+        sql: include_str!("../../migrations/0004_tick_digests.sql"),
+    },
 ];
 
 /// What a migration run did.

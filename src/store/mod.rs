@@ -8,6 +8,7 @@
 pub mod api_queries;
 pub mod claims;
 mod connect;
+pub mod digests;
 pub mod housekeeping;
 pub mod leader;
 pub mod listen;

@@ -39,11 +39,11 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     let mut best: Option<(f64, f64)> = None;
     for rate in rates {
         client
-            .batch_execute("TRUNCATE scheduler_runs, scheduler_schedules, scheduler_nodes")
+            .batch_execute("TRUNCATE scheduler_runs, scheduler_schedules, scheduler_nodes, scheduler_tick_digests")
             .await?;
         let w = every_second(&client, url, n_replicas, rate, seconds, statements).await?;
         client
-            .batch_execute("TRUNCATE scheduler_runs, scheduler_schedules, scheduler_nodes")
+            .batch_execute("TRUNCATE scheduler_runs, scheduler_schedules, scheduler_nodes, scheduler_tick_digests")
             .await?;
         let after = ledger_baseline(&client, args.baseline_rows).await?;
         let ceiling = (baseline + after) / 2.0;

@@ -9,6 +9,7 @@ mod cluster;
 mod deploy;
 mod dev;
 mod engine;
+mod handoff;
 mod harness;
 mod metrics;
 mod migrate;

@@ -31,6 +31,7 @@ async fn a_version_one_database_is_upgraded() {
     c.batch_execute(
         "DROP INDEX scheduler_schedules_name_c_idx;
          DROP INDEX scheduler_runs_pending_idx;
+         DROP TABLE scheduler_tick_digests;
          DELETE FROM scheduler_migrations WHERE version > 1;
          INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
          VALUES ('kept', 'p', 'cron', '0 6 * * *');",
@@ -65,6 +66,15 @@ async fn a_version_one_database_is_upgraded() {
         .expect("indexes")
         .get(0);
     assert_eq!(indexes, 2);
+    let digests: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'scheduler_tick_digests'",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .get(0);
+    assert_eq!(digests, 1);
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@ const GATHER: Duration = Duration::from_millis(2);
 /// Longest a batch waits for the claims to finish: a claimer that is never
 /// idle must not hold results back for long.
 const MAX_HOLD: Duration = Duration::from_millis(500);
+/// A result whose schedule ticks again within this is written at once (see
+/// `Completion::urgent`): the longest hold, the claim lead, and a margin.
+pub const URGENT_WITHIN: chrono::Duration = chrono::Duration::seconds(2);
 
 /// Hands finished runs' results to the writer. Each is listed in
 /// `Shared::unwritten` until it is written, so that the claim's overlap
@@ -48,8 +51,21 @@ impl Results {
 /// Runs until every sender is gone and everything received is written.
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
     while let Some(first) = rx.recv().await {
-        shared.claims.idle_or(MAX_HOLD).await;
         let mut batch = vec![first];
+        if !batch[0].urgent {
+            // Claims first — unless an urgent result comes in meanwhile.
+            let hold = shared.claims.idle_or(MAX_HOLD);
+            tokio::pin!(hold);
+            while batch.len() < MAX_BATCH && !batch.iter().any(|c| c.urgent) {
+                tokio::select! {
+                    _ = &mut hold => break,
+                    more = rx.recv() => match more {
+                        Some(c) => batch.push(c),
+                        None => break,
+                    },
+                }
+            }
+        }
         let deadline = tokio::time::Instant::now() + GATHER;
         while batch.len() < MAX_BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {

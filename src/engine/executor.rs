@@ -113,6 +113,7 @@ pub async fn run(
             result: None,
             started_at: None,
             completed_at: None,
+            urgent: true,
         });
     }
 }
@@ -159,7 +160,11 @@ async fn execute(shared: Arc<Shared>, job: Job, permits: Arc<Semaphore>, complet
         tracing::info!(node_id = %shared.node_id, tick = %job.scheduled_at, lag_ms, "run started");
         let outcome = run_pipeline(&shared, &job).await;
         // The clock estimate may have been corrected meanwhile: never before the start.
-        let completed_at = Some(shared.clock.now().max(started_at));
+        let finished = shared.clock.now().max(started_at);
+        let completed_at = Some(finished);
+        let urgent = schedule
+            .next_fire_after(finished)
+            .is_some_and(|next| next - finished < super::completions::URGENT_WITHIN);
         shared
             .metrics
             .run_duration(schedule.name(), started.elapsed().as_secs_f64());
@@ -174,6 +179,7 @@ async fn execute(shared: Arc<Shared>, job: Job, permits: Arc<Semaphore>, complet
                     result,
                     started_at: Some(started_at),
                     completed_at,
+                    urgent,
                 }
             }
             Err(e) => {
@@ -186,6 +192,7 @@ async fn execute(shared: Arc<Shared>, job: Job, permits: Arc<Semaphore>, complet
                     result: e.result,
                     started_at: Some(started_at),
                     completed_at,
+                    urgent,
                 }
             }
         };

@@ -79,6 +79,7 @@ pub async fn run(
                         result: None,
                         started_at: None,
                         completed_at: None,
+                        urgent: true,
                     });
                 }
             }

@@ -313,6 +313,11 @@ pub struct Completion {
     /// means when the row is written. Results may be written a little after
     /// the run ends (they wait for claims, see `engine::priority`).
     pub completed_at: Option<DateTime<Utc>>,
+    /// Whether the schedule's next tick is close: its result must not wait
+    /// for claims, or that tick — possibly claimed by another replica, which
+    /// cannot know the run has finished — would find it still running and
+    /// be recorded skipped. (Not written.)
+    pub urgent: bool,
 }
 
 /// `IS NOT DISTINCT FROM` (same meaning here: a running run always has its

@@ -250,10 +250,11 @@ async fn a_whole_cluster_outage_is_coalesced_and_recorded() {
         &found,
         &["completed", "missed", "skipped"],
     );
-    // The coalesced backlog run starts as the replicas come back, possibly
-    // just before the next tick, which another replica may claim while that
-    // run is still running: max_instances 1 records it skipped. Anywhere
-    // else a skipped tick is a fault.
+    // The coalesced backlog run starts as the replicas come back. Ticks
+    // around it — the next tick, or a backlog tick within the grace that
+    // another replica checks on the owner's behalf (never coalesced) — may
+    // be judged while it runs: max_instances 1 records them skipped.
+    // Anywhere else a skipped tick is a fault.
     let skipped: Vec<_> = found
         .iter()
         .filter(|t| t.statuses[0] == "skipped")
@@ -262,7 +263,7 @@ async fn a_whole_cluster_outage_is_coalesced_and_recorded() {
     assert!(
         skipped
             .iter()
-            .all(|at| *at >= up_at - chrono::Duration::seconds(1)
+            .all(|at| *at >= up_at - chrono::Duration::seconds(4)
                 && *at <= up_at + chrono::Duration::seconds(5)),
         "skipped outside the restart: {skipped:?} (restart at {up_at})"
     );

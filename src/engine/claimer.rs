@@ -15,9 +15,6 @@ use super::Shared;
 use crate::store::claims::{self, ClaimRequest};
 use crate::store::runs::{RunStatus, RunTrigger};
 
-/// When to look again at others' ticks whose owner is still settling them.
-const RECHECK: chrono::Duration = chrono::Duration::milliseconds(200);
-
 /// Small margin after the due instant, so the database (whose clock the
 /// INSERT checks) agrees the tick is due despite clock-estimate jitter.
 const DUE_MARGIN: chrono::Duration = chrono::Duration::milliseconds(1);
@@ -42,27 +39,14 @@ pub async fn run(
             batch.extend(more);
         }
         // Others' ticks their owner's digest shows settled need no probe.
-        let unconfirmed = handoff::confirm(&shared, batch).await;
-        if !unconfirmed.recheck.is_empty() {
-            let at = shared.clock.now() + RECHECK;
-            let again = unconfirmed
-                .recheck
-                .into_iter()
-                .map(|tick| Retry { tick, at })
-                .collect();
-            if retries.send(again).is_err() {
-                return;
-            }
-        }
-        for chunk in chunks(unconfirmed.claim, shared.config.claim_batch_size) {
+        let batch = handoff::confirm(&shared, batch).await;
+        for chunk in chunks(batch, shared.config.claim_batch_size) {
             let again = claim_chunk(&shared, chunk, &jobs, &mut settled).await;
-            // Published chunk by chunk: a large batch takes a while, and the
-            // others check on it meanwhile.
-            settled.publish(&shared).await;
             if !again.is_empty() && retries.send(again).is_err() {
                 return;
             }
         }
+        settled.publish(&shared).await;
     }
 }
 

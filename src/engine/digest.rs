@@ -51,11 +51,6 @@ impl TickDigest {
         d
     }
 
-    /// How many names went in.
-    pub fn count(&self) -> u32 {
-        self.count
-    }
-
     /// As stored: two signed 64-bit halves and the count.
     pub fn to_parts(self) -> (i64, i64, i32) {
         (

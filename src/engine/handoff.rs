@@ -71,27 +71,14 @@ impl Settled {
     }
 }
 
-/// What [`confirm`] leaves of a batch.
-#[derive(Debug, Default)]
-pub struct Unconfirmed {
-    /// This replica's own ticks, and others' that need the per-tick check.
-    pub claim: Vec<Tick>,
-    /// Others' ticks whose owner has settled fewer of them than expected so
-    /// far — still claiming them, most likely (a large batch takes a while):
-    /// look again a little later rather than probe ticks it is writing.
-    pub recheck: Vec<Tick>,
-}
-
 /// The checker's side: drops from `batch` the other replicas' ticks whose
-/// owner's digest matches what this replica expects of it. A group whose
-/// owner has settled fewer ticks than expected is looked at again until one
-/// more handoff delay has passed, then probed like any other.
-pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Unconfirmed {
+/// owner's digest matches what this replica expects of it, and returns the
+/// rest (its own ticks, and others' that still need the per-tick check).
+pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Vec<Tick> {
     let share = shared.share();
     let peers = shared.peers();
     let mut groups: HashMap<(Uuid, DateTime<Utc>), Vec<Tick>> = HashMap::new();
-    let mut out = Unconfirmed::default();
-    let rest = &mut out.claim;
+    let mut rest = Vec::with_capacity(batch.len());
     for tick in batch {
         match share::owner(&peers, tick.name()) {
             Some(owner) if !share.prefers(tick.name()) && *owner != shared.node_id => {
@@ -101,7 +88,7 @@ pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Unconfirmed {
         }
     }
     if groups.is_empty() {
-        return out;
+        return rest;
     }
     let keys: Vec<(Uuid, DateTime<Utc>)> = groups.keys().copied().collect();
     let published = match shared.pool.get().await {
@@ -114,26 +101,20 @@ pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Unconfirmed {
         tracing::debug!(node_id = %shared.node_id, %error, "could not read settled-tick digests; probing");
         HashMap::new()
     });
-    let patience = chrono::Duration::from_std(shared.config.handoff_delay)
-        .unwrap_or(chrono::Duration::seconds(1))
-        * 2;
-    let now = shared.clock.now();
     let (mut by_digest, mut probed) = (0u64, 0u64);
-    for ((owner, at), ticks) in groups {
+    for (key, ticks) in groups {
         let expected = TickDigest::of(ticks.iter().map(|t| t.name()));
-        let found = published
-            .get(&(owner, at))
-            .map(|&(hi, lo, n)| TickDigest::from_parts(hi, lo, n));
-        if found == Some(expected) {
+        let matches = published
+            .get(&key)
+            .is_some_and(|&(hi, lo, n)| TickDigest::from_parts(hi, lo, n) == expected);
+        if matches {
             by_digest += ticks.len() as u64;
-        } else if found.is_some_and(|f| f.count() < expected.count()) && now < at + patience {
-            out.recheck.extend(ticks);
         } else {
             probed += ticks.len() as u64;
-            out.claim.extend(ticks);
+            rest.extend(ticks);
         }
     }
     shared.metrics.handoff_checks(by_digest, probed);
     shared.metrics.claims(0, by_digest);
-    out
+    rest
 }

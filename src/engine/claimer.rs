@@ -13,6 +13,7 @@ use super::queue::Tick;
 use super::timer::Retry;
 use super::Shared;
 use crate::store::claims::{self, ClaimRequest};
+use crate::store::locks;
 use crate::store::runs::{RunStatus, RunTrigger};
 
 /// Small margin after the due instant, so the database (whose clock the
@@ -28,6 +29,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut settled = handoff::Settled::default();
+    // Chunks of one batch are claimed side by side, each on its own pooled
+    // connection (half the pool, so results and pickups still get one):
+    // when thousands of ticks fall due together, every chunk is written
+    // during the claim lead instead of one after another past the tick.
+    let parallel = (shared.config.pool_size / 2).max(1);
     loop {
         let mut batch = tokio::select! {
             biased;
@@ -40,9 +46,28 @@ pub async fn run(
         }
         // Others' ticks their owner's digest shows settled need no probe.
         let batch = handoff::confirm(&shared, batch).await;
-        for chunk in chunks(batch, shared.config.claim_batch_size) {
-            let again = claim_chunk(&shared, chunk, &jobs, &mut settled).await;
-            if !again.is_empty() && retries.send(again).is_err() {
+        let mut waiting = chunks(batch, shared.config.claim_batch_size).into_iter();
+        let mut claiming = tokio::task::JoinSet::new();
+        loop {
+            while claiming.len() < parallel {
+                let Some(chunk) = waiting.next() else { break };
+                claiming.spawn(claim_chunk(shared.clone(), chunk, jobs.clone()));
+            }
+            let Some(done) = claiming.join_next().await else {
+                break;
+            };
+            let done = match done {
+                Ok(done) => done,
+                Err(error) => {
+                    tracing::error!(node_id = %shared.node_id, %error, "a claim task failed");
+                    continue;
+                }
+            };
+            settled.record(
+                &shared,
+                done.settled.iter().map(|(name, at)| (name.as_str(), *at)),
+            );
+            if !done.again.is_empty() && retries.send(done.again).is_err() {
                 return;
             }
         }
@@ -50,35 +75,48 @@ pub async fn run(
     }
 }
 
-/// Splits a batch so that no chunk locks more than `max_schedules` distinct
-/// schedules (one advisory lock each); all ticks of a schedule stay in one
-/// chunk, so a retried tick riding along with the next one costs nothing.
-fn chunks(batch: Vec<Tick>, max_schedules: usize) -> Vec<Vec<Tick>> {
-    let mut by_schedule: Vec<Vec<Tick>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+/// Splits a batch into chunks of about `max_ticks` ticks. A claim locks
+/// stripes (`store::locks::stripe`), so all ticks of a stripe stay in one
+/// chunk: chunks claimed side by side never want the same lock, and a
+/// retried tick riding along with the next one costs nothing.
+fn chunks(batch: Vec<Tick>, max_ticks: usize) -> Vec<Vec<Tick>> {
+    let mut by_stripe: Vec<Vec<Tick>> = Vec::new();
+    let mut index: HashMap<u32, usize> = HashMap::new();
     for tick in batch {
-        match index.get(tick.name()) {
-            Some(&i) => by_schedule[i].push(tick),
+        let stripe = locks::stripe(tick.name());
+        match index.get(&stripe) {
+            Some(&i) => by_stripe[i].push(tick),
             None => {
-                index.insert(tick.name().to_string(), by_schedule.len());
-                by_schedule.push(vec![tick]);
+                index.insert(stripe, by_stripe.len());
+                by_stripe.push(vec![tick]);
             }
         }
     }
-    by_schedule
-        .chunks(max_schedules.max(1))
-        .map(|group| group.concat())
-        .collect()
+    let mut chunks: Vec<Vec<Tick>> = Vec::new();
+    for group in by_stripe {
+        match chunks.last_mut() {
+            Some(last) if last.len() + group.len() <= max_ticks.max(1) => last.extend(group),
+            _ => chunks.push(group),
+        }
+    }
+    chunks
 }
 
-/// Claims one chunk; returns the ticks to offer again. Records the ticks
-/// that now have a committed row in `settled`.
+/// What one chunk's claim left to do.
+#[derive(Debug, Default)]
+struct ChunkDone {
+    /// Ticks to offer again.
+    again: Vec<Retry>,
+    /// Ticks that now have a committed row (ours or another replica's).
+    settled: Vec<(String, DateTime<Utc>)>,
+}
+
+/// Claims one chunk and hands the runs it won to the executor.
 async fn claim_chunk(
-    shared: &Shared,
+    shared: Arc<Shared>,
     chunk: Vec<Tick>,
-    jobs: &mpsc::UnboundedSender<Job>,
-    settled: &mut handoff::Settled,
-) -> Vec<Retry> {
+    jobs: mpsc::UnboundedSender<Job>,
+) -> ChunkDone {
     let mut by_key: HashMap<(String, DateTime<Utc>), Tick> = HashMap::with_capacity(chunk.len());
     let mut requests = Vec::with_capacity(chunk.len());
     for tick in chunk {
@@ -132,10 +170,14 @@ async fn claim_chunk(
             shared.set_db_ok(false);
             tracing::warn!(node_id = %shared.node_id, %error, ticks = by_key.len(), "claim failed; will retry");
             let at = shared.clock.now() + retry_delay;
-            return by_key
+            let again = by_key
                 .into_values()
                 .map(|tick| Retry { tick, at })
                 .collect();
+            return ChunkDone {
+                again,
+                settled: Vec::new(),
+            };
         }
     };
     shared.set_db_ok(true);
@@ -147,13 +189,11 @@ async fn claim_chunk(
     if let Some((sent, received, db_now)) = outcome.clock_sample {
         shared.clock.observe(sent, received, db_now);
     }
-    settled.record(
-        shared,
-        outcome
-            .claimed
-            .iter()
-            .map(|c| (c.schedule_name.as_str(), c.scheduled_at)),
-    );
+    let mut settled: Vec<(String, DateTime<Utc>)> = outcome
+        .claimed
+        .iter()
+        .map(|c| (c.schedule_name.clone(), c.scheduled_at))
+        .collect();
     tracing::debug!(
         node_id = %shared.node_id,
         won = outcome.claimed.len(),
@@ -177,7 +217,7 @@ async fn claim_chunk(
                     trigger: RunTrigger::Schedule,
                 };
                 if jobs.send(job).is_err() {
-                    return Vec::new();
+                    return ChunkDone::default();
                 }
             }
             other => {
@@ -222,6 +262,60 @@ async fn claim_chunk(
         })
         .collect();
     // What is left had its row already: taken by another replica, settled all the same.
-    settled.record(shared, by_key.keys().map(|(name, at)| (name.as_str(), *at)));
-    again
+    settled.extend(by_key.into_keys());
+    ChunkDone { again, settled }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Schedule;
+    use crate::store::schedules::StoredSchedule;
+
+    fn tick(name: &str, second: i64) -> Tick {
+        let schedule =
+            Schedule::interval(name, "p", std::time::Duration::from_secs(1)).expect("valid");
+        Tick {
+            schedule: Arc::new(StoredSchedule {
+                schedule,
+                version: 1,
+                created_at: DateTime::UNIX_EPOCH,
+                updated_at: DateTime::UNIX_EPOCH,
+            }),
+            at: DateTime::UNIX_EPOCH + chrono::Duration::seconds(second),
+            backlog: true,
+        }
+    }
+
+    #[test]
+    fn chunks_keep_a_stripe_together_and_stay_near_the_size() {
+        // Two ticks each of 3,000 schedules: about three stripes' worth per
+        // stripe, so a stripe holds a few dozen ticks.
+        let batch: Vec<Tick> = (0..3000)
+            .flat_map(|i| [tick(&format!("s{i}"), 0), tick(&format!("s{i}"), 1)])
+            .collect();
+        let out = chunks(batch, 1000);
+        assert_eq!(out.iter().map(Vec::len).sum::<usize>(), 6000);
+        let mut home = HashMap::new();
+        for (c, chunk) in out.iter().enumerate() {
+            for t in chunk {
+                let at = *home.entry(locks::stripe(t.name())).or_insert(c);
+                assert_eq!(at, c, "{} is in two chunks", t.name());
+            }
+        }
+        let largest_stripe = 6000 / locks::STRIPES as usize * 4;
+        assert!(
+            out.iter().all(|c| c.len() <= 1000),
+            "{:?}",
+            out.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert!(
+            out[..out.len() - 1]
+                .iter()
+                .all(|c| c.len() + largest_stripe > 1000),
+            "chunks are filled"
+        );
+        // A stripe larger than the size is one chunk of its own.
+        assert_eq!(chunks(vec![tick("a", 0), tick("a", 1)], 1).len(), 1);
+    }
 }

@@ -13,8 +13,10 @@ pub struct EngineConfig {
     pub pool_size: usize,
     /// Runs executing at once on this replica (default 64).
     pub max_concurrent_runs: usize,
-    /// Most (schedule, tick) pairs claimed in one transaction (default 1000;
-    /// each holds an advisory lock slot until commit).
+    /// About how many (schedule, tick) pairs are claimed in one transaction
+    /// (default 1000). A stripe's ticks are never split, so a chunk may
+    /// exceed it by one stripe's; half the pool's connections claim chunks
+    /// side by side.
     pub claim_batch_size: usize,
     /// Full reload of the schedules, the safety net under NOTIFY (default 30 s).
     pub resync_interval: Duration,

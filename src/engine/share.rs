@@ -8,8 +8,14 @@
 //! unique key still decides; this only decides who asks first. Replicas that
 //! briefly disagree on membership just race (safe) or claim a share late
 //! (by at most the handoff delay).
+//!
+//! Shares are made of whole claim-lock stripes (`store::locks::stripe`), so
+//! replicas claiming their own shares at the same instant never want the
+//! same lock.
 
 use uuid::Uuid;
+
+use crate::store::locks;
 
 /// This replica's slot among the live replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,15 +50,7 @@ pub fn owner<'a>(active: &'a [Uuid], schedule: &str) -> Option<&'a Uuid> {
 }
 
 fn slot(schedule: &str, of: usize) -> usize {
-    (fnv1a(schedule) % of as u64) as usize
-}
-
-/// FNV-1a: stable across processes and versions (unlike std's SipHash
-/// keys), which is the point — every replica must compute the same owner.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    locks::stripe(schedule) as usize % of
 }
 
 #[cfg(test)]
@@ -83,6 +81,21 @@ mod tests {
     fn a_replica_missing_from_the_list_takes_everything() {
         let s = Share::of(&[Uuid::now_v7()], Uuid::now_v7());
         assert!(s.prefers("a") && s.prefers("b"));
-        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn a_stripe_belongs_to_one_replica() {
+        let mut ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        ids.sort();
+        let mut owners = std::collections::HashMap::new();
+        for i in 0..5000 {
+            let name = format!("s{i}");
+            let owner = owner(&ids, &name).copied();
+            assert_eq!(
+                *owners.entry(locks::stripe(&name)).or_insert(owner),
+                owner,
+                "{name}"
+            );
+        }
     }
 }

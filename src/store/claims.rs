@@ -3,11 +3,12 @@
 //! One transaction per batch:
 //!
 //! 1. [`LOCK`] finds the ticks whose row already exists (done: someone has
-//!    them) and takes `pg_try_advisory_xact_lock` on every schedule with a
-//!    tick still to claim. A schedule another replica is claiming right now
-//!    is skipped without waiting; the caller keeps its ticks and asks again
-//!    (the other replica's transaction may still roll back). The statement
-//!    also reads the database clock, `now()`.
+//!    them) and takes `pg_try_advisory_xact_lock` on the stripe
+//!    (`locks::stripe`) of every schedule with a tick still to claim. A
+//!    stripe another replica is claiming right now is skipped without
+//!    waiting; the caller keeps its ticks and asks again (the other
+//!    replica's transaction may still roll back). The statement also reads
+//!    the database clock, `now()`.
 //! 2. [`INSERT`] writes one ledger row per tick of the locked schedules,
 //!    `ON CONFLICT DO NOTHING` on the unique tick key. It starts after the
 //!    locks are held, so its snapshot sees every claim committed before
@@ -33,6 +34,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::locks;
 use super::runs::RunStatus;
 use super::StoreError;
 
@@ -85,29 +87,29 @@ pub struct ClaimOutcome {
     pub claimed: Vec<Claimed>,
     /// Requests whose row already existed: someone else has it. Done.
     pub taken: usize,
-    /// Requests to ask again: schedule locked by another replica, or not yet due.
+    /// Requests to ask again: stripe locked by another claim, or not yet due.
     pub retry: Vec<ClaimRequest>,
 }
 
 /// Statement 1: which ticks already have their row (committed), the
-/// per-schedule try-locks for the schedules with a tick still to claim, and
-/// the database clock. Ticks already claimed take no lock, so a replica
-/// double-checking another's share never contends with that replica.
+/// try-locks of the stripes (`$3`, the lock key of each tick's schedule) with
+/// a tick still to claim, and the database clock. Ticks already claimed take
+/// no lock, so a replica double-checking another's share never contends
+/// with that replica.
 pub const LOCK: &str = "\
 WITH u AS (
-    SELECT u.name, u.t, u.ord,
+    SELECT u.name, u.t, u.k, u.ord,
            EXISTS (SELECT 1 FROM scheduler_runs r
                     WHERE r.schedule_name = u.name AND r.scheduled_at = u.t
                       AND r.attempt = 1 AND r.trigger <> 'manual') AS present
-    FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS u(name, t, ord)
+    FROM unnest($1::text[], $2::timestamptz[], $3::int8[]) WITH ORDINALITY AS u(name, t, k, ord)
 ), todo AS (
-    SELECT DISTINCT name FROM u WHERE NOT present
+    SELECT DISTINCT k FROM u WHERE NOT present
 ), locked AS (
-    SELECT name FROM todo
-    WHERE pg_try_advisory_xact_lock(hashtextextended('spine-scheduler:' || name, 0))
+    SELECT k FROM todo WHERE pg_try_advisory_xact_lock(k)
 )
 SELECT now() AS db_now,
-       coalesce((SELECT array_agg(name) FROM locked), '{}') AS locked,
+       coalesce((SELECT array_agg(k) FROM locked), '{}') AS locked,
        coalesce((SELECT array_agg(ord::int4) FROM u WHERE present), '{}') AS present";
 
 /// Statement 2: the ledger rows, with the misfire, coalesce and overlap
@@ -221,6 +223,10 @@ pub async fn claim(
     }
     let names: Vec<&str> = batch.iter().map(|r| r.schedule_name.as_str()).collect();
     let ticks: Vec<DateTime<Utc>> = batch.iter().map(|r| r.scheduled_at).collect();
+    let keys: Vec<i64> = names
+        .iter()
+        .map(|n| locks::claim_key(locks::stripe(n)))
+        .collect();
 
     let sent = Utc::now();
     let tx = client.transaction().await?;
@@ -228,12 +234,12 @@ pub async fn claim(
     let lock = tx.prepare_cached(LOCK).await?;
     let insert = tx.prepare_cached(INSERT).await?;
     let due = tx.prepare_cached(DUE).await?;
-    let row = tx.query_one(&lock, &[&names, &ticks]).await?;
+    let row = tx.query_one(&lock, &[&names, &ticks, &keys]).await?;
     let began: DateTime<Utc> = row.try_get("db_now")?;
     outcome.db_now = Some(began);
     outcome.clock_sample = Some((sent, received, began));
-    let locked: Vec<String> = row.try_get("locked")?;
-    let locked: HashSet<String> = locked.into_iter().collect();
+    let locked: Vec<i64> = row.try_get("locked")?;
+    let locked: HashSet<i64> = locked.into_iter().collect();
     let present: Vec<i32> = row.try_get("present")?;
     let present: HashSet<usize> = present
         .into_iter()
@@ -241,11 +247,11 @@ pub async fn claim(
         .collect();
 
     let mut mine = Vec::new();
-    for (i, req) in batch.into_iter().enumerate() {
+    for (i, (req, key)) in batch.into_iter().zip(keys).enumerate() {
         // WITH ORDINALITY counts from 1.
         if present.contains(&(i + 1)) {
             outcome.taken += 1;
-        } else if locked.contains(&req.schedule_name) {
+        } else if locked.contains(&key) {
             mine.push(req);
         } else {
             outcome.retry.push(req);

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use spine_scheduler::store::claims::{self, ClaimRequest};
+use spine_scheduler::store::locks;
 use spine_scheduler::store::runs::RunStatus;
 use uuid::Uuid;
 
@@ -112,7 +113,7 @@ async fn nothing_is_claimed_before_the_database_says_it_is_due() {
 
 /// The claim lead: the lock statement runs before the tick, the INSERT only
 /// once the database says the tick is due, and the rival that asks meanwhile
-/// finds the schedule locked.
+/// finds the schedule's stripe locked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
     let db = TestDb::migrated().await;
@@ -139,22 +140,42 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
         })
     };
     locked_rx.await.expect("lock statement ran");
+    // The early claim locks the stripe of "ahead": another schedule of that
+    // stripe waits too, while one of another stripe is claimed.
+    let stripe = locks::stripe("ahead");
+    let name_in = |same: bool| {
+        (0..)
+            .map(|i| format!("s{i}"))
+            .find(|n| (locks::stripe(n) == stripe) == same)
+            .unwrap_or_default()
+    };
+    let (neighbour, stranger) = (name_in(true), name_in(false));
+    let past = tick - Duration::seconds(4);
     let mut rival = pool.get().await.expect("connection");
     let out = claims::claim(
         &mut rival,
         Uuid::now_v7(),
-        vec![request("ahead", tick)],
+        vec![
+            request("ahead", tick),
+            request(&neighbour, past),
+            request(&stranger, past),
+        ],
         &[],
         std::future::ready(()),
     )
     .await
     .expect("rival claim");
-    assert!(out.claimed.is_empty());
-    assert_eq!(
-        out.retry.len(),
-        1,
-        "the schedule is locked by the early claim"
-    );
+    let claimed: Vec<&str> = out
+        .claimed
+        .iter()
+        .map(|c| c.schedule_name.as_str())
+        .collect();
+    assert_eq!(claimed, [stranger.as_str()], "another stripe is free");
+    let mut retried: Vec<&str> = out.retry.iter().map(|r| r.schedule_name.as_str()).collect();
+    retried.sort_unstable();
+    let mut want = vec!["ahead", neighbour.as_str()];
+    want.sort_unstable();
+    assert_eq!(retried, want, "the stripe is locked by the early claim");
     // Resolve the wait seconds before the tick: the database says not yet
     // due, too far off to wait for.
     let _ = go_tx.send(());

@@ -140,6 +140,11 @@ struct ServeArgs {
     /// Most ticks claimed in one transaction.
     #[arg(long, env = "SPINE_CLAIM_BATCH_SIZE", default_value_t = 1000)]
     claim_batch_size: usize,
+    /// Most claim transactions open at once: the next chunk of a large
+    /// instant is written while the one before waits for its tick (at most
+    /// --pool-size less one).
+    #[arg(long, env = "SPINE_CLAIM_CONCURRENCY", default_value_t = 4)]
+    claim_concurrency: usize,
     /// Full reload of the schedules, the safety net under LISTEN/NOTIFY.
     #[arg(long, env = "SPINE_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     resync_interval: Duration,
@@ -454,6 +459,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         pool_size: args.pool_size,
         max_concurrent_runs: args.max_concurrent_runs,
         claim_batch_size: args.claim_batch_size,
+        claim_concurrency: args.claim_concurrency,
         resync_interval: args.resync_interval,
         heartbeat_interval: args.heartbeat_interval,
         node_lease: args.node_lease,

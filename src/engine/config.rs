@@ -15,9 +15,14 @@ pub struct EngineConfig {
     pub max_concurrent_runs: usize,
     /// About how many (schedule, tick) pairs are claimed in one transaction
     /// (default 1000). A stripe's ticks are never split, so a chunk may
-    /// exceed it by one stripe's; half the pool's connections claim chunks
-    /// side by side.
+    /// exceed it by one stripe's.
     pub claim_batch_size: usize,
+    /// Most claim transactions open at once (default 4; at most the pool
+    /// size less one, so results and pickups still get a connection). The
+    /// chunks of a batch are claimed one after another, but the next starts
+    /// as soon as the one before has written its rows and only waits for
+    /// its tick (see `claimer`).
+    pub claim_concurrency: usize,
     /// Full reload of the schedules, the safety net under NOTIFY (default 30 s).
     pub resync_interval: Duration,
     /// How often the replica records that it is alive (default 2 s).
@@ -55,6 +60,7 @@ impl Default for EngineConfig {
             pool_size: 8,
             max_concurrent_runs: 64,
             claim_batch_size: 1000,
+            claim_concurrency: 4,
             resync_interval: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(2),
             node_lease: Duration::from_secs(10),
@@ -80,6 +86,14 @@ pub struct ConfigError {
 }
 
 impl EngineConfig {
+    /// Claim transactions open at once: `claim_concurrency`, leaving one
+    /// pooled connection for everything else.
+    pub fn claim_chunks_at_once(&self) -> usize {
+        self.claim_concurrency
+            .min(self.pool_size.saturating_sub(1))
+            .max(1)
+    }
+
     /// Checks every setting; the engine refuses to start on the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |setting, reason: &str| {
@@ -102,6 +116,9 @@ impl EngineConfig {
         }
         if !(1..=5000).contains(&self.claim_batch_size) {
             return err("claim-batch-size", "must be between 1 and 5000");
+        }
+        if self.claim_concurrency == 0 {
+            return err("claim-concurrency", "must be at least 1");
         }
         if self.node_lease < self.heartbeat_interval * 2 {
             return err(

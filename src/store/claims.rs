@@ -202,9 +202,11 @@ const MAX_DUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Claims a batch in one transaction (prepared statements, once per pooled
 /// connection). The client must not be inside a transaction.
 ///
-/// `finished` lists runs of the batch's schedules that have finished on this
-/// replica but whose results are not written yet (they wait for claims, see
-/// `engine::priority`): the overlap policy does not count them as running.
+/// `finished` lists the runs of the given schedules that have finished on
+/// this replica but whose results are not written yet (they wait for
+/// claims, see `engine::priority`): the overlap policy does not count them
+/// as running. It is asked right before each INSERT, since a run may finish
+/// while the claim waits for its tick.
 ///
 /// `until_due` is awaited between writing the rows and committing them: the
 /// engine sends a batch shortly before its ticks fall due and resolves it at
@@ -214,7 +216,7 @@ pub async fn claim(
     client: &mut deadpool_postgres::Client,
     node_id: Uuid,
     batch: Vec<ClaimRequest>,
-    finished: &[Uuid],
+    finished: impl Fn(&[&str]) -> Vec<Uuid>,
     until_due: impl std::future::Future<Output = ()>,
 ) -> Result<ClaimOutcome, StoreError> {
     let mut outcome = ClaimOutcome::default();
@@ -263,7 +265,7 @@ pub async fn claim(
     }
 
     // Ahead of the tick: the rows that will simply run, uncommitted.
-    let mut created = insert_rows(&tx, &insert, node_id, &mine, finished, true)
+    let mut created = insert_rows(&tx, &insert, node_id, &mine, &finished, true)
         .await?
         .1;
     until_due.await;
@@ -299,7 +301,7 @@ pub async fn claim(
             .collect()
     };
     if !rest.is_empty() {
-        let (at, late) = insert_rows(&tx, &insert, node_id, &rest, finished, false).await?;
+        let (at, late) = insert_rows(&tx, &insert, node_id, &rest, &finished, false).await?;
         db_now = at;
         let written: HashSet<(&str, DateTime<Utc>)> = late
             .iter()
@@ -332,11 +334,12 @@ async fn insert_rows(
     insert: &tokio_postgres::Statement,
     node_id: Uuid,
     requests: &[ClaimRequest],
-    finished: &[Uuid],
+    finished: &impl Fn(&[&str]) -> Vec<Uuid>,
     early: bool,
 ) -> Result<(DateTime<Utc>, Vec<Claimed>), StoreError> {
     let run_ids: Vec<Uuid> = requests.iter().map(|_| Uuid::now_v7()).collect();
     let schedule_names: Vec<&str> = requests.iter().map(|r| r.schedule_name.as_str()).collect();
+    let finished = finished(&schedule_names);
     let pipelines: Vec<&str> = requests.iter().map(|r| r.pipeline.as_str()).collect();
     let ticks: Vec<DateTime<Utc>> = requests.iter().map(|r| r.scheduled_at).collect();
     let max_instances: Vec<i32> = requests

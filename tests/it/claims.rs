@@ -9,6 +9,11 @@ use uuid::Uuid;
 
 use crate::harness::TestDb;
 
+/// No run of ours has finished unwritten.
+fn no_finished(_: &[&str]) -> Vec<Uuid> {
+    Vec::new()
+}
+
 fn request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
     ClaimRequest {
         schedule_name: name.to_string(),
@@ -62,9 +67,15 @@ async fn racing_claimers_create_each_row_once() {
                     break;
                 }
                 let mut client = pool.get().await.expect("connection");
-                let out = claims::claim(&mut client, node, pending, &[], std::future::ready(()))
-                    .await
-                    .expect("claim");
+                let out = claims::claim(
+                    &mut client,
+                    node,
+                    pending,
+                    no_finished,
+                    std::future::ready(()),
+                )
+                .await
+                .expect("claim");
                 won += out.claimed.len();
                 pending = out.retry;
             }
@@ -101,7 +112,7 @@ async fn nothing_is_claimed_before_the_database_says_it_is_due() {
         &mut client,
         Uuid::now_v7(),
         vec![request("s", future)],
-        &[],
+        no_finished,
         std::future::ready(()),
     )
     .await
@@ -129,7 +140,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
                 &mut client,
                 Uuid::now_v7(),
                 vec![request("ahead", tick)],
-                &[],
+                no_finished,
                 async move {
                     let _ = locked_tx.send(());
                     let _ = go_rx.await;
@@ -160,7 +171,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
             request(&neighbour, past),
             request(&stranger, past),
         ],
-        &[],
+        no_finished,
         std::future::ready(()),
     )
     .await
@@ -196,7 +207,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
         &mut client,
         Uuid::now_v7(),
         vec![request("ahead", tick)],
-        &[],
+        no_finished,
         tokio::time::sleep(wait),
     )
     .await
@@ -249,9 +260,15 @@ async fn policies_decide_the_recorded_status() {
             ..request("overlap", t - Duration::seconds(1))
         },
     ];
-    let out = claims::claim(&mut client, node, batch, &[], std::future::ready(()))
-        .await
-        .expect("claim");
+    let out = claims::claim(
+        &mut client,
+        node,
+        batch,
+        no_finished,
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
     let status_of = |name: &str, ago: i64| {
         out.claimed
             .iter()
@@ -281,7 +298,7 @@ async fn policies_decide_the_recorded_status() {
                 ..request("failover", t)
             },
         ],
-        &[],
+        no_finished,
         std::future::ready(()),
     )
     .await
@@ -299,7 +316,7 @@ async fn policies_decide_the_recorded_status() {
         &mut client,
         node,
         vec![request("backlog", t)],
-        &[],
+        no_finished,
         std::future::ready(()),
     )
     .await
@@ -331,7 +348,7 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
         &mut client,
         node,
         vec![request("every", t - Duration::seconds(2))],
-        &[],
+        no_finished,
         std::future::ready(()),
     )
     .await
@@ -344,21 +361,27 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
         &mut client,
         node,
         vec![request("every", t - Duration::seconds(1))],
-        &[],
+        no_finished,
         std::future::ready(()),
     )
     .await
     .expect("claim");
     assert_eq!(skipped.claimed[0].status, RunStatus::Skipped);
 
-    // Finished (the replica knows; the ledger does not yet): the next runs.
-    // Unrelated ids in the list change nothing.
+    // The run finishes while a claim sent ahead waits for its tick: the
+    // claim asks which runs finished right before it judges the tick, not
+    // when it began, so the tick runs. Unrelated ids change nothing.
+    let finished = std::sync::Mutex::new(vec![Uuid::now_v7()]);
     let ran = claims::claim(
         &mut client,
         node,
         vec![request("every", t)],
-        &[Uuid::now_v7(), previous],
-        std::future::ready(()),
+        |_: &[&str]| finished.lock().map(|f| f.clone()).unwrap_or_default(),
+        async {
+            if let Ok(mut f) = finished.lock() {
+                f.push(previous);
+            }
+        },
     )
     .await
     .expect("claim");

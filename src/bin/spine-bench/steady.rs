@@ -43,6 +43,16 @@ pub struct Window {
     pub statements: Vec<(String, i64, f64)>,
     /// The slowest seconds: tick, replica, runs, p50 and max lag (ms).
     pub slowest: Vec<(String, String, i64, f64, f64)>,
+    /// Rows in the audited seconds neither completed nor missed, by status
+    /// (a run still running at the audit, abandoned, failed, skipped).
+    pub unfinished: Vec<(String, i64)>,
+    /// Of the `skipped` rows: the previous tick's run was on the same
+    /// replica, on another one, and had finished (by its `completed_at`)
+    /// before the skipped tick was claimed.
+    pub skipped_because: (i64, i64, i64),
+    /// Of the `skipped` rows: median ms from the previous run's finish to
+    /// the claim, and from the tick to the claim.
+    pub skipped_gaps: (f64, f64),
 }
 
 impl Window {
@@ -53,6 +63,26 @@ impl Window {
     /// Due ticks without a completed run: no row, or recorded missed.
     pub fn missed(&self) -> i64 {
         self.no_row + self.missed_rows
+    }
+
+    /// `unfinished` as `status n, ...` (empty when there are none), and
+    /// where the skipped ticks' previous runs were.
+    pub fn unfinished_summary(&self) -> String {
+        let mut out = self
+            .unfinished
+            .iter()
+            .map(|(status, n)| format!("{status} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (same, other, done) = self.skipped_because;
+        if same + other > 0 {
+            out.push_str(&format!(
+                " (skipped: previous run on the same replica {same}, on another {other}; \
+                 finished before the claim {done}, median {:.1} ms before; claimed {:.1} ms after the tick)",
+                self.skipped_gaps.0, self.skipped_gaps.1
+            ));
+        }
+        out
     }
 }
 
@@ -138,8 +168,40 @@ pub async fn every_second(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();
+    let unfinished = client
+        .query(
+            "SELECT status, count(*) FROM scheduler_runs
+             WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'
+               AND status NOT IN ('completed', 'missed')
+             GROUP BY 1 ORDER BY 1",
+            &[&lo, &hi],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let why = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE p.node_id = r.node_id),
+                    count(*) FILTER (WHERE p.node_id <> r.node_id),
+                    count(*) FILTER (WHERE p.completed_at < r.claimed_at),
+                    coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY
+                        extract(epoch FROM r.claimed_at - p.completed_at)) * 1000, 0)::float8,
+                    coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY
+                        extract(epoch FROM r.claimed_at - r.scheduled_at)) * 1000, 0)::float8
+             FROM scheduler_runs r
+             JOIN scheduler_runs p ON p.schedule_name = r.schedule_name
+                  AND p.scheduled_at = r.scheduled_at - interval '1 second'
+                  AND p.trigger = 'schedule'
+             WHERE r.status = 'skipped' AND r.scheduled_at BETWEEN $1 AND $2",
+            &[&lo, &hi],
+        )
+        .await?;
     Ok(Window {
         slowest,
+        unfinished,
+        skipped_because: (why.get(0), why.get(1), why.get(2)),
+        skipped_gaps: (why.get(3), why.get(4)),
         due,
         fired: audit.get(0),
         doubled: audit.get(1),
@@ -185,6 +247,13 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
     ));
     out.push_str(&format!("{:<38}{}\n", "ticks due (window)", w.due));
     out.push_str(&format!("{:<38}{}\n", "fired (completed)", w.fired));
+    if !w.unfinished.is_empty() {
+        out.push_str(&format!(
+            "{:<38}{}\n",
+            "other rows, by status",
+            w.unfinished_summary()
+        ));
+    }
     out.push_str(&format!("{:<38}{}\n", "doubled", w.doubled));
     out.push_str(&format!(
         "{:<38}{} (no row {}, recorded missed {})\n",

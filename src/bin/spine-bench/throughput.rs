@@ -72,6 +72,9 @@ pub async fn run(args: &Args, url: &str) -> anyhow::Result<String> {
             w.cpu,
             if sustained { "" } else { "  (not sustained)" }
         ));
+        if !w.unfinished.is_empty() {
+            out.push_str(&format!("        other rows: {}\n", w.unfinished_summary()));
+        }
     }
     out.push_str(&format!(
         "{:<38}{} rows/s (insert+complete, batches of 1000, one client; \

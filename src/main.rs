@@ -143,7 +143,7 @@ struct ServeArgs {
     /// Most claim transactions open at once: the next chunk of a large
     /// instant is written while the one before waits for its tick (at most
     /// --pool-size less one).
-    #[arg(long, env = "SPINE_CLAIM_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "SPINE_CLAIM_CONCURRENCY", default_value_t = 1)]
     claim_concurrency: usize,
     /// Full reload of the schedules, the safety net under LISTEN/NOTIFY.
     #[arg(long, env = "SPINE_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]

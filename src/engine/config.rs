@@ -17,11 +17,12 @@ pub struct EngineConfig {
     /// (default 1000). A stripe's ticks are never split, so a chunk may
     /// exceed it by one stripe's.
     pub claim_batch_size: usize,
-    /// Most claim transactions open at once (default 4; at most the pool
+    /// Most claim transactions open at once (default 1; at most the pool
     /// size less one, so results and pickups still get a connection). The
-    /// chunks of a batch are claimed one after another, but the next starts
-    /// as soon as the one before has written its rows and only waits for
-    /// its tick (see `claimer`).
+    /// chunks of a batch are claimed one after another; above 1, the next
+    /// starts as soon as the one before has written its rows and only waits
+    /// for its tick (see `claimer`): thousands of ticks due at one instant
+    /// start sooner, at some cost in sustained throughput (BENCHMARKS.md).
     pub claim_concurrency: usize,
     /// Full reload of the schedules, the safety net under NOTIFY (default 30 s).
     pub resync_interval: Duration,
@@ -60,7 +61,7 @@ impl Default for EngineConfig {
             pool_size: 8,
             max_concurrent_runs: 64,
             claim_batch_size: 1000,
-            claim_concurrency: 4,
+            claim_concurrency: 1,
             resync_interval: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(2),
             node_lease: Duration::from_secs(10),
@@ -187,5 +188,29 @@ mod tests {
             bad.validate().map_err(|e| e.setting),
             Err("heartbeat-interval")
         );
+        let bad = EngineConfig {
+            claim_concurrency: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate().map_err(|e| e.setting),
+            Err("claim-concurrency")
+        );
+    }
+
+    #[test]
+    fn claims_leave_one_pooled_connection_for_the_rest() {
+        let c = |claim_concurrency, pool_size| {
+            EngineConfig {
+                claim_concurrency,
+                pool_size,
+                ..Default::default()
+            }
+            .claim_chunks_at_once()
+        };
+        assert_eq!(c(1, 8), 1);
+        assert_eq!(c(4, 8), 4);
+        assert_eq!(c(8, 8), 7);
+        assert_eq!(c(4, 2), 1);
     }
 }

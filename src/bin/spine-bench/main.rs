@@ -72,6 +72,10 @@ pub struct Args {
     /// (repeatable), e.g. `--pg-setting wal_init_zero=off`.
     #[arg(long = "pg-setting", value_name = "NAME=VALUE", requires = "private")]
     pg_settings: Vec<String>,
+    /// Keep the benchmark database afterwards (not with --private), to look
+    /// at the ledger; its name is printed.
+    #[arg(long)]
+    keep_database: bool,
 }
 
 #[tokio::main]
@@ -122,10 +126,14 @@ async fn main() -> anyhow::Result<()> {
         _ => steady::run(&args, &url).await,
     };
     drop(admin);
-    let admin = store::connect(&server_url).await?;
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .await?;
+    if args.keep_database && cluster.is_none() {
+        println!("kept database {db_name}");
+    } else {
+        let admin = store::connect(&server_url).await?;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .await?;
+    }
     let report = result?;
     println!("{report}");
     println!("load average: start {load_start}, end {}", loadavg());

@@ -51,52 +51,51 @@ pub async fn run(
         }
         // Others' ticks their owner's digest shows settled need no probe.
         let batch = handoff::confirm(&shared, batch).await;
-        let mut waiting = chunks(batch, shared.config.claim_batch_size).into_iter();
         let mut claiming = tokio::task::JoinSet::new();
-        // Resolves when the chunk started last waits for its tick or ends.
-        let mut executing: Option<oneshot::Receiver<()>> = None;
-        loop {
-            if executing.is_none() && claiming.len() < open_at_most {
-                if let Some(chunk) = waiting.next() {
-                    let (waits, waiting_for_tick) = oneshot::channel();
-                    claiming.spawn(claim_chunk(shared.clone(), chunk, jobs.clone(), waits));
-                    executing = Some(waiting_for_tick);
-                    continue;
+        for chunk in chunks(batch, shared.config.claim_batch_size) {
+            while claiming.len() >= open_at_most {
+                let Some(done) = claiming.join_next().await else {
+                    break;
+                };
+                if !take(&shared, done, &mut settled, &retries) {
+                    return;
                 }
             }
-            let event = tokio::select! {
-                _ = async {
-                    match executing.as_mut() {
-                        Some(rx) => { let _ = rx.await; }
-                        None => std::future::pending().await,
-                    }
-                } => None,
-                done = claiming.join_next() => match done {
-                    Some(done) => Some(done),
-                    None => break,
-                },
-            };
-            let Some(done) = event else {
-                executing = None;
-                continue;
-            };
-            let done = match done {
-                Ok(done) => done,
-                Err(error) => {
-                    tracing::error!(node_id = %shared.node_id, %error, "a claim task failed");
-                    continue;
-                }
-            };
-            settled.record(
-                &shared,
-                done.settled.iter().map(|(name, at)| (name.as_str(), *at)),
-            );
-            if !done.again.is_empty() && retries.send(done.again).is_err() {
+            let (waits, waiting_for_tick) = oneshot::channel();
+            claiming.spawn(claim_chunk(shared.clone(), chunk, jobs.clone(), waits));
+            // One claim statement at a time: the next chunk starts once this
+            // one only waits for its tick, or is done (the sender dropped).
+            let _ = waiting_for_tick.await;
+        }
+        while let Some(done) = claiming.join_next().await {
+            if !take(&shared, done, &mut settled, &retries) {
                 return;
             }
         }
         settled.publish(&shared).await;
     }
+}
+
+/// Takes in what a chunk's claim left: its settled ticks, and the ticks to
+/// offer again. False once the timer is gone.
+fn take(
+    shared: &Shared,
+    done: Result<ChunkDone, tokio::task::JoinError>,
+    settled: &mut handoff::Settled,
+    retries: &mpsc::UnboundedSender<Vec<Retry>>,
+) -> bool {
+    let done = match done {
+        Ok(done) => done,
+        Err(error) => {
+            tracing::error!(node_id = %shared.node_id, %error, "a claim task failed");
+            return true;
+        }
+    };
+    settled.record(
+        shared,
+        done.settled.iter().map(|(name, at)| (name.as_str(), *at)),
+    );
+    done.again.is_empty() || retries.send(done.again).is_ok()
 }
 
 /// Splits a batch into chunks of about `max_ticks` ticks. A claim locks

@@ -56,11 +56,17 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion
             // Claims first — unless an urgent result comes in meanwhile.
             let hold = shared.claims.idle_or(MAX_HOLD);
             tokio::pin!(hold);
-            while batch.len() < MAX_BATCH && !batch.iter().any(|c| c.urgent) {
+            while batch.len() < MAX_BATCH {
                 tokio::select! {
                     _ = &mut hold => break,
                     more = rx.recv() => match more {
-                        Some(c) => batch.push(c),
+                        Some(c) => {
+                            let urgent = c.urgent;
+                            batch.push(c);
+                            if urgent {
+                                break;
+                            }
+                        }
                         None => break,
                     },
                 }

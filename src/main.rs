@@ -151,7 +151,7 @@ struct ServeArgs {
     /// How often this replica records that it is alive.
     #[arg(long, env = "SPINE_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
-    /// A replica silent for this long is presumed dead: its share of ticks moves to the others.
+    /// A replica without a liveness session (lease mode) silent for this long is presumed dead.
     #[arg(long, env = "SPINE_NODE_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
     node_lease: Duration,
     /// How long after a tick the replicas other than its preferred owner claim it.
@@ -160,7 +160,7 @@ struct ServeArgs {
     /// How long before its ticks fall due a claim transaction starts (existence check and locks ahead of time).
     #[arg(long, env = "SPINE_CLAIM_LEAD", default_value = "100ms", value_parser = humantime::parse_duration)]
     claim_lead: Duration,
-    /// Direct PostgreSQL URL for the leader's session, when DATABASE_URL goes through a transaction-mode pooler.
+    /// Direct PostgreSQL URL for the leader's and the liveness session, when DATABASE_URL goes through a transaction-mode pooler.
     #[arg(long, env = "SPINE_LEADER_DATABASE_URL", hide_env_values = true)]
     leader_database_url: Option<String>,
     /// How often a follower bids for leadership.
@@ -172,6 +172,12 @@ struct ServeArgs {
     /// How long a leader ping may take before the leader steps down.
     #[arg(long, env = "SPINE_LEADER_PING_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     leader_ping_timeout: Duration,
+    /// How often each replica reads who is alive (liveness locks) on its own session: a crashed replica is noticed within this.
+    #[arg(long, env = "SPINE_LIVENESS_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    liveness_interval: Duration,
+    /// How long a liveness read may take before the replica counts its liveness session as lost (and is judged by its heartbeat meanwhile).
+    #[arg(long, env = "SPINE_LIVENESS_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    liveness_timeout: Duration,
     /// How often the leader reaps dead replicas' runs, schedules retries and records missed ticks.
     #[arg(long, env = "SPINE_HOUSEKEEPING_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     housekeeping_interval: Duration,
@@ -473,6 +479,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             leader_retry_interval: args.leader_retry_interval,
             leader_ping_interval: args.leader_ping_interval,
             leader_ping_timeout: args.leader_ping_timeout,
+            liveness_interval: args.liveness_interval,
+            liveness_timeout: args.liveness_timeout,
             housekeeping_interval: args.housekeeping_interval,
             retention: args.retention,
             retention_keep_last: args.retention_keep_last,

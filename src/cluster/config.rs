@@ -22,6 +22,16 @@ pub struct ClusterConfig {
     /// TCP and idle settings of the leader's session; the server must drop a
     /// vanished leader later than the leader itself stops acting.
     pub session: SessionSettings,
+    /// How often each replica reads the membership on its liveness session
+    /// (default 100 ms): a crashed replica is noticed within this.
+    pub liveness_interval: Duration,
+    /// How long a membership read may take before the replica counts its
+    /// liveness session as lost and switches to lease mode (default 1 s).
+    pub liveness_timeout: Duration,
+    /// TCP and idle settings of the liveness session: the server drops a
+    /// frozen or cut-off replica's session, and so its membership, after
+    /// `server_gives_up_after()` (default 2 s).
+    pub liveness_session: SessionSettings,
     /// How often the leader runs its duties (default 2 s).
     pub housekeeping_interval: Duration,
     /// Finished runs older than this are deleted (default 30 days).
@@ -48,6 +58,15 @@ impl Default for ClusterConfig {
                 keepalive_count: 3,
                 tcp_user_timeout: Duration::from_secs(5),
                 idle_session_timeout: Duration::from_secs(5),
+            },
+            liveness_interval: Duration::from_millis(100),
+            liveness_timeout: Duration::from_secs(1),
+            liveness_session: SessionSettings {
+                keepalive_idle: Duration::from_secs(1),
+                keepalive_interval: Duration::from_secs(1),
+                keepalive_count: 2,
+                tcp_user_timeout: Duration::from_secs(2),
+                idle_session_timeout: Duration::from_secs(2),
             },
             housekeeping_interval: Duration::from_secs(2),
             retention: Duration::from_secs(30 * 24 * 3600),
@@ -81,6 +100,24 @@ impl ClusterConfig {
                 ),
             );
         }
+        if self.liveness_interval < Duration::from_millis(20) {
+            return err("liveness-interval", "must be at least 20ms".into());
+        }
+        // A replica whose liveness session went silent must notice (and
+        // switch to lease mode) before the server frees its lock, or it is
+        // declared dead while it still acts.
+        let notices_within = self.liveness_interval + self.liveness_timeout;
+        let server = self.liveness_session.server_gives_up_after();
+        if notices_within >= server {
+            return err(
+                "liveness-timeout",
+                format!(
+                    "liveness interval + timeout ({}) must be shorter than the time the server keeps a silent liveness session ({})",
+                    humantime::format_duration(notices_within),
+                    humantime::format_duration(server)
+                ),
+            );
+        }
         if self.housekeeping_interval < Duration::from_millis(100) {
             return err("housekeeping-interval", "must be at least 100ms".into());
         }
@@ -109,6 +146,14 @@ mod tests {
         assert_eq!(
             unsafe_ping.validate().map_err(|e| e.setting),
             Err("leader-ping-timeout")
+        );
+        let slow_liveness = ClusterConfig {
+            liveness_timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            slow_liveness.validate().map_err(|e| e.setting),
+            Err("liveness-timeout")
         );
         let bad_keep = ClusterConfig {
             retention_keep_last: Some(0),

@@ -21,6 +21,11 @@ const MAX_TICKS_PER_PASS: usize = 1000;
 /// Retention deletes at most this many rows per statement, and runs this often.
 const PRUNE_BATCH: i64 = 10_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// How long a replica with a liveness key must stay gone before the leader
+/// reaps it (marks it dead and its runs `abandoned`). A live replica that
+/// loses its liveness session switches itself to lease mode within a few
+/// milliseconds (`membership`); this covers that switch with room to spare.
+pub const REAP_CONFIRM: Duration = Duration::from_millis(300);
 /// Margin past a tick's grace before the sweep calls it missed, so a replica
 /// claiming at the edge of its grace wins.
 const SWEEP_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
@@ -43,28 +48,85 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut marks: HashMap<String, Watermark> = HashMap::new();
     let mut last_prune: Option<Instant> = None;
     let mut leading = false;
+    let mut suspects = Suspects::default();
+    let mut membership = shared.membership.subscribe();
+    let mut next_pass = Instant::now() + cfg.housekeeping_interval;
     loop {
+        // A pass every interval; sooner when a replica vanished (so its
+        // runs are reaped once confirmed gone), and at once on becoming
+        // leader.
+        let wake = suspects
+            .confirm_at()
+            .map_or(next_pass, |t| t.min(next_pass));
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(cfg.housekeeping_interval) => {}
+            _ = tokio::time::sleep_until(wake) => {}
+            Ok(()) = membership.changed() => {}
+            _ = shared.leadership.gained.notified() => {}
         }
+        suspects.observe(&shared.membership.gone());
         if !shared.leadership.is_leader() {
             if leading {
                 // A later term must not trust what this one swept.
                 marks.clear();
                 leading = false;
             }
+            if Instant::now() >= next_pass {
+                next_pass = Instant::now() + cfg.housekeeping_interval;
+            }
             continue;
         }
-        leading = true;
-        if let Err(e) = pass(&shared, &mut marks, &mut last_prune).await {
+        let was_leading = std::mem::replace(&mut leading, true);
+        let confirmed = suspects.confirmed();
+        if was_leading && Instant::now() < next_pass && confirmed.is_empty() {
+            continue;
+        }
+        next_pass = Instant::now() + cfg.housekeeping_interval;
+        if let Err(e) = pass(&shared, &confirmed, &mut marks, &mut last_prune).await {
             tracing::warn!(node_id = %shared.node_id, error = %e, "housekeeping pass failed; next pass retries");
         }
     }
 }
 
+/// Replicas seen gone (liveness lock released), and since when.
+#[derive(Debug, Default)]
+struct Suspects {
+    since: HashMap<uuid::Uuid, Instant>,
+}
+
+impl Suspects {
+    /// Takes the latest `gone` list: new ones start their confirmation,
+    /// those that came back are forgotten.
+    fn observe(&mut self, gone: &[uuid::Uuid]) {
+        self.since.retain(|id, _| gone.contains(id));
+        let now = Instant::now();
+        for id in gone {
+            self.since.entry(*id).or_insert(now);
+        }
+    }
+
+    /// When the next suspect will have been gone for [`REAP_CONFIRM`].
+    fn confirm_at(&self) -> Option<Instant> {
+        self.since
+            .values()
+            .map(|t| *t + REAP_CONFIRM)
+            .filter(|t| *t > Instant::now())
+            .min()
+    }
+
+    /// Suspects gone for at least [`REAP_CONFIRM`].
+    fn confirmed(&self) -> Vec<uuid::Uuid> {
+        self.since
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= REAP_CONFIRM)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
 async fn pass(
     shared: &Shared,
+    confirmed_gone: &[uuid::Uuid],
     marks: &mut HashMap<String, Watermark>,
     last_prune: &mut Option<Instant>,
 ) -> Result<(), StoreError> {
@@ -72,14 +134,15 @@ async fn pass(
     let client = shared.pool.get().await?;
     let node = shared.node_id;
 
-    let (dead, abandoned) = housekeeping::reap(&**client, shared.config.node_lease).await?;
+    let (dead, abandoned) =
+        housekeeping::reap(&**client, shared.config.node_lease, confirmed_gone).await?;
     for schedule in &abandoned {
         shared
             .metrics
             .fired(schedule, crate::store::runs::RunStatus::Abandoned);
     }
     if dead > 0 || !abandoned.is_empty() {
-        tracing::warn!(node_id = %node, nodes = dead, runs = abandoned.len(), "reaped replicas that stopped heartbeating");
+        tracing::warn!(node_id = %node, nodes = dead, runs = abandoned.len(), "reaped replicas that are gone");
     }
     let retries = housekeeping::schedule_retries(&**client, node).await?;
     if retries > 0 {

@@ -1,7 +1,9 @@
 //! Leader election: small gain / keep / resign loops (after River's elector).
 //!
 //! * gain: a follower bids with `pg_try_advisory_lock` every retry interval,
-//!   or at once when a resigning leader NOTIFYs;
+//!   at once when a resigning leader NOTIFYs, and at once when a member
+//!   vanishes from the membership (`membership`: a crashed leader's session,
+//!   and with it its liveness lock, is gone within one membership read);
 //! * keep: the leader pings its session every ping interval and steps down
 //!   at the first error, timeout or change of backend (a pooler);
 //! * resign: on shutdown the leader unlocks and NOTIFYs, so a follower takes
@@ -28,8 +30,10 @@ pub struct Leadership {
     leading: AtomicBool,
     valid_until: Mutex<Option<Instant>>,
     changes: AtomicU64,
-    /// Woken by a resignation NOTIFY: bid now.
+    /// Woken by a resignation NOTIFY or a member vanishing: bid now.
     pub wake: Notify,
+    /// Notified when this replica becomes leader: its duties start at once.
+    pub gained: Notify,
 }
 
 impl Leadership {
@@ -144,6 +148,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             tracing::warn!(node_id = %node, error = %e, "could not record leadership");
         }
         tracing::info!(node_id = %node, node_name = %shared.config.node_name, "became leader");
+        shared.leadership.gained.notify_one();
         match keep(&shared, &s, &mut shutdown).await {
             Ended::Shutdown => {
                 shared.leadership.set(false);

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
 
-use super::executor::Job;
+use super::executor::{self, Job};
 use super::handoff;
 use super::queue::Tick;
 use super::timer::Retry;
@@ -155,6 +156,7 @@ async fn claim_chunk(
             misfire_grace_secs: u32::try_from(s.misfire_grace().as_secs()).unwrap_or(u32::MAX),
             coalesce: s.coalesce(),
             backlog: tick.backlog,
+            next_at: s.next_fire_after(tick.at),
         });
         by_key.insert((s.name().to_string(), tick.at), tick);
     }
@@ -181,9 +183,18 @@ async fn claim_chunk(
         match shared.pool.get().await {
             Ok(mut client) => {
                 let finished = |names: &[&str]| shared.unwritten.of(names.iter().copied());
-                claims::claim(&mut client, shared.node_id, requests, finished, until_due)
-                    .await
-                    .map_err(|e| e.to_string())
+                let gone = shared.membership.gone();
+                claims::claim_with_idle_timeout(
+                    &mut client,
+                    shared.node_id,
+                    requests,
+                    finished,
+                    &gone,
+                    shared.config.claim_idle_timeout(),
+                    until_due,
+                )
+                .await
+                .map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         }
@@ -194,10 +205,18 @@ async fn claim_chunk(
         Err(error) => {
             shared.set_db_ok(false);
             tracing::warn!(node_id = %shared.node_id, %error, ticks = by_key.len(), "claim failed; will retry");
-            let at = shared.clock.now() + retry_delay;
+            let now = shared.clock.now();
+            let at = now + retry_delay;
+            // Held up by the database: overdue ticks are a backlog now.
             let again = by_key
                 .into_values()
-                .map(|tick| Retry { tick, at })
+                .map(|tick| Retry {
+                    at,
+                    tick: Tick {
+                        backlog: tick.backlog || now - tick.at > super::queue::BACKLOG_AFTER,
+                        ..tick
+                    },
+                })
                 .collect();
             return ChunkDone {
                 again,
@@ -227,19 +246,34 @@ async fn claim_chunk(
         elapsed_ms = on_tick_path * 1e3,
         "claimed a batch"
     );
-    for claimed in outcome.claimed {
+    // A run that waits for another of the same claim (see `claims::INSERT`)
+    // starts when that one's job ends: its `done` sender drops.
+    let mut waits: HashMap<Uuid, executor::Waiting> = HashMap::new();
+    let mut claimed_rows = outcome.claimed;
+    claimed_rows.sort_by_key(|c| c.scheduled_at);
+    for claimed in claimed_rows {
         let Some(tick) = by_key.remove(&(claimed.schedule_name.clone(), claimed.scheduled_at))
         else {
             continue;
         };
         match claimed.status {
             RunStatus::Running => {
+                let (done, finished) = oneshot::channel();
+                waits.insert(
+                    claimed.run_id,
+                    executor::Waiting {
+                        run_id: claimed.run_id,
+                        finished,
+                    },
+                );
                 let job = Job {
                     run_id: claimed.run_id,
                     schedule: tick.schedule,
                     scheduled_at: claimed.scheduled_at,
                     attempt: 1,
                     trigger: RunTrigger::Schedule,
+                    after: claimed.after.and_then(|id| waits.remove(&id)),
+                    done: Some(done),
                 };
                 if jobs.send(job).is_err() {
                     return ChunkDone::default();

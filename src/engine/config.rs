@@ -95,6 +95,14 @@ impl EngineConfig {
             .max(1)
     }
 
+    /// The idle-in-transaction timeout of a claim transaction: its longest
+    /// wait between statements (the claim lead, or a 200 ms clock re-check)
+    /// and a margin. A replica frozen mid-claim holds its stripes' locks no
+    /// longer than this (`store::claims::LOCK`).
+    pub fn claim_idle_timeout(&self) -> Duration {
+        self.claim_lead.max(Duration::from_millis(200)) + Duration::from_millis(300)
+    }
+
     /// Checks every setting; the engine refuses to start on the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |setting, reason: &str| {

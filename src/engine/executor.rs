@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -23,7 +23,7 @@ use crate::store::runs::{Completion, RunStatus, RunTrigger};
 use crate::store::schedules::StoredSchedule;
 
 /// A run this replica owns (its ledger row is `running` with our node id).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Job {
     /// The ledger row.
     pub run_id: Uuid,
@@ -35,6 +35,21 @@ pub struct Job {
     pub attempt: i32,
     /// Why it runs.
     pub trigger: RunTrigger,
+    /// The run of the same claim this one starts after (`max_instances`
+    /// reached within the claim, see `store::claims::INSERT`).
+    pub after: Option<Waiting>,
+    /// Dropped when this job ends, which starts the one waiting for it.
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// A run to wait for: resolves (with an error: the sender is dropped, never
+/// used) when that run's job has ended, however it ended.
+#[derive(Debug)]
+pub struct Waiting {
+    /// The run waited for.
+    pub run_id: Uuid,
+    /// Resolves when it ends.
+    pub finished: oneshot::Receiver<()>,
 }
 
 /// Runs until shutdown, then drains. Returns when every job is finished or abandoned.
@@ -139,7 +154,8 @@ fn finished(
     shared.metrics.runs_in_flight(n.saturating_sub(1));
 }
 
-async fn execute(shared: Arc<Shared>, job: Job, permits: Arc<Semaphore>, completions: Results) {
+async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, completions: Results) {
+    let (after, _done) = (job.after.take(), job.done.take());
     let schedule = &job.schedule.schedule;
     let span = tracing::info_span!(
         "run",
@@ -150,6 +166,34 @@ async fn execute(shared: Arc<Shared>, job: Job, permits: Arc<Semaphore>, complet
         trigger = %job.trigger,
     );
     async {
+        if let Some(waiting) = after {
+            let _ = waiting.finished.await;
+            let grace = chrono::Duration::from_std(schedule.misfire_grace())
+                .unwrap_or(chrono::Duration::MAX);
+            let now = shared.clock.now();
+            if now - job.scheduled_at > grace {
+                // Waited past its grace: recorded missed, not run.
+                let error = format!(
+                    "not started within the misfire grace of {} s: it waited for run {} of this schedule (max_instances {}), which ended {:.3} s after this tick",
+                    grace.num_seconds(),
+                    waiting.run_id,
+                    schedule.max_instances(),
+                    (now - job.scheduled_at).num_milliseconds() as f64 / 1000.0
+                );
+                tracing::warn!(node_id = %shared.node_id, %error, "tick recorded without running");
+                completions.send(Completion {
+                    run_id: job.run_id,
+                    schedule_name: schedule.name().to_string(),
+                    status: RunStatus::Missed,
+                    error: Some(error),
+                    result: None,
+                    started_at: None,
+                    completed_at: Some(now),
+                    urgent: true,
+                });
+                return;
+            }
+        }
         let _permit = permits.acquire().await;
         let started_at = shared.clock.now();
         let started = std::time::Instant::now();

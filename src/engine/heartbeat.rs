@@ -1,6 +1,9 @@
-//! Membership: the replica's row in `scheduler_nodes`, refreshed every
-//! heartbeat interval (the leader's reaper reads its age), which doubles as a
-//! database-clock sample and a liveness probe of the database.
+//! The replica's row in `scheduler_nodes`, refreshed every heartbeat
+//! interval: its state (`active`, `draining`, `left`), a database-clock
+//! sample and a probe of the database. Liveness comes from the replica's
+//! session lock (`cluster::membership`); the heartbeat's age decides only
+//! for a replica without one (lease mode), and then this also refreshes the
+//! membership view through the pool.
 
 use std::sync::Arc;
 
@@ -8,7 +11,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::store::nodes;
+use crate::store::{membership, nodes};
 
 /// The replica's state as recorded in `scheduler_nodes.state`.
 pub const ACTIVE: &str = "active";
@@ -23,21 +26,31 @@ pub async fn beat(shared: &Shared) -> bool {
     let sent = Utc::now();
     let result = async {
         let client = shared.pool.get().await?;
-        nodes::heartbeat(
+        let db_now = nodes::heartbeat(
             &**client,
             shared.node_id,
             &shared.config.node_name,
             crate::VERSION,
             state,
-            shared.config.node_lease,
         )
-        .await
+        .await?;
+        // The liveness session reads the membership ten times a second; if
+        // it is down, the view comes from here.
+        let stale = !shared.membership.is_fresh(shared.config.heartbeat_interval);
+        let view = if stale {
+            Some(membership::read(&**client, shared.config.node_lease).await?)
+        } else {
+            None
+        };
+        Ok::<_, crate::store::StoreError>((db_now, view))
     }
     .await;
     match result {
-        Ok(beat) => {
-            shared.clock.observe(sent, Utc::now(), beat.db_now);
-            shared.set_peers(beat.active);
+        Ok((db_now, view)) => {
+            shared.clock.observe(sent, Utc::now(), db_now);
+            if let Some(view) = view {
+                crate::cluster::membership::publish(shared, view);
+            }
             let offset = shared.clock.offset();
             if offset.num_milliseconds().abs() > 1000 {
                 tracing::warn!(node_id = %shared.node_id, offset_ms = offset.num_milliseconds(),

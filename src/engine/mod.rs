@@ -83,24 +83,19 @@ pub(crate) struct Shared {
     pub unwritten: priority::Unwritten,
     db_ok: AtomicBool,
     catalog: RwLock<HashMap<String, Arc<StoredSchedule>>>,
-    peers: RwLock<Vec<Uuid>>,
+    /// Who is alive, from the liveness locks (see `cluster::membership`).
+    pub membership: cluster::Membership,
 }
 
 impl Shared {
-    /// Replaces the list of live replicas (sorted by id).
-    pub fn set_peers(&self, active: Vec<Uuid>) {
-        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = active;
-    }
-
     /// The live replicas as this one sees them (sorted ids).
     pub fn peers(&self) -> Vec<Uuid> {
-        self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.membership.members()
     }
 
     /// This replica's share of the ticks: (its index, number of live replicas).
     pub fn share(&self) -> share::Share {
-        let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
-        share::Share::of(&peers, self.node_id)
+        share::Share::of(&self.membership.members(), self.node_id)
     }
 
     pub fn set_db_ok(&self, ok: bool) {
@@ -305,7 +300,7 @@ impl SchedulerBuilder {
                 unwritten: priority::Unwritten::default(),
                 db_ok: AtomicBool::new(false),
                 catalog: RwLock::new(HashMap::new()),
-                peers: RwLock::new(Vec::new()),
+                membership: cluster::Membership::default(),
             }),
         })
     }
@@ -348,6 +343,23 @@ impl Scheduler {
             store::migrate::migrate(&mut client).await?;
         }
         heartbeat::beat(&shared).await;
+        // The liveness lock outlives the drain, as the heartbeat does: a
+        // draining replica is alive, and its in-flight runs must not be reaped.
+        let (live_stop_tx, live_stop_rx) = watch::channel(false);
+        let (registered_tx, registered) = tokio::sync::oneshot::channel();
+        let liveness = tokio::spawn(cluster::run_liveness(
+            shared.clone(),
+            Some(registered_tx),
+            live_stop_rx,
+        ));
+        // Claim as a member from the first tick; without a liveness session
+        // the replica still runs, judged by its heartbeat (lease mode).
+        if tokio::time::timeout(std::time::Duration::from_secs(5), registered)
+            .await
+            .is_err()
+        {
+            tracing::warn!(node_id = %shared.node_id, "no liveness session yet; starting in heartbeat lease mode");
+        }
         tracing::info!(
             node_id = %shared.node_id,
             node_name = %shared.config.node_name,
@@ -415,6 +427,9 @@ impl Scheduler {
         let _ = beats.await;
         shared.set_node_state(heartbeat::LEFT);
         heartbeat::beat(&shared).await;
+        // Left: the lock can go now.
+        let _ = live_stop_tx.send(true);
+        let _ = liveness.await;
         tracing::info!(node_id = %shared.node_id, "replica left the cluster");
         Ok(())
     }

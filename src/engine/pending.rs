@@ -62,6 +62,8 @@ pub async fn run(
                         scheduled_at: run.scheduled_at,
                         attempt: run.attempt,
                         trigger: run.trigger,
+                        after: None,
+                        done: None,
                     };
                     if jobs.send(job).is_err() {
                         return;

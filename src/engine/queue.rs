@@ -15,8 +15,12 @@ pub struct Tick {
     pub schedule: Arc<StoredSchedule>,
     /// The instant.
     pub at: DateTime<Utc>,
-    /// Whether it came out of this replica's own queue (and may be coalesced
-    /// with newer ticks of the same schedule), rather than a handoff.
+    /// Whether it is part of a backlog: this replica's queue or its
+    /// database was behind, and the tick could not be claimed within
+    /// [`BACKLOG_AFTER`] of falling due. Only backlog ticks are coalesced
+    /// (with `coalesce`, when a newer tick of the schedule is due too). A
+    /// tick that is merely late — handed over from a replica that died, or
+    /// held up by a database hiccup shorter than that — is not: it runs.
     pub backlog: bool,
 }
 
@@ -42,6 +46,11 @@ pub struct DueQueue {
     heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, String)>>,
     generation: u64,
 }
+
+/// How overdue a tick must be, when this replica takes it from its queue or
+/// retries it after a failed claim, to count as part of a backlog (see
+/// [`Tick::backlog`]).
+pub const BACKLOG_AFTER: chrono::Duration = chrono::Duration::seconds(1);
 
 /// At most this many backlog ticks of one schedule are produced per take;
 /// older ones are left to the leader's misfire sweep.
@@ -157,7 +166,7 @@ impl DueQueue {
                 out.push(Tick {
                     schedule: entry.schedule.clone(),
                     at: tick,
-                    backlog: true,
+                    backlog: false,
                 });
                 taken += 1;
                 match entry.schedule.schedule.next_fire_after(tick) {

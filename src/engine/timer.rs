@@ -52,6 +52,7 @@ pub async fn run(
 ) {
     let mut queue = DueQueue::new();
     let mut retries: Vec<Retry> = Vec::new();
+    let mut membership = shared.membership.subscribe();
     // Batches go to the claimer this long before they fall due: it locks
     // ahead and inserts at the due instant (see `store::claims`).
     let lead =
@@ -77,11 +78,18 @@ pub async fn run(
                 retries.extend(more);
                 continue;
             }
+            Ok(()) = membership.changed() => {
+                take_over(&shared, &mut retries);
+                continue;
+            }
             _ = tokio::time::sleep(sleep) => {}
         }
         let now = shared.clock.now();
         let horizon = now + lead;
-        let due = queue.take_due(horizon);
+        let mut due = queue.take_due(horizon);
+        for t in &mut due {
+            t.backlog = now - t.at > super::queue::BACKLOG_AFTER;
+        }
         let mut seen = std::collections::HashSet::new();
         for t in &due {
             if seen.insert(t.name()) {
@@ -97,10 +105,7 @@ pub async fn run(
         tracing::trace!(node_id = %shared.node_id, ?share, own = batch.len(), handed_off = others.len(), "due ticks");
         retries.extend(others.into_iter().map(|tick| Retry {
             at: tick.at + handoff,
-            tick: Tick {
-                backlog: false,
-                ..tick
-            },
+            tick,
         }));
         // Handed-off ticks fall due a whole handoff delay after their tick,
         // which for frequent schedules is exactly when the next batch goes:
@@ -121,6 +126,25 @@ pub async fn run(
         if !batch.is_empty() && claims.send(batch).is_err() {
             return;
         }
+    }
+}
+
+/// The membership changed: ticks already due that were left to another
+/// replica (waiting for the handoff delay) and now fall in this replica's
+/// share are claimed at once. That is how a dead replica's tick in flight
+/// is late by one membership read rather than a handoff delay.
+fn take_over(shared: &Shared, retries: &mut [Retry]) {
+    let share = shared.share();
+    let now = shared.clock.now();
+    let mut moved = 0;
+    for r in retries.iter_mut() {
+        if r.at > now && r.tick.at <= now && share.prefers(r.tick.name()) {
+            r.at = now;
+            moved += 1;
+        }
+    }
+    if moved > 0 {
+        tracing::debug!(node_id = %shared.node_id, ticks = moved, ?share, "took over due ticks of a changed share");
     }
 }
 

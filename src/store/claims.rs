@@ -15,7 +15,9 @@
 //!    ours — which is what makes the cluster-wide `max_instances` count right.
 //!    The row's status applies the schedule's policies: `missed` when the tick
 //!    is older than its misfire grace or was coalesced into a newer tick,
-//!    `skipped` when `max_instances` runs are already running, else `running`.
+//!    `skipped` when `max_instances` runs had really started and not
+//!    finished (naming the oldest), else `running` — possibly waiting for a
+//!    run of the same claim.
 //! 3. [`DUE`] reads the database clock; the transaction commits only once it
 //!    has reached the newest tick written.
 //!
@@ -53,11 +55,17 @@ pub struct ClaimRequest {
     pub misfire_grace_secs: u32,
     /// Whether older due ticks in the same batch collapse into the newest.
     pub coalesce: bool,
-    /// Whether this tick is part of this replica's own backlog (ticks that
-    /// fell due together in its queue) and may be coalesced. Ticks checked on
-    /// behalf of another replica (handoff) are not: a failover must not turn
-    /// a tick that is merely late into a coalesced one.
+    /// Whether this tick is part of a backlog (the claiming replica's queue
+    /// or database was behind: see `engine::queue::Tick::backlog`) and may
+    /// be coalesced. A tick that is merely late — handed over from a replica
+    /// that died, held up by a short database hiccup — is not: a failover
+    /// must not turn it into a coalesced one.
     pub backlog: bool,
+    /// The schedule's next tick after this one: with `coalesce`, a backlog
+    /// tick whose next tick is already due is coalesced into it (APScheduler's
+    /// rule: of several missed run times, only the latest runs). Whichever
+    /// replica and claim judge it, the answer is the same.
+    pub next_at: Option<DateTime<Utc>>,
 }
 
 /// A ledger row this replica created.
@@ -71,6 +79,9 @@ pub struct Claimed {
     pub scheduled_at: DateTime<Utc>,
     /// `running` (ours to execute), or `missed`/`skipped` (recorded, nothing to run).
     pub status: RunStatus,
+    /// A `running` row that must wait: the run, created by the same claim,
+    /// that it starts after (see [`INSERT`]).
+    pub after: Option<Uuid>,
 }
 
 /// What became of a batch.
@@ -93,7 +104,11 @@ pub struct ClaimOutcome {
 
 /// Statement 1: which ticks already have their row (committed), the
 /// try-locks of the stripes (`$3`, the lock key of each tick's schedule) with
-/// a tick still to claim, and the database clock. Ticks already claimed take
+/// a tick still to claim, and the database clock. It also shortens this
+/// transaction's `idle_in_transaction_session_timeout` to `$4`: a replica
+/// frozen (SIGSTOP, a stalled VM) in the middle of a claim loses its
+/// transaction and its stripe locks after that, not after the pooled
+/// session's 5 s, so it holds nobody's tick for long. Ticks already claimed take
 /// no lock, so a replica double-checking another's share never contends
 /// with that replica.
 pub const LOCK: &str = "\
@@ -109,6 +124,7 @@ WITH u AS (
     SELECT k FROM todo WHERE pg_try_advisory_xact_lock(k)
 )
 SELECT now() AS db_now,
+       set_config('idle_in_transaction_session_timeout', $4, true) AS idle_timeout,
        coalesce((SELECT array_agg(k) FROM locked), '{}') AS locked,
        coalesce((SELECT array_agg(ord::int4) FROM u WHERE present), '{}') AS present";
 
@@ -119,54 +135,70 @@ SELECT now() AS db_now,
 /// ticks will all simply run are written; the rest wait for the INSERT after
 /// the clock check. Always returns one row: the clock, and the created rows
 /// as parallel arrays.
+///
+/// Overlap (`max_instances`) counts the schedule's `running` rows in the
+/// cluster, less this replica's runs that finished unwritten (`$11`) and
+/// the runs of replicas that are gone (`$12`, see `store::membership`). A
+/// tick is `skipped` only when that count has reached `max_instances`; the
+/// row names the oldest of those runs (`overlapped_run_id`). Several ticks
+/// of one schedule in one claim (a late handoff tick and an on-time one, a
+/// short backlog after a database hiccup) are all written `running`: the
+/// first ones take the free instances, each later one waits on the replica
+/// for the run `free` places before it (`after`; `started_at` is NULL until
+/// it starts) — the Temporal "buffer" overlap policy, bounded by the misfire
+/// grace (`engine::executor`).
 /// `claimed_at` is when the claim takes effect: the tick for a row written
 /// ahead (it commits only after the tick), else the INSERT.
 pub const INSERT: &str = "\
 WITH c AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
-                $5::int[], $6::int[], $7::bool[], $9::bool[])
+                $5::int[], $6::int[], $7::bool[], $9::bool[], $13::timestamptz[])
          AS c(run_id, schedule_name, pipeline, scheduled_at,
-              max_instances, grace_secs, coalesce, backlog)
+              max_instances, grace_secs, coalesce, backlog, next_at)
     WHERE $10 OR c.scheduled_at <= statement_timestamp()
 ), running AS (
     -- One pass over the (few) unfinished runs rather than a probe per tick.
-    -- $11: runs of ours that have finished but whose result is not written
-    -- yet: no longer running, whatever their row says.
-    SELECT r.schedule_name, count(*) AS n
+    SELECT r.schedule_name, count(*) AS n,
+           (array_agg(r.run_id ORDER BY r.started_at NULLS LAST, r.run_id))[1] AS oldest
     FROM scheduler_runs r
     WHERE r.status = 'running' AND r.schedule_name = ANY($2::text[])
       AND NOT EXISTS (SELECT 1 FROM unnest($11::uuid[]) AS f(run_id) WHERE f.run_id = r.run_id)
+      AND NOT EXISTS (SELECT 1 FROM unnest($12::uuid[]) AS g(node_id) WHERE g.node_id = r.node_id)
     GROUP BY r.schedule_name
 ), judged AS (
-    SELECT c.*, coalesce(running.n, 0) AS running,
+    SELECT c.*, coalesce(running.n, 0) AS running, running.oldest,
            CASE
              WHEN statement_timestamp() - c.scheduled_at > make_interval(secs => c.grace_secs) THEN 'late'
-             WHEN c.coalesce AND c.backlog
-                  AND c.scheduled_at < max(c.scheduled_at) FILTER (WHERE c.backlog)
-                                         OVER (PARTITION BY c.schedule_name) THEN 'coalesced'
+             WHEN c.coalesce AND c.backlog AND c.next_at <= statement_timestamp() THEN 'coalesced'
            END AS dropped
     FROM c LEFT JOIN running USING (schedule_name)
 ), decided AS (
     SELECT judged.*,
            CASE
              WHEN dropped IS NOT NULL THEN 'missed'
-             WHEN running + row_number() OVER (PARTITION BY schedule_name, dropped IS NULL
-                                              ORDER BY scheduled_at) > max_instances THEN 'skipped'
+             WHEN running >= max_instances THEN 'skipped'
              ELSE 'running'
            END AS status
     FROM judged
 ), settled AS (
     -- A schedule is written ahead only when every one of its ticks will
     -- simply run; otherwise all of them are judged together once due.
-    SELECT decided.*, bool_and(status = 'running') OVER (PARTITION BY schedule_name) AS clean
+    SELECT decided.*,
+           bool_and(status = 'running') OVER (PARTITION BY schedule_name) AS clean,
+           CASE WHEN status = 'running' THEN
+             lag(run_id, greatest(max_instances - running, 1)::int)
+               OVER (PARTITION BY schedule_name, status = 'running' ORDER BY scheduled_at)
+           END AS after
     FROM decided
 ), inserted AS (
     INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
-                                node_id, status, claimed_at, started_at, completed_at, error)
+                                node_id, status, claimed_at, started_at, completed_at, error,
+                                overlapped_run_id)
     SELECT run_id, schedule_name, pipeline, 'schedule', scheduled_at, 1, $8, status,
            greatest(statement_timestamp(), scheduled_at),
-           CASE WHEN status = 'running' THEN greatest(statement_timestamp(), scheduled_at) END,
+           CASE WHEN status = 'running' AND after IS NULL
+                THEN greatest(statement_timestamp(), scheduled_at) END,
            CASE WHEN status <> 'running' THEN statement_timestamp() END,
            CASE
              WHEN status = 'running' THEN NULL
@@ -174,24 +206,38 @@ WITH c AS (
                format('not started within the misfire grace of %s s (claimed %s s after the tick)',
                       grace_secs,
                       round(extract(epoch FROM statement_timestamp() - scheduled_at)::numeric, 3))
-             WHEN dropped = 'coalesced' THEN 'coalesced: a newer due tick of this schedule ran instead'
-             ELSE format('max_instances (%s) runs of this schedule were already running', max_instances)
-           END
+             WHEN dropped = 'coalesced' THEN
+               format('coalesced: the next tick (%s) was already due; a backlog runs once, for its newest tick',
+                      next_at)
+             ELSE format('max_instances (%s) runs of this schedule were already running, the oldest %s',
+                         max_instances, oldest)
+           END,
+           CASE WHEN status = 'skipped' THEN oldest END
     FROM settled
     WHERE NOT $10 OR clean
     ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING
     RETURNING run_id, schedule_name, scheduled_at, status
 )
 SELECT statement_timestamp() AS db_now,
-       coalesce(array_agg(run_id), '{}') AS run_ids,
-       coalesce(array_agg(schedule_name), '{}') AS schedule_names,
-       coalesce(array_agg(scheduled_at), '{}') AS ticks,
-       coalesce(array_agg(status), '{}') AS statuses
-FROM inserted";
+       coalesce(array_agg(i.run_id), '{}') AS run_ids,
+       coalesce(array_agg(i.schedule_name), '{}') AS schedule_names,
+       coalesce(array_agg(i.scheduled_at), '{}') AS ticks,
+       coalesce(array_agg(i.status), '{}') AS statuses,
+       coalesce(array_agg(s.after), '{}') AS afters
+FROM inserted i JOIN settled s USING (run_id)";
 
 /// Statement 3: whether the database clock has reached the newest tick the
 /// transaction wrote, and the clock itself.
 pub const DUE: &str = "SELECT statement_timestamp() >= $1 AS due, statement_timestamp() AS db_now";
+
+/// The longest a claim sleeps between two clock checks: the gap between
+/// statements must stay well under the transaction's idle timeout.
+const DUE_RECHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The idle-in-transaction timeout [`claim`] gives its transaction (the
+/// pooled sessions' own); the engine passes a much shorter one
+/// (`EngineConfig::claim_idle_timeout`).
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long past the local estimate of the due instant a claim may wait for
 /// the database clock to reach its ticks. When the database says they are
@@ -208,6 +254,9 @@ const MAX_DUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// as running. It is asked right before each INSERT, since a run may finish
 /// while the claim waits for its tick.
 ///
+/// `gone` lists the replicas whose liveness is gone (`store::membership`):
+/// their `running` rows do not count either.
+///
 /// `until_due` is awaited between writing the rows and committing them: the
 /// engine sends a batch shortly before its ticks fall due and resolves it at
 /// the due instant, so only the clock check and the COMMIT are left on the
@@ -217,6 +266,31 @@ pub async fn claim(
     node_id: Uuid,
     batch: Vec<ClaimRequest>,
     finished: impl Fn(&[&str]) -> Vec<Uuid>,
+    gone: &[Uuid],
+    until_due: impl std::future::Future<Output = ()>,
+) -> Result<ClaimOutcome, StoreError> {
+    claim_with_idle_timeout(
+        client,
+        node_id,
+        batch,
+        finished,
+        gone,
+        DEFAULT_IDLE_TIMEOUT,
+        until_due,
+    )
+    .await
+}
+
+/// [`claim`], with the transaction's idle-in-transaction timeout: longer
+/// than any wait between its statements (the wait for the tick, at most the
+/// claim lead; a clock re-check, at most 200 ms).
+pub async fn claim_with_idle_timeout(
+    client: &mut deadpool_postgres::Client,
+    node_id: Uuid,
+    batch: Vec<ClaimRequest>,
+    finished: impl Fn(&[&str]) -> Vec<Uuid>,
+    gone: &[Uuid],
+    idle_timeout: std::time::Duration,
     until_due: impl std::future::Future<Output = ()>,
 ) -> Result<ClaimOutcome, StoreError> {
     let mut outcome = ClaimOutcome::default();
@@ -236,7 +310,8 @@ pub async fn claim(
     let lock = tx.prepare_cached(LOCK).await?;
     let insert = tx.prepare_cached(INSERT).await?;
     let due = tx.prepare_cached(DUE).await?;
-    let row = tx.query_one(&lock, &[&names, &ticks, &keys]).await?;
+    let idle = format!("{}ms", idle_timeout.as_millis().max(1));
+    let row = tx.query_one(&lock, &[&names, &ticks, &keys, &idle]).await?;
     let began: DateTime<Utc> = row.try_get("db_now")?;
     outcome.db_now = Some(began);
     outcome.clock_sample = Some((sent, received, began));
@@ -265,7 +340,7 @@ pub async fn claim(
     }
 
     // Ahead of the tick: the rows that will simply run, uncommitted.
-    let mut created = insert_rows(&tx, &insert, node_id, &mine, &finished, true)
+    let mut created = insert_rows(&tx, &insert, node_id, &mine, &finished, gone, true)
         .await?
         .1;
     until_due.await;
@@ -287,7 +362,7 @@ pub async fn claim(
                 outcome.retry.extend(mine);
                 return Ok(outcome);
             }
-            tokio::time::sleep(wait + std::time::Duration::from_millis(1)).await;
+            tokio::time::sleep((wait + std::time::Duration::from_millis(1)).min(DUE_RECHECK)).await;
         }
     }
     // The rest — judged now that they are due: late, coalesced, overlapping.
@@ -301,7 +376,7 @@ pub async fn claim(
             .collect()
     };
     if !rest.is_empty() {
-        let (at, late) = insert_rows(&tx, &insert, node_id, &rest, &finished, false).await?;
+        let (at, late) = insert_rows(&tx, &insert, node_id, &rest, &finished, gone, false).await?;
         db_now = at;
         let written: HashSet<(&str, DateTime<Utc>)> = late
             .iter()
@@ -335,6 +410,7 @@ async fn insert_rows(
     node_id: Uuid,
     requests: &[ClaimRequest],
     finished: &impl Fn(&[&str]) -> Vec<Uuid>,
+    gone: &[Uuid],
     early: bool,
 ) -> Result<(DateTime<Utc>, Vec<Claimed>), StoreError> {
     let run_ids: Vec<Uuid> = requests.iter().map(|_| Uuid::now_v7()).collect();
@@ -352,6 +428,7 @@ async fn insert_rows(
         .collect();
     let coalesce: Vec<bool> = requests.iter().map(|r| r.coalesce).collect();
     let backlog: Vec<bool> = requests.iter().map(|r| r.backlog).collect();
+    let next_at: Vec<Option<DateTime<Utc>>> = requests.iter().map(|r| r.next_at).collect();
     let row = tx
         .query_one(
             insert,
@@ -367,6 +444,8 @@ async fn insert_rows(
                 &backlog,
                 &early,
                 &finished,
+                &gone,
+                &next_at,
             ],
         )
         .await?;
@@ -375,15 +454,21 @@ async fn insert_rows(
     let names: Vec<String> = row.try_get("schedule_names")?;
     let ticks: Vec<DateTime<Utc>> = row.try_get("ticks")?;
     let statuses: Vec<String> = row.try_get("statuses")?;
+    let afters: Vec<Option<Uuid>> = row.try_get("afters")?;
     let mut created = Vec::with_capacity(ids.len());
-    for (((run_id, schedule_name), scheduled_at), status) in
-        ids.into_iter().zip(names).zip(ticks).zip(statuses)
+    for ((((run_id, schedule_name), scheduled_at), status), after) in ids
+        .into_iter()
+        .zip(names)
+        .zip(ticks)
+        .zip(statuses)
+        .zip(afters)
     {
         created.push(Claimed {
             run_id,
             schedule_name,
             scheduled_at,
             status: status.parse().map_err(|e: String| StoreError::Schema(e))?,
+            after,
         });
     }
     Ok((db_now, created))

@@ -15,37 +15,43 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Marks replicas whose heartbeat is older than `lease` dead, and their
-/// running runs `abandoned`. Returns the nodes marked dead and the schedule
-/// of every run abandoned.
+/// Marks replicas dead, and their running runs `abandoned`: replicas in
+/// lease mode (no liveness key) whose heartbeat is older than `lease`, and
+/// the keyed replicas in `confirmed_gone` whose liveness lock is still not
+/// held (checked again here: one that came back is left alone). A run is
+/// orphaned when its replica is not `active`/`draining` any more (dead,
+/// left, forgotten). Returns the nodes marked dead and the schedule of every
+/// run abandoned.
 pub async fn reap(
     client: &impl GenericClient,
     lease: Duration,
+    confirmed_gone: &[Uuid],
 ) -> Result<(u64, Vec<String>), StoreError> {
+    use super::membership::{ALIVE, HELD};
     let dead = client
         .execute(
-            "UPDATE scheduler_nodes SET state = 'dead', leader_since = NULL \
-             WHERE state IN ('active', 'draining') \
-               AND heartbeat_at < now() - make_interval(secs => $1)",
-            &[&secs(lease)],
+            &format!(
+                "WITH {HELD} \
+                 UPDATE scheduler_nodes n SET state = 'dead', leader_since = NULL \
+                 WHERE n.state IN ('active', 'draining') AND NOT ({ALIVE}) \
+                   AND (n.liveness_key IS NULL OR n.node_id = ANY($3::uuid[]))"
+            ),
+            &[&super::locks::LIVENESS_CLASS, &secs(lease), &confirmed_gone],
         )
         .await?;
-    // A run is orphaned when its node is not alive: dead, gone, left, or
-    // silent past the lease (even if not yet marked).
     let abandoned: Vec<String> = client
         .query(
             "UPDATE scheduler_runs r \
              SET status = 'abandoned', completed_at = now(), \
-                 error = format('replica %s stopped heartbeating while the run was in flight', \
+                 error = format('replica %s was gone while the run was in flight', \
                                 coalesce((SELECT n.hostname FROM scheduler_nodes n WHERE n.node_id = r.node_id), \
                                          r.node_id::text)) \
              WHERE r.status = 'running' \
                AND NOT EXISTS ( \
                    SELECT 1 FROM scheduler_nodes n \
-                   WHERE n.node_id = r.node_id AND n.state IN ('active', 'draining') \
-                     AND n.heartbeat_at >= now() - make_interval(secs => $1)) \
+                   WHERE n.node_id = r.node_id AND n.state IN ('active', 'draining')) \
              RETURNING r.schedule_name",
-            &[&secs(lease)],
+            &[],
         )
         .await?
         .iter()

@@ -11,6 +11,12 @@ pub const APPLY: i64 = 0x7370_696e_6500_0002;
 /// Held (session-scoped, dedicated connection) by the leader.
 pub const LEADER: i64 = 0x7370_696e_6500_0003;
 
+/// First key of every replica's liveness lock (session-scoped, on its
+/// liveness session): `pg_advisory_lock(LIVENESS_CLASS, liveness_key)`,
+/// seen in `pg_locks` as `classid` 1936746860 ("spil"), `objid` the
+/// replica's `scheduler_nodes.liveness_key`, `objsubid` 2.
+pub const LIVENESS_CLASS: i32 = 0x7370_696c;
+
 /// How many claim-lock stripes schedule names fall into.
 ///
 /// A claim locks the *stripe* of each schedule it writes, not the schedule:

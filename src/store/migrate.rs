@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "tick_digests",
         sql: include_str!("../../migrations/0004_tick_digests.sql"),
     },
+    Migration {
+        version: 5,
+        name: "liveness_and_overlap",
+        sql: include_str!("../../migrations/0005_liveness_and_overlap.sql"),
+    },
 ];
 
 /// What a migration run did.

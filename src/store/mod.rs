@@ -13,10 +13,12 @@ pub mod housekeeping;
 pub mod leader;
 pub mod listen;
 pub mod locks;
+pub mod membership;
 pub mod migrate;
 pub mod nodes;
 pub mod runs;
 pub mod schedules;
+pub mod session;
 
 pub use connect::{connect, pool, with_database};
 

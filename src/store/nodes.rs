@@ -27,51 +27,26 @@ pub struct Node {
     pub read_at: DateTime<Utc>,
 }
 
-/// What a heartbeat learns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Beat {
-    /// The database clock.
-    pub db_now: DateTime<Utc>,
-    /// Active replicas whose heartbeat is within the lease (this one
-    /// included), sorted by id: every replica sees the same order.
-    pub active: Vec<Uuid>,
-}
-
-/// Records this replica (or refreshes it, if a leader dropped it as dead while
-/// it was cut off), and reads which replicas are alive — one statement.
+/// Records this replica in `state` (or refreshes it, if a leader dropped it
+/// as dead while it was cut off); returns the database clock. Who is alive
+/// is `store::membership`'s question.
 pub async fn heartbeat(
     client: &impl GenericClient,
     node_id: Uuid,
     hostname: &str,
     version: &str,
     state: &str,
-    lease: std::time::Duration,
-) -> Result<Beat, StoreError> {
-    let lease_secs = lease.as_secs_f64();
+) -> Result<DateTime<Utc>, StoreError> {
     let row = client
         .query_one(
-            "WITH me AS ( \
-                 INSERT INTO scheduler_nodes (node_id, hostname, version, state) \
-                 VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), state = $4 \
-                 RETURNING now() AS db_now) \
-             SELECT (SELECT db_now FROM me), \
-                    coalesce(array_agg(node_id ORDER BY node_id), '{}') \
-             FROM scheduler_nodes \
-             WHERE state = 'active' AND node_id <> $1 \
-               AND heartbeat_at > now() - make_interval(secs => $5)",
-            &[&node_id, &hostname, &version, &state, &lease_secs],
+            "INSERT INTO scheduler_nodes (node_id, hostname, version, state) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), state = $4 \
+             RETURNING now()",
+            &[&node_id, &hostname, &version, &state],
         )
         .await?;
-    let mut active: Vec<Uuid> = row.try_get(1)?;
-    if state == "active" {
-        active.push(node_id);
-        active.sort();
-    }
-    Ok(Beat {
-        db_now: row.try_get(0)?,
-        active,
-    })
+    Ok(row.try_get(0)?)
 }
 
 /// All known replicas, most recently started first.

@@ -23,6 +23,7 @@ fn request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
         misfire_grace_secs: 60,
         coalesce: true,
         backlog: true,
+        next_at: None,
     }
 }
 
@@ -72,6 +73,7 @@ async fn racing_claimers_create_each_row_once() {
                     node,
                     pending,
                     no_finished,
+                    &[],
                     std::future::ready(()),
                 )
                 .await
@@ -113,6 +115,7 @@ async fn nothing_is_claimed_before_the_database_says_it_is_due() {
         Uuid::now_v7(),
         vec![request("s", future)],
         no_finished,
+        &[],
         std::future::ready(()),
     )
     .await
@@ -141,6 +144,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
                 Uuid::now_v7(),
                 vec![request("ahead", tick)],
                 no_finished,
+                &[],
                 async move {
                     let _ = locked_tx.send(());
                     let _ = go_rx.await;
@@ -172,6 +176,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
             request(&stranger, past),
         ],
         no_finished,
+        &[],
         std::future::ready(()),
     )
     .await
@@ -208,6 +213,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
         Uuid::now_v7(),
         vec![request("ahead", tick)],
         no_finished,
+        &[],
         tokio::time::sleep(wait),
     )
     .await
@@ -239,11 +245,22 @@ async fn policies_decide_the_recorded_status() {
     let batch = vec![
         // Two minutes late with a 60 s grace: missed.
         request("late", t - Duration::seconds(120)),
-        // A backlog of three with coalesce: the newest runs, the rest are missed.
-        request("backlog", t - Duration::seconds(3)),
-        request("backlog", t - Duration::seconds(2)),
-        request("backlog", t - Duration::seconds(1)),
-        // Without coalesce and max_instances 2: two run, the third is skipped.
+        // A backlog of three with coalesce: the newest runs, the rest (whose
+        // next tick is due too) are missed.
+        ClaimRequest {
+            next_at: Some(t - Duration::seconds(2)),
+            ..request("backlog", t - Duration::seconds(3))
+        },
+        ClaimRequest {
+            next_at: Some(t - Duration::seconds(1)),
+            ..request("backlog", t - Duration::seconds(2))
+        },
+        ClaimRequest {
+            next_at: Some(t + Duration::seconds(60)),
+            ..request("backlog", t - Duration::seconds(1))
+        },
+        // Without coalesce and max_instances 2: two run, the third waits
+        // for the first (nothing else was running: not a skip).
         ClaimRequest {
             coalesce: false,
             max_instances: 2,
@@ -265,6 +282,7 @@ async fn policies_decide_the_recorded_status() {
         node,
         batch,
         no_finished,
+        &[],
         std::future::ready(()),
     )
     .await
@@ -281,7 +299,16 @@ async fn policies_decide_the_recorded_status() {
     assert_eq!(status_of("backlog", 1), Some(RunStatus::Running));
     assert_eq!(status_of("overlap", 3), Some(RunStatus::Running));
     assert_eq!(status_of("overlap", 2), Some(RunStatus::Running));
-    assert_eq!(status_of("overlap", 1), Some(RunStatus::Skipped));
+    assert_eq!(status_of("overlap", 1), Some(RunStatus::Running));
+    let run_of = |name: &str, ago: i64| {
+        out.claimed
+            .iter()
+            .find(|c| c.schedule_name == name && c.scheduled_at == t - Duration::seconds(ago))
+            .map(|c| (c.run_id, c.after))
+    };
+    let first = run_of("overlap", 3).map(|(id, _)| id);
+    assert_eq!(run_of("overlap", 1).and_then(|(_, after)| after), first);
+    assert_eq!(run_of("overlap", 2).and_then(|(_, after)| after), None);
     // A handed-off tick is never coalesced: it runs (or is skipped by the
     // overlap rule), it is not recorded missed.
     let handoff = claims::claim(
@@ -299,6 +326,7 @@ async fn policies_decide_the_recorded_status() {
             },
         ],
         no_finished,
+        &[],
         std::future::ready(()),
     )
     .await
@@ -317,6 +345,7 @@ async fn policies_decide_the_recorded_status() {
         node,
         vec![request("backlog", t)],
         no_finished,
+        &[],
         std::future::ready(()),
     )
     .await
@@ -349,6 +378,7 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
         node,
         vec![request("every", t - Duration::seconds(2))],
         no_finished,
+        &[],
         std::future::ready(()),
     )
     .await
@@ -362,6 +392,7 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
         node,
         vec![request("every", t - Duration::seconds(1))],
         no_finished,
+        &[],
         std::future::ready(()),
     )
     .await
@@ -377,6 +408,7 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
         node,
         vec![request("every", t)],
         |_: &[&str]| finished.lock().map(|f| f.clone()).unwrap_or_default(),
+        &[],
         async {
             if let Ok(mut f) = finished.lock() {
                 f.push(previous);

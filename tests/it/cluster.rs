@@ -278,7 +278,11 @@ async fn a_whole_cluster_outage_is_coalesced_and_recorded() {
     assert!(outage.len() >= 7, "outage ticks: {}", outage.len());
     assert!(
         ran <= 1,
-        "the backlog ran {ran} times; coalesce runs it once"
+        "the backlog ran {ran} times; coalesce runs it once (outage {down_at}..{up_at}: {:?})",
+        outage
+            .iter()
+            .map(|t| (t.at, &t.statuses, &t.nodes))
+            .collect::<Vec<_>>()
     );
     println!(
         "outage: {} ticks, {} ran (coalesced), {} missed",

@@ -32,6 +32,8 @@ async fn a_version_one_database_is_upgraded() {
         "DROP INDEX scheduler_schedules_name_c_idx;
          DROP INDEX scheduler_runs_pending_idx;
          DROP TABLE scheduler_tick_digests;
+         ALTER TABLE scheduler_nodes DROP COLUMN liveness_key;
+         ALTER TABLE scheduler_runs DROP COLUMN overlapped_run_id;
          DELETE FROM scheduler_migrations WHERE version > 1;
          INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
          VALUES ('kept', 'p', 'cron', '0 6 * * *');",

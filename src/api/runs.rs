@@ -107,6 +107,9 @@ pub struct RunView {
     /// What the pipeline returned.
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
+    /// For a `skipped` tick: the run it overlapped (the oldest of the
+    /// schedule's runs that had started and not finished when it fell due).
+    pub overlapped_run_id: Option<Uuid>,
 }
 
 impl From<Run> for RunView {
@@ -131,6 +134,7 @@ impl From<Run> for RunView {
             duration_seconds,
             error: r.error,
             result: r.result,
+            overlapped_run_id: r.overlapped_run_id,
         }
     }
 }

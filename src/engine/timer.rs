@@ -129,17 +129,19 @@ pub async fn run(
     }
 }
 
-/// The membership changed: ticks already due that were left to another
-/// replica (waiting for the handoff delay) and now fall in this replica's
-/// share are claimed at once. That is how a dead replica's tick in flight
-/// is late by one membership read rather than a handoff delay.
+/// The membership changed: ticks left to another replica (waiting for the
+/// handoff delay) that now fall in this replica's share are claimed as they
+/// fall due — at once for those already due. That is how a dead replica's
+/// tick in flight is late by one membership read rather than a handoff
+/// delay, even when the change arrives in the claim lead before the tick.
 fn take_over(shared: &Shared, retries: &mut [Retry]) {
     let share = shared.share();
     let now = shared.clock.now();
     let mut moved = 0;
     for r in retries.iter_mut() {
-        if r.at > now && r.tick.at <= now && share.prefers(r.tick.name()) {
-            r.at = now;
+        let due = r.tick.at.max(now);
+        if r.at > due && share.prefers(r.tick.name()) {
+            r.at = due;
             moved += 1;
         }
     }

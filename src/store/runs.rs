@@ -123,13 +123,16 @@ pub struct Run {
     pub error: Option<String>,
     /// What the pipeline returned.
     pub result: Option<Value>,
+    /// For a `skipped` tick: the run it overlapped (the oldest of the
+    /// schedule's runs that were running when it fell due).
+    pub overlapped_run_id: Option<Uuid>,
 }
 
 /// NOTIFY channel announcing runs waiting to be picked up.
 pub const RUNS_CHANNEL: &str = "spine_runs";
 
 const COLUMNS: &str = "run_id, schedule_name, pipeline, trigger, scheduled_at, attempt, node_id, \
-    status, claimed_at, not_before, started_at, completed_at, error, result";
+    status, claimed_at, not_before, started_at, completed_at, error, result, overlapped_run_id";
 
 fn from_row(row: &Row) -> Result<Run, StoreError> {
     let status: String = row.try_get("status")?;
@@ -150,6 +153,7 @@ fn from_row(row: &Row) -> Result<Run, StoreError> {
         completed_at: row.try_get("completed_at")?,
         error: row.try_get("error")?,
         result: row.try_get("result")?,
+        overlapped_run_id: row.try_get("overlapped_run_id")?,
     })
 }
 

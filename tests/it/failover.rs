@@ -1051,3 +1051,97 @@ async fn a_replica_cut_off_entirely_is_replaced_and_records_nothing_meanwhile() 
     println!("failover/full-cut: wins {wins:?}");
     assert!(fired_after > 0, "the healed replica fires again");
 }
+
+/// A replica frozen (SIGSTOP) while its claim for the next tick is written
+/// ahead and waits to commit: its claim transaction (and the stripe locks it
+/// holds) ends at the claim's idle timeout (claim lead + 300 ms), its
+/// liveness session at the server's idle session timeout (2 s), so its
+/// share is claimed one handoff delay late until then and on time after.
+/// Nothing is skipped or missed, nothing doubled; thawed, it rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_holds_no_tick_for_long() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("failover-freeze");
+    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let names: Vec<String> = (0..20).map(|i| format!("z{i:02}")).collect();
+    for n in &names {
+        schedules::insert(&c, &every_second(n, "test.record"))
+            .await
+            .expect("insert");
+    }
+    let replicas = start_three(&db.url, &pipelines, &FAST);
+    let all = ["replica-1", "replica-2", "replica-3"];
+    wait_for_members(&c, &all, Duration::from_secs(20)).await;
+    wait_for_firing(&c, &all, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = &replicas[1];
+    let victim_id = node_id(&c, &victim.name).await;
+    println!("failover/freeze: freezing {} ({victim_id})", victim.name);
+    sleep_until_just_before_a_tick(&c, chrono::Duration::milliseconds(60)).await;
+    let frozen_at = db_now(&c).await;
+    victim.signal("STOP");
+    let to = frozen_at + chrono::Duration::seconds(8);
+    sleep_until_db(&c, to + chrono::Duration::seconds(3)).await;
+    victim.signal("CONT");
+    let thawed_at = db_now(&c).await;
+    let skipped = c
+        .query(
+            "SELECT s.schedule_name, s.scheduled_at, s.error, o.status, o.scheduled_at, o.started_at, \
+                    o.completed_at, n.hostname \
+             FROM scheduler_runs s LEFT JOIN scheduler_runs o ON o.run_id = s.overlapped_run_id \
+             LEFT JOIN scheduler_nodes n ON n.node_id = o.node_id WHERE s.status = 'skipped'",
+            &[],
+        )
+        .await
+        .expect("skipped");
+    for r in &skipped {
+        println!(
+            "failover/freeze: skipped {} {}: {:?}; overlapped {:?} {:?} started {:?} completed {:?} on {:?}",
+            r.get::<_, String>(0),
+            r.get::<_, DateTime<Utc>>(1),
+            r.get::<_, Option<String>>(2),
+            r.get::<_, Option<String>>(3),
+            r.get::<_, Option<DateTime<Utc>>>(4),
+            r.get::<_, Option<DateTime<Utc>>>(5),
+            r.get::<_, Option<DateTime<Utc>>>(6),
+            r.get::<_, Option<String>>(7),
+        );
+    }
+    let wins = audit_all(&c, &names, frozen_at, to, &["completed"]).await;
+    let rows = tick_rows(&c, frozen_at, to).await;
+    let lag_of = |r: &TickRow| r.started.map(|s| ms(s - r.at)).unwrap_or(i64::MAX);
+    let lags: Vec<i64> = rows.iter().map(lag_of).collect();
+    // Late ticks by second after the freeze: only the first two may be.
+    let mut late_by_second = BTreeMap::new();
+    for r in rows.iter().filter(|r| lag_of(r) > ms(LATE)) {
+        *late_by_second.entry(r.at).or_insert(0) += 1;
+    }
+    println!(
+        "failover/freeze: 8 s after the freeze: {}; late ticks by instant: {late_by_second:?}; wins {wins:?}",
+        lag_summary(&lags)
+    );
+    let max = lags.iter().copied().max().unwrap_or(0);
+    assert!(
+        max <= ms(HANDOFF + chrono::Duration::milliseconds(600)),
+        "a tick started {max} ms late (bound: handoff delay + claim idle timeout + 200 ms)"
+    );
+    // The liveness session ends 2 s after the victim's last read: from the
+    // third tick after the freeze on, its share is the others'.
+    let settled = frozen_at + chrono::Duration::milliseconds(2500);
+    let late_after: Vec<_> = late_by_second.keys().filter(|t| **t > settled).collect();
+    assert!(
+        late_after.is_empty(),
+        "ticks late after the frozen replica's session ended: {late_after:?}"
+    );
+    // Thawed: it takes a liveness key again and fires.
+    eventually(
+        Duration::from_secs(10),
+        "the thawed replica holds a liveness key again",
+        || async { liveness_holder(&c, victim_id).await.is_some() },
+    )
+    .await;
+    let _ = thawed_at;
+    stop_all(replicas);
+}

@@ -12,6 +12,7 @@
 mod api;
 mod burst;
 mod common;
+mod failover;
 mod scale;
 mod steady;
 mod throughput;
@@ -22,6 +23,7 @@ use spine_scheduler::pg_cluster::{ClusterOptions, PgCluster};
 use spine_scheduler::store;
 
 use crate::common::loadavg;
+use crate::failover::KillTarget;
 
 /// Measure fire lag, throughput and database cost of real replicas.
 #[derive(Parser)]
@@ -31,7 +33,12 @@ pub struct Args {
     /// (1 replica loading 100,000 schedules, then 60 s of firing), `api`
     /// (list/get/create latency under concurrent load, 10,000 stored),
     /// `throughput` (the steady measurement at each of `--rates`, 20 s each:
-    /// the highest rate sustained, as a share of the ledger baseline).
+    /// the highest rate sustained, as a share of the ledger baseline),
+    /// `failover` (3 x 1,000 schedules every second; `kill -9` of one replica
+    /// at a random instant, see `--kill`: lag against a steady window of the
+    /// same run, late/skipped/missed/doubled/abandoned ticks, time until the
+    /// killed replica's share is on time again and until a new leader;
+    /// `--seconds` is the length of each window, default 20).
     #[arg(default_value = "steady")]
     scenario: String,
     /// Replicas to start (default per scenario).
@@ -72,6 +79,10 @@ pub struct Args {
     /// (repeatable), e.g. `--pg-setting wal_init_zero=off`.
     #[arg(long = "pg-setting", value_name = "NAME=VALUE", requires = "private")]
     pg_settings: Vec<String>,
+    /// Which replica `failover` kills: the `leader`, a `follower`, or any
+    /// (`random`).
+    #[arg(long, value_enum, default_value_t = KillTarget::Random)]
+    kill: KillTarget,
     /// Keep the benchmark database afterwards (not with --private), to look
     /// at the ledger; its name is printed.
     #[arg(long)]
@@ -81,9 +92,11 @@ pub struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !["steady", "burst", "scale", "api", "throughput"].contains(&args.scenario.as_str()) {
+    if !["steady", "burst", "scale", "api", "throughput", "failover"]
+        .contains(&args.scenario.as_str())
+    {
         bail!(
-            "unknown scenario {:?}; available: steady, burst, scale, api, throughput",
+            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover",
             args.scenario
         );
     }
@@ -123,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         "scale" => scale::run(&args, &url).await,
         "api" => api::run(&args, &url).await,
         "throughput" => throughput::run(&args, &url).await,
+        "failover" => failover::run(&args, &url).await,
         _ => steady::run(&args, &url).await,
     };
     drop(admin);

@@ -29,6 +29,7 @@
 //! | `spine_db_pool_waiting` | gauge | pool | [`Metrics::pool`] |
 //! | `spine_schedule_next_fire_timestamp_seconds` | gauge | schedule | [`Metrics::next_fire`] |
 //! | `spine_clock_offset_seconds` | gauge | | [`Metrics::clock_offset`] |
+//! | `spine_database_unreachable_since_seconds` | gauge | | [`Metrics::database_unreachable_since`] |
 //! | `spine_http_requests_total` | counter | route, method, status | [`Metrics::http_request`] |
 //! | `spine_http_request_duration_seconds` | histogram | route | [`Metrics::http_request`] |
 //! | `spine_build_info` | gauge (always 1) | version | [`Metrics::new`] |
@@ -123,6 +124,7 @@ struct Inner {
     pool_waiting: IntGaugeVec,
     next_fire: GaugeVec,
     clock_offset: Gauge,
+    database_down_since: Gauge,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
 }
@@ -289,6 +291,13 @@ impl Metrics {
                     "Database clock minus this replica's clock, as estimated from round trips.",
                 )?,
             )?,
+            database_down_since: reg(
+                &r,
+                Gauge::new(
+                    "spine_database_unreachable_since_seconds",
+                    "Unix time at which the database stopped answering this replica; 0 while it answers.",
+                )?,
+            )?,
             http_requests: reg(
                 &r,
                 IntCounterVec::new(
@@ -436,6 +445,15 @@ impl Metrics {
         self.inner
             .runs_in_flight
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Since when (Unix time) the database has not answered this replica,
+    /// or `None` once it answers again. Engine: `Shared::db_failed` and
+    /// `Shared::db_succeeded`, at the start and the end of an outage.
+    pub fn database_unreachable_since(&self, since: Option<chrono::DateTime<chrono::Utc>>) {
+        self.inner
+            .database_down_since
+            .set(since.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0));
     }
 
     /// Whether this replica is the leader now. Counts a leader change each

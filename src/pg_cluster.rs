@@ -304,9 +304,22 @@ fn postgres_user() -> Option<(u32, u32)> {
     })
 }
 
+/// A free port below Linux's ephemeral range (32768-60999 by default).
+/// Port 0 would hand out an ephemeral one, and a client reconnecting to a
+/// stopped server can then be given that very port as its own source port
+/// and connect to itself (a TCP simultaneous open), which keeps the server
+/// from starting on it again.
 fn free_port() -> Result<u16, ClusterError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ClusterError::Io(format!("no free port on 127.0.0.1: {e}")))
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let seed = uuid::Uuid::now_v7().as_u128() as u16;
+    for i in 0..200u16 {
+        let port = FIRST + (seed.wrapping_add(i.wrapping_mul(7919))) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(ClusterError::Io(
+        "no free port in 20000-31999 on 127.0.0.1".to_string(),
+    ))
 }

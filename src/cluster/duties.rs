@@ -83,7 +83,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         next_pass = Instant::now() + cfg.housekeeping_interval;
         if let Err(e) = pass(&shared, &confirmed, &mut marks, &mut last_prune).await {
-            tracing::warn!(node_id = %shared.node_id, error = %e, "housekeeping pass failed; next pass retries");
+            shared.db_failed("housekeeping", &e);
         }
     }
 }
@@ -183,16 +183,27 @@ async fn sweep_misfires(
         .filter(|s| !marks.contains_key(s.schedule.name()))
         .collect();
     if !new.is_empty() {
-        let names: Vec<&str> = new.iter().map(|s| s.schedule.name()).collect();
-        let cutoffs: Vec<DateTime<Utc>> = new
-            .iter()
-            .map(|s| now - grace_of(s) - SWEEP_MARGIN)
-            .collect();
-        let last = housekeeping::last_ticks(client, &names, &cutoffs).await?;
+        // A new term (or new schedules) starts where the last complete
+        // pass — of any leader — stood. Only a database that never had one
+        // falls back to each schedule's newest row older than its grace.
+        let swept_at = housekeeping::swept_at(client).await?;
+        let last = match swept_at {
+            Some(_) => HashMap::new(),
+            None => {
+                let names: Vec<&str> = new.iter().map(|s| s.schedule.name()).collect();
+                let cutoffs: Vec<DateTime<Utc>> = new
+                    .iter()
+                    .map(|s| now - grace_of(s) - SWEEP_MARGIN)
+                    .collect();
+                housekeeping::last_ticks(client, &names, &cutoffs).await?
+            }
+        };
         for s in new {
-            let from = last
-                .get(s.schedule.name())
-                .copied()
+            let accounted = match swept_at {
+                Some(at) => Some(at - grace_of(s) - SWEEP_MARGIN),
+                None => last.get(s.schedule.name()).copied(),
+            };
+            let from = accounted
                 .unwrap_or(s.updated_at)
                 .max(s.updated_at)
                 .max(now - MAX_LOOKBACK);
@@ -207,6 +218,7 @@ async fn sweep_misfires(
         }
     }
     let mut unclaimed = Vec::new();
+    let mut complete = true;
     for s in &schedules {
         let Some(mark) = marks.get_mut(s.schedule.name()) else {
             continue;
@@ -221,7 +233,11 @@ async fn sweep_misfires(
         let until = now - grace - SWEEP_MARGIN;
         let mut taken = 0;
         while let Some(t) = mark.next {
-            if t > until || taken == MAX_TICKS_PER_PASS {
+            if t > until {
+                break;
+            }
+            if taken == MAX_TICKS_PER_PASS {
+                complete = false;
                 break;
             }
             unclaimed.push(Unclaimed {
@@ -241,6 +257,9 @@ async fn sweep_misfires(
             shared.metrics.missed(&schedule);
             written += 1;
         }
+    }
+    if complete {
+        housekeeping::record_swept(client, now).await?;
     }
     Ok(written)
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::engine::outage::Backoff;
 use crate::engine::Shared;
 use crate::store::leader::{self, LeaderSession};
 
@@ -85,20 +86,31 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let node = shared.node_id;
     let mut session: Option<LeaderSession> = None;
     let mut first = true;
+    // While the database does not answer, bids back off beyond the retry
+    // interval (see `engine::outage`).
+    let mut backoff = Backoff::default();
+    let mut failing = false;
     loop {
         if !first {
+            let wait = if failing {
+                backoff.next_delay().max(cfg.leader_retry_interval)
+            } else {
+                backoff.reset();
+                cfg.leader_retry_interval
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(cfg.leader_retry_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shared.leadership.wake.notified() => {
                     tracing::debug!(node_id = %node, "leader resigned; bidding now");
                 }
             }
         }
         first = false;
-        let offset = shared.clock.offset().abs();
+        // Signed as everywhere else: database clock minus this replica's.
+        let offset = shared.clock.offset();
         if shared.clock.is_calibrated()
-            && offset.to_std().unwrap_or(Duration::MAX) > cfg.max_clock_offset
+            && offset.abs().to_std().unwrap_or(Duration::MAX) > cfg.max_clock_offset
         {
             tracing::warn!(node_id = %node, offset_ms = offset.num_milliseconds(),
                 max = ?cfg.max_clock_offset, "clock too far from the database's; not bidding for leadership");
@@ -109,18 +121,21 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ => match leader::open(&url, &cfg.session).await {
                 Ok(s) => s,
                 Err(e) => {
+                    failing = true;
                     tracing::debug!(node_id = %node, error = %e, "cannot open the leader election session");
                     continue;
                 }
             },
         };
         match leader::try_acquire(&s).await {
-            Ok(true) => {}
+            Ok(true) => failing = false,
             Ok(false) => {
+                failing = false;
                 session = Some(s);
                 continue;
             }
             Err(e) => {
+                failing = true;
                 tracing::debug!(node_id = %node, error = %e, "leader bid failed");
                 continue;
             }
@@ -153,10 +168,15 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             Ended::Shutdown => {
                 shared.leadership.set(false);
                 shared.metrics.set_leader(false);
-                match leader::resign(&s, node).await {
-                    Ok(()) => tracing::info!(node_id = %node, "resigned leadership"),
-                    Err(e) => {
+                // Bounded: with the database away, the lock goes with the
+                // session when the process exits.
+                match tokio::time::timeout(Duration::from_secs(1), leader::resign(&s, node)).await {
+                    Ok(Ok(())) => tracing::info!(node_id = %node, "resigned leadership"),
+                    Ok(Err(e)) => {
                         tracing::warn!(node_id = %node, error = %e, "resigning failed; the lock goes with the session")
+                    }
+                    Err(_) => {
+                        tracing::warn!(node_id = %node, "resigning timed out; the lock goes with the session")
                     }
                 }
                 return;

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::engine::outage::Backoff;
 use crate::engine::Shared;
 use crate::store::membership::{self, View};
 use crate::store::session::{self, Session};
@@ -131,7 +132,7 @@ pub(crate) async fn run(
         .clone()
         .unwrap_or_else(|| shared.database_url.clone());
     let node = shared.node_id;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     let mut failing_since: Option<Instant> = None;
     loop {
         let established = tokio::select! {
@@ -151,13 +152,12 @@ pub(crate) async fn run(
                 }
                 tokio::select! {
                     _ = stop.changed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         if let Some(since) = failing_since.take() {
             tracing::info!(node_id = %node, key, down_ms = since.elapsed().as_millis() as u64,
                 "liveness session back");

@@ -203,10 +203,14 @@ async fn claim_chunk(
     let outcome = match result {
         Ok(o) => o,
         Err(error) => {
-            shared.set_db_ok(false);
-            tracing::warn!(node_id = %shared.node_id, %error, ticks = by_key.len(), "claim failed; will retry");
+            shared.db_failed("claim", &error);
+            tracing::debug!(node_id = %shared.node_id, %error, ticks = by_key.len(), "claim failed; will retry");
+            // Backed off (and shared by the chunks): a database that is
+            // down is not asked again hundreds of times a second.
             let now = shared.clock.now();
-            let at = now + retry_delay;
+            let at = now
+                + chrono::Duration::from_std(shared.health.claim_retry_delay())
+                    .unwrap_or(retry_delay);
             // Held up by the database: overdue ticks are a backlog now.
             let again = by_key
                 .into_values()
@@ -224,7 +228,7 @@ async fn claim_chunk(
             };
         }
     };
-    shared.set_db_ok(true);
+    shared.db_succeeded();
     let on_tick_path = resumed.get().unwrap_or(&begun).elapsed().as_secs_f64();
     shared.metrics.claim_round_trip(on_tick_path);
     shared

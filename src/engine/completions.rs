@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::outage::Backoff;
 use super::Shared;
 use crate::store::runs::{self, Completion};
 
@@ -83,16 +84,28 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion
     }
 }
 
-/// Writes one batch, retrying until the database takes it: a final status
-/// is never dropped because the database blinked.
+/// Writes one batch, retrying (with backoff) until the database takes it: a
+/// final status is never dropped because the database blinked. Once the
+/// replica is shutting down, only until its deadline (`Shared::stop_by`):
+/// then each result is logged and left `running` for the leader, which
+/// records it `abandoned` when this replica is gone — a shutdown never
+/// hangs on a database that is away.
 async fn write(shared: &Shared, batch: &[Completion]) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     loop {
-        let result = match shared.pool.get().await {
-            Ok(client) => runs::finish_batch(&client, shared.node_id, batch)
+        let attempt = async {
+            match shared.pool.get().await {
+                Ok(client) => runs::finish_batch(&client, shared.node_id, batch)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let result = match shared.stop_by() {
+            Some(deadline) => tokio::time::timeout_at(deadline, attempt)
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .unwrap_or_else(|_| Err("timed out at the shutdown deadline".to_string())),
+            None => attempt.await,
         };
         match result {
             Ok(lost) => {
@@ -111,11 +124,34 @@ async fn write(shared: &Shared, batch: &[Completion]) {
                 return;
             }
             Err(error) => {
-                shared.set_db_ok(false);
-                tracing::warn!(node_id = %shared.node_id, %error, runs = batch.len(), "could not record run results; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                shared.db_failed("recording run results", &error);
+                let delay = backoff.next_delay();
+                if shared
+                    .stop_by()
+                    .is_some_and(|deadline| tokio::time::Instant::now() + delay >= deadline)
+                {
+                    give_up(shared, batch, &error);
+                    return;
+                }
+                tokio::time::sleep(delay).await;
             }
         }
     }
+}
+
+/// Shutting down and out of time: says what could not be recorded. The
+/// rows stay `running` under this replica's id; once it is gone the
+/// leader's reaper records them `abandoned` (and retries them as their
+/// schedule's policy says).
+fn give_up(shared: &Shared, batch: &[Completion], error: &str) {
+    for c in batch {
+        tracing::error!(
+            node_id = %shared.node_id, run_id = %c.run_id, schedule = %c.schedule_name,
+            status = %c.status, %error,
+            "could not record the run's result before shutting down; the leader will record it abandoned"
+        );
+    }
+    shared
+        .unwritten
+        .written(batch.iter().map(|c| (c.schedule_name.as_str(), c.run_id)));
 }

@@ -66,7 +66,8 @@ impl Settled {
             Err(e) => Err(e.to_string()),
         };
         if let Err(error) = result {
-            tracing::warn!(node_id = %shared.node_id, %error, "could not publish settled-tick digests; other replicas will probe these ticks one by one");
+            // Only means that the others probe these ticks one by one.
+            shared.db_failed("publishing settled-tick digests", &error);
         }
     }
 }

@@ -56,12 +56,11 @@ pub async fn beat(shared: &Shared) -> bool {
                 tracing::warn!(node_id = %shared.node_id, offset_ms = offset.num_milliseconds(),
                     "this replica's clock is more than 1 s from the database's; timers follow the database clock");
             }
-            shared.set_db_ok(true);
+            shared.db_succeeded();
             true
         }
         Err(e) => {
-            shared.set_db_ok(false);
-            tracing::warn!(node_id = %shared.node_id, error = %e, "heartbeat failed");
+            shared.db_failed("heartbeat", &e);
             false
         }
     }

@@ -22,6 +22,7 @@ mod digest;
 mod executor;
 mod handoff;
 mod heartbeat;
+pub mod outage;
 mod pending;
 mod priority;
 pub mod queue;
@@ -31,7 +32,7 @@ mod timer;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use deadpool_postgres::Pool;
@@ -81,11 +82,19 @@ pub(crate) struct Shared {
     pub claims: priority::ClaimActivity,
     /// Finished runs whose results are not written yet (see `priority`).
     pub unwritten: priority::Unwritten,
-    db_ok: AtomicBool,
+    /// Whether the database answers, and the claim path's retry delays.
+    pub health: outage::DatabaseHealth,
     catalog: RwLock<HashMap<String, Arc<StoredSchedule>>>,
     /// Who is alive, from the liveness locks (see `cluster::membership`).
     pub membership: cluster::Membership,
+    /// Set at SIGTERM: the instant by which the replica must have exited,
+    /// database or not (`shutdown_grace` + [`AFTER_GRACE`]).
+    stop_by: std::sync::OnceLock<tokio::time::Instant>,
 }
+
+/// How long after the shutdown grace a replica may still spend writing
+/// results and leaving the cluster before it exits regardless.
+pub const AFTER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Shared {
     /// The live replicas as this one sees them (sorted ids).
@@ -98,8 +107,24 @@ impl Shared {
         share::Share::of(&self.membership.members(), self.node_id)
     }
 
-    pub fn set_db_ok(&self, ok: bool) {
-        self.db_ok.store(ok, Ordering::Relaxed);
+    /// The shutdown deadline, once shutting down.
+    pub fn stop_by(&self) -> Option<tokio::time::Instant> {
+        self.stop_by.get().copied()
+    }
+
+    /// A database operation worked (ends an outage: logged and exported once).
+    pub fn db_succeeded(&self) {
+        if self.health.succeeded(self.node_id) == outage::Transition::Up {
+            self.metrics.database_unreachable_since(None);
+        }
+    }
+
+    /// A database operation (`what`) failed: the outage is logged once and
+    /// then at most every 10 s (see `outage`).
+    pub fn db_failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        if let outage::Transition::Down(at) = self.health.failed(self.node_id, what, error) {
+            self.metrics.database_unreachable_since(Some(at));
+        }
     }
 
     fn catalog_write(
@@ -182,6 +207,25 @@ impl Shared {
     }
 }
 
+/// The longest one step of the shutdown may take (writing `draining` or
+/// `left`, stopping the claim path, the heartbeat or the liveness session).
+const STEP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `f` for at most `limit`; `None` (and a log line) if it did not finish.
+async fn bounded<T>(
+    what: &str,
+    limit: std::time::Duration,
+    f: impl Future<Output = T>,
+) -> Option<T> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::warn!(step = what, limit = ?limit, "shutdown step did not finish in time; going on");
+            None
+        }
+    }
+}
+
 /// A handle on a running engine's state, for probes and the API.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -195,7 +239,7 @@ impl EngineHandle {
     }
     /// Whether the last database operation succeeded.
     pub fn database_ok(&self) -> bool {
-        self.shared.db_ok.load(Ordering::Relaxed)
+        self.shared.health.is_up()
     }
     /// Runs executing now.
     pub fn in_flight(&self) -> usize {
@@ -298,9 +342,10 @@ impl SchedulerBuilder {
                 inflight: AtomicUsize::new(0),
                 claims: priority::ClaimActivity::default(),
                 unwritten: priority::Unwritten::default(),
-                db_ok: AtomicBool::new(false),
+                health: outage::DatabaseHealth::default(),
                 catalog: RwLock::new(HashMap::new()),
                 membership: cluster::Membership::default(),
+                stop_by: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -413,23 +458,35 @@ impl Scheduler {
         let writer = tokio::spawn(completions::run(shared.clone(), done_rx));
 
         shutdown.await;
+        // Every step below is bounded, so the process exits by `stop_by`
+        // whether or not the database answers (a hung shutdown would keep
+        // a Kubernetes rollout waiting until SIGKILL).
+        let stop_by = tokio::time::Instant::now() + shared.config.shutdown_grace + AFTER_GRACE;
+        let _ = shared.stop_by.set(stop_by);
         tracing::info!(node_id = %shared.node_id, "shutting down: claiming stopped");
         shared.set_node_state(heartbeat::DRAINING);
         let _ = stop_tx.send(true);
-        heartbeat::beat(&shared).await;
-        // Stops claiming and resigns leadership (the elector NOTIFYs followers).
-        while front.join_next().await.is_some() {}
+        bounded("recording draining", STEP, heartbeat::beat(&shared)).await;
+        // Stops claiming (a claim already sent commits; its runs are ours)
+        // and resigns leadership (the elector NOTIFYs followers).
+        let joined = bounded("stopping the claim path", STEP, async {
+            while front.join_next().await.is_some() {}
+        })
+        .await;
+        if joined.is_none() {
+            front.abort_all();
+        }
         // The executor drains (within the grace) and drops its senders, which
-        // lets the completion writer flush and end.
+        // lets the completion writer flush and end (by `stop_by`).
         let _ = executor.await;
-        let _ = writer.await;
+        let _ = tokio::time::timeout_at(stop_by + STEP, writer).await;
         let _ = beat_stop_tx.send(true);
-        let _ = beats.await;
+        let _ = tokio::time::timeout(STEP, beats).await;
         shared.set_node_state(heartbeat::LEFT);
-        heartbeat::beat(&shared).await;
+        bounded("recording left", STEP, heartbeat::beat(&shared)).await;
         // Left: the lock can go now.
         let _ = live_stop_tx.send(true);
-        let _ = liveness.await;
+        let _ = tokio::time::timeout(STEP, liveness).await;
         tracing::info!(node_id = %shared.node_id, "replica left the cluster");
         Ok(())
     }

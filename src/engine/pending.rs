@@ -44,7 +44,7 @@ pub async fn run(
         let taken = match taken {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(node_id = %shared.node_id, error = %e, "could not look for pending runs");
+                shared.db_failed("looking for pending runs", &e);
                 continue;
             }
         };

@@ -3,10 +3,10 @@
 //! reload everything periodically and after every reconnect as the safety net.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::outage::Backoff;
 use super::timer::Change;
 use super::Shared;
 use crate::store::leader::LEADER_CHANNEL;
@@ -22,7 +22,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut first = true;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     loop {
         let listener = tokio::select! {
             _ = shutdown.changed() => return,
@@ -31,17 +31,15 @@ pub async fn run(
         let mut listener = match listener {
             Ok(l) => l,
             Err(e) => {
-                shared.set_db_ok(false);
-                tracing::warn!(node_id = %shared.node_id, error = %e, retry_in = ?backoff, "cannot LISTEN for schedule changes");
+                shared.db_failed("LISTEN", &e);
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
+        backoff.reset();
         // Anything that changed while we were not listening is picked up here.
         if resync(&shared, &changes, first).await.is_ok() {
             first = false;
@@ -58,7 +56,7 @@ pub async fn run(
                 }
                 notice = listener.notices.recv() => match notice {
                     None => {
-                        tracing::warn!(node_id = %shared.node_id, "LISTEN connection closed; reconnecting");
+                        tracing::debug!(node_id = %shared.node_id, "LISTEN connection closed; reconnecting");
                         break;
                     }
                     Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&shared, &changes, &n.payload).await,
@@ -89,8 +87,7 @@ async fn resync(
             Ok(())
         }
         Err(e) => {
-            shared.set_db_ok(false);
-            tracing::warn!(node_id = %shared.node_id, error = %e, "schedule resync failed");
+            shared.db_failed("schedule resync", &e);
             Err(e)
         }
     }

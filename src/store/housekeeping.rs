@@ -150,6 +150,32 @@ pub async fn last_ticks(
     Ok(out)
 }
 
+/// Where the misfire sweep stands (see migration 0006): the database clock
+/// of the last pass that walked every schedule, if any.
+pub async fn swept_at(client: &impl GenericClient) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(client
+        .query_opt("SELECT swept_at FROM scheduler_sweep", &[])
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?)
+}
+
+/// Records that a pass at `at` walked every schedule (never moves back).
+pub async fn record_swept(
+    client: &impl GenericClient,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO scheduler_sweep (swept_at) VALUES ($1) \
+             ON CONFLICT (singleton) DO UPDATE \
+             SET swept_at = greatest(scheduler_sweep.swept_at, EXCLUDED.swept_at)",
+            &[&at],
+        )
+        .await?;
+    Ok(())
+}
+
 /// A tick nobody claimed within its grace.
 #[derive(Debug, Clone)]
 pub struct Unclaimed {

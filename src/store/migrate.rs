@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "liveness_and_overlap",
         sql: include_str!("../../migrations/0005_liveness_and_overlap.sql"),
     },
+    Migration {
+        version: 6,
+        name: "sweep_watermark",
+        sql: include_str!("../../migrations/0006_sweep_watermark.sql"),
+    },
 ];
 
 /// What a migration run did.

@@ -32,6 +32,7 @@ async fn a_version_one_database_is_upgraded() {
         "DROP INDEX scheduler_schedules_name_c_idx;
          DROP INDEX scheduler_runs_pending_idx;
          DROP TABLE scheduler_tick_digests;
+         DROP TABLE scheduler_sweep;
          ALTER TABLE scheduler_nodes DROP COLUMN liveness_key;
          ALTER TABLE scheduler_runs DROP COLUMN overlapped_run_id;
          DELETE FROM scheduler_migrations WHERE version > 1;

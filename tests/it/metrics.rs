@@ -324,6 +324,7 @@ async fn metrics_are_valid_exposition_and_counters_move() {
         ("spine_db_pool_connections", "gauge"),
         ("spine_db_pool_max_connections", "gauge"),
         ("spine_clock_offset_seconds", "gauge"),
+        ("spine_database_unreachable_since_seconds", "gauge"),
         ("spine_http_requests_total", "counter"),
         ("spine_build_info", "gauge"),
         ("process_cpu_seconds_total", "counter"),
@@ -338,6 +339,11 @@ async fn metrics_are_valid_exposition_and_counters_move() {
     assert_eq!(
         m.value("spine_db_pool_max_connections", &[("pool", "engine")]),
         Some(8.0)
+    );
+    assert_eq!(
+        m.value("spine_database_unreachable_since_seconds", &[]),
+        Some(0.0),
+        "the database answers"
     );
 
     // Counters move: requests, and the schedule gauge refreshed per scrape.

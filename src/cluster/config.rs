@@ -78,6 +78,12 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Where the dedicated sessions (liveness, leader election) connect:
+    /// `leader_database_url`, else the main URL.
+    pub fn session_url<'a>(&'a self, main: &'a str) -> &'a str {
+        self.leader_database_url.as_deref().unwrap_or(main)
+    }
+
     /// Checks the settings, and that a vanished leader stops acting before
     /// the server can hand its lock to someone else.
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -79,10 +79,7 @@ enum Ended {
 /// Runs until shutdown; resigns on the way out.
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let cfg = &shared.config.cluster;
-    let url = cfg
-        .leader_database_url
-        .clone()
-        .unwrap_or_else(|| shared.database_url.clone());
+    let url = cfg.session_url(&shared.database_url).to_string();
     let node = shared.node_id;
     let mut session: Option<LeaderSession> = None;
     let mut first = true;

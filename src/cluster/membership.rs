@@ -127,10 +127,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let cfg = &shared.config.cluster;
-    let url = cfg
-        .leader_database_url
-        .clone()
-        .unwrap_or_else(|| shared.database_url.clone());
+    let url = cfg.session_url(&shared.database_url).to_string();
     let node = shared.node_id;
     let mut backoff = Backoff::default();
     let mut failing_since: Option<Instant> = None;

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod schedule;
 pub mod schedule_file;
 pub mod store;
+pub mod timing;
 
 /// This build's version, as recorded in `scheduler_nodes`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -21,14 +21,13 @@ const MAX_TICKS_PER_PASS: usize = 1000;
 /// Retention deletes at most this many rows per statement, and runs this often.
 const PRUNE_BATCH: i64 = 10_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
-/// How long a replica with a liveness key must stay gone before the leader
-/// reaps it (marks it dead and its runs `abandoned`). A live replica that
-/// loses its liveness session switches itself to lease mode within a few
-/// milliseconds (`membership`); this covers that switch with room to spare.
-pub const REAP_CONFIRM: Duration = Duration::from_millis(300);
-/// Margin past a tick's grace before the sweep calls it missed, so a replica
-/// claiming at the edge of its grace wins.
-const SWEEP_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
+// How long a replica with a liveness key must stay gone before the leader
+// reaps it (marks it dead and its runs `abandoned`). A live replica that
+// loses its liveness session switches itself to lease mode within a few
+// milliseconds (`membership`); this covers that switch with room to spare.
+use crate::timing::REAP_CONFIRM;
+// Margin past a tick's grace before the sweep calls it missed (see `timing`).
+use crate::timing::SWEEP_MARGIN;
 
 /// Where the misfire sweep stands for one schedule.
 struct Watermark {
@@ -265,5 +264,5 @@ async fn sweep_misfires(
 }
 
 fn grace_of(s: &StoredSchedule) -> chrono::Duration {
-    chrono::Duration::from_std(s.schedule.misfire_grace()).unwrap_or(chrono::Duration::zero())
+    crate::timing::misfire_grace(&s.schedule)
 }

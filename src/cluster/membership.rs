@@ -22,7 +22,7 @@
 //! than the server's own timeouts on a silent session), it switches itself
 //! to lease mode through the pool, then opens a new session with a new
 //! key. The leader reaps a keyed replica only after it has stayed gone for
-//! `REAP_CONFIRM` (see `duties`), which covers the switch.
+//! `timing::REAP_CONFIRM`, which covers the switch.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

@@ -160,8 +160,7 @@ async fn claim_chunk(
         });
         by_key.insert((s.name().to_string(), tick.at), tick);
     }
-    let retry_delay = chrono::Duration::from_std(shared.config.claim_retry_delay)
-        .unwrap_or(chrono::Duration::seconds(1));
+    let retry_delay = crate::timing::chrono(shared.config.claim_retry_delay);
     // The batch may arrive up to the claim lead early: the INSERT waits
     // until its newest tick is due on our estimate of the database clock.
     let due = by_key.values().map(|t| t.at).max();
@@ -208,16 +207,14 @@ async fn claim_chunk(
             // Backed off (and shared by the chunks): a database that is
             // down is not asked again hundreds of times a second.
             let now = shared.clock.now();
-            let at = now
-                + chrono::Duration::from_std(shared.health.claim_retry_delay())
-                    .unwrap_or(retry_delay);
+            let at = now + crate::timing::chrono(shared.health.claim_retry_delay());
             // Held up by the database: overdue ticks are a backlog now.
             let again = by_key
                 .into_values()
                 .map(|tick| Retry {
                     at,
                     tick: Tick {
-                        backlog: tick.backlog || now - tick.at > super::queue::BACKLOG_AFTER,
+                        backlog: tick.backlog || now - tick.at > crate::timing::BACKLOG_AFTER,
                         ..tick
                     },
                 })
@@ -302,8 +299,7 @@ async fn claim_chunk(
     }
     let db_now = outcome.db_now.unwrap_or_else(|| shared.clock.now());
     let share = shared.share();
-    let handoff = chrono::Duration::from_std(shared.config.handoff_delay)
-        .unwrap_or(chrono::Duration::seconds(1));
+    let handoff = crate::timing::chrono(shared.config.handoff_delay);
     let again = outcome
         .retry
         .into_iter()

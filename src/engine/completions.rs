@@ -17,11 +17,9 @@ const MAX_BATCH: usize = 500;
 /// How long to wait for more completions before writing.
 const GATHER: Duration = Duration::from_millis(2);
 /// Longest a batch waits for the claims to finish: a claimer that is never
-/// idle must not hold results back for long.
-const MAX_HOLD: Duration = Duration::from_millis(500);
-/// A result whose schedule ticks again within this is written at once (see
-/// `Completion::urgent`): the longest hold, the claim lead, and a margin.
-pub const URGENT_WITHIN: chrono::Duration = chrono::Duration::seconds(2);
+/// idle must not hold results back for long (`timing` states why urgent
+/// results skip the hold).
+const MAX_HOLD: Duration = crate::timing::RESULT_HOLD;
 
 /// Hands finished runs' results to the writer. Each is listed in
 /// `Shared::unwritten` until it is written, so that the claim's overlap

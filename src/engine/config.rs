@@ -135,9 +135,9 @@ impl EngineConfig {
                 "must be at least twice the heartbeat interval, or live replicas look dead",
             );
         }
-        if self.claim_lead > Duration::from_secs(1) {
-            // The claim transaction stays open for the lead; pooled sessions
-            // end transactions idle for 5 s.
+        if self.claim_lead > crate::timing::MAX_CLAIM_LEAD {
+            // Urgent results are written within the lead of the next tick
+            // (see `timing`), and the claim transaction idles for the lead.
             return err("claim-lead", "must be at most 1s");
         }
         if self.handoff_delay > Duration::from_secs(60) {

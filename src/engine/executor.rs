@@ -168,8 +168,7 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
     async {
         if let Some(waiting) = after {
             let _ = waiting.finished.await;
-            let grace = chrono::Duration::from_std(schedule.misfire_grace())
-                .unwrap_or(chrono::Duration::MAX);
+            let grace = crate::timing::misfire_grace(schedule);
             let now = shared.clock.now();
             if now - job.scheduled_at > grace {
                 // Waited past its grace: recorded missed, not run.
@@ -208,7 +207,7 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
         let completed_at = Some(finished);
         let urgent = schedule
             .next_fire_after(finished)
-            .is_some_and(|next| next - finished < super::completions::URGENT_WITHIN);
+            .is_some_and(|next| next - finished < crate::timing::URGENT_WITHIN);
         shared
             .metrics
             .run_duration(schedule.name(), started.elapsed().as_secs_f64());

@@ -17,7 +17,7 @@ pub struct Tick {
     pub at: DateTime<Utc>,
     /// Whether it is part of a backlog: this replica's queue or its
     /// database was behind, and the tick could not be claimed within
-    /// [`BACKLOG_AFTER`] of falling due. Only backlog ticks are coalesced
+    /// `timing::BACKLOG_AFTER` of falling due. Only backlog ticks are coalesced
     /// (with `coalesce`, when a newer tick of the schedule is due too). A
     /// tick that is merely late — handed over from a replica that died, or
     /// held up by a database hiccup shorter than that — is not: it runs.
@@ -46,11 +46,6 @@ pub struct DueQueue {
     heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, String)>>,
     generation: u64,
 }
-
-/// How overdue a tick must be, when this replica takes it from its queue or
-/// retries it after a failed claim, to count as part of a backlog (see
-/// [`Tick::backlog`]).
-pub const BACKLOG_AFTER: chrono::Duration = chrono::Duration::seconds(1);
 
 /// At most this many backlog ticks of one schedule are produced per take;
 /// older ones are left to the leader's misfire sweep.

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::queue::{DueQueue, Tick};
 use super::Shared;
 use crate::store::schedules::StoredSchedule;
+use crate::timing;
 
 /// How the set of schedules changed.
 #[derive(Debug)]
@@ -55,8 +56,7 @@ pub async fn run(
     let mut membership = shared.membership.subscribe();
     // Batches go to the claimer this long before they fall due: it locks
     // ahead and inserts at the due instant (see `store::claims`).
-    let lead =
-        chrono::Duration::from_std(shared.config.claim_lead).unwrap_or(chrono::Duration::zero());
+    let lead = timing::chrono(shared.config.claim_lead);
     loop {
         let next_tick = queue.next_due();
         let next_retry = retries.iter().map(|r| r.at).min();
@@ -88,7 +88,7 @@ pub async fn run(
         let horizon = now + lead;
         let mut due = queue.take_due(horizon);
         for t in &mut due {
-            t.backlog = now - t.at > super::queue::BACKLOG_AFTER;
+            t.backlog = now - t.at > crate::timing::BACKLOG_AFTER;
         }
         let mut seen = std::collections::HashSet::new();
         for t in &due {
@@ -98,8 +98,7 @@ pub async fn run(
         }
         // Our share goes now; the rest waits the handoff delay (see `share`).
         let share = shared.share();
-        let handoff = chrono::Duration::from_std(shared.config.handoff_delay)
-            .unwrap_or(chrono::Duration::seconds(1));
+        let handoff = timing::chrono(shared.config.handoff_delay);
         let (mut batch, others): (Vec<Tick>, Vec<Tick>) =
             due.into_iter().partition(|t| share.prefers(t.name()));
         tracing::trace!(node_id = %shared.node_id, ?share, own = batch.len(), handed_off = others.len(), "due ticks");
@@ -114,9 +113,8 @@ pub async fn run(
             retries.drain(..).partition(|r| r.at <= horizon);
         retries = later;
         for r in ready {
-            let grace = chrono::Duration::from_std(r.tick.schedule.schedule.misfire_grace())
-                .unwrap_or(chrono::Duration::zero());
-            if now - r.tick.at > grace + chrono::Duration::seconds(1) {
+            let grace = timing::misfire_grace(&r.tick.schedule.schedule);
+            if now - r.tick.at > grace + timing::OFFER_MARGIN {
                 // Past its grace: the leader's misfire sweep records it.
                 tracing::debug!(schedule = r.tick.name(), tick = %r.tick.at, "giving up on an unclaimable tick");
                 continue;
@@ -190,8 +188,7 @@ fn apply_change(shared: &Shared, queue: &mut DueQueue, change: Change) {
                 // Ticks from before the schedule's current definition (creation,
                 // change, resume) never were due; older ones than the grace are
                 // the misfire sweep's.
-                let grace = chrono::Duration::from_std(s.schedule.misfire_grace())
-                    .unwrap_or(chrono::Duration::zero());
+                let grace = timing::misfire_grace(&s.schedule);
                 let after = (now - grace).max(s.updated_at);
                 queue.upsert(s, after);
             }

@@ -16,6 +16,7 @@ pub mod schedule;
 pub mod schedule_file;
 pub mod store;
 pub mod timing;
+pub mod types;
 
 /// This build's version, as recorded in `scheduler_nodes`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

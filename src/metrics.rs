@@ -43,7 +43,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::store::runs::RunStatus;
+use crate::types::RunStatus;
 
 /// The `schedule` label value used for every schedule when per-schedule
 /// labels are off.
@@ -394,7 +394,7 @@ impl Metrics {
 
     /// How late a tick's pipeline started: `started_at − scheduled_at`, in
     /// seconds, both on the database clock. Engine: the executor, when it
-    /// starts a run with trigger `schedule` or `catchup` (manual runs and
+    /// starts a run with trigger `schedule` (manual runs and
     /// retries have no due instant to be late for). Negative values (clock
     /// estimate noise) count as zero.
     pub fn fire_lag(&self, seconds: f64) {

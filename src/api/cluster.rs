@@ -27,8 +27,12 @@ pub struct NodeView {
     pub heartbeat_at: DateTime<Utc>,
     /// Seconds since its last heartbeat (database clock).
     pub heartbeat_age_seconds: f64,
-    /// Whether its heartbeat is within the node lease and it has not left.
+    /// Whether it is alive: its liveness lock is held (or, in lease mode,
+    /// its heartbeat is within the node lease) and it has not left.
     pub alive: bool,
+    /// Its liveness key (`pg_locks.objid` of its liveness lock); `null` in
+    /// heartbeat lease mode.
+    pub liveness_key: Option<i32>,
     /// Since when it leads, if it does.
     pub leader_since: Option<DateTime<Utc>>,
     /// Whether it is the leader now.
@@ -78,10 +82,8 @@ fn age_seconds(n: &Node) -> f64 {
 )]
 pub async fn get(State(app): State<AppState>) -> Result<axum::Json<ClusterView>, ApiError> {
     let db = app.db().await?;
-    let all = nodes::list(&**db).await?;
-    let lease = app.inner.node_lease.as_secs_f64();
-    let alive =
-        |n: &Node| matches!(n.state.as_str(), "active" | "draining") && age_seconds(n) <= lease;
+    let all = nodes::list(&**db, app.inner.node_lease).await?;
+    let alive = |n: &Node| n.alive;
     // A dead leader's row may still say leader_since until the next leader
     // clears it: only a live holder counts, the most recent one if two do.
     let leader = all
@@ -109,11 +111,12 @@ pub async fn get(State(app): State<AppState>) -> Result<axum::Json<ClusterView>,
                 node_id: n.node_id,
                 hostname: n.hostname.clone(),
                 version: n.version.clone(),
-                state: n.state.clone(),
+                state: n.state.to_string(),
                 started_at: n.started_at,
                 heartbeat_at: n.heartbeat_at,
                 heartbeat_age_seconds: age_seconds(n),
                 alive: alive(n),
+                liveness_key: n.liveness_key,
                 leader_since: n.leader_since,
                 is_leader: Some(n.node_id) == leader_id,
                 is_self: n.node_id == this_node,

@@ -12,7 +12,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
 use super::{cursor, page_limit, AppState};
 use crate::schedule::validate_name;
-use crate::store::runs::{self, Run, RunFilter, RunStatus, RunTrigger};
+use crate::store::runs::{self, Run, RunFilter};
+use crate::types::{RunStatus, RunTrigger};
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -58,8 +59,6 @@ pub enum TriggerName {
     Manual,
     /// A retry of a failed or abandoned attempt.
     Retry,
-    /// The one run standing for a coalesced backlog.
-    Catchup,
 }
 
 impl From<RunTrigger> for TriggerName {
@@ -68,7 +67,6 @@ impl From<RunTrigger> for TriggerName {
             RunTrigger::Schedule => TriggerName::Schedule,
             RunTrigger::Manual => TriggerName::Manual,
             RunTrigger::Retry => TriggerName::Retry,
-            RunTrigger::Catchup => TriggerName::Catchup,
         }
     }
 }
@@ -155,7 +153,7 @@ pub struct RunPage {
 pub struct RunsQuery {
     /// Only these statuses, comma-separated (`failed,abandoned`).
     pub status: Option<String>,
-    /// Only this trigger: `schedule`, `manual`, `retry` or `catchup`.
+    /// Only this trigger: `schedule`, `manual` or `retry`.
     pub trigger: Option<String>,
     /// Only ticks at or after this RFC 3339 instant.
     pub since: Option<String>,
@@ -176,7 +174,7 @@ pub struct AllRunsQuery {
     pub schedule: Option<String>,
     /// Only these statuses, comma-separated (`failed,abandoned`).
     pub status: Option<String>,
-    /// Only this trigger: `schedule`, `manual`, `retry` or `catchup`.
+    /// Only this trigger: `schedule`, `manual` or `retry`.
     pub trigger: Option<String>,
     /// Only ticks at or after this RFC 3339 instant.
     pub since: Option<String>,

@@ -138,7 +138,7 @@ async fn pass(
     for schedule in &abandoned {
         shared
             .metrics
-            .fired(schedule, crate::store::runs::RunStatus::Abandoned);
+            .fired(schedule, crate::types::RunStatus::Abandoned);
     }
     if dead > 0 || !abandoned.is_empty() {
         tracing::warn!(node_id = %node, nodes = dead, runs = abandoned.len(), "reaped replicas that are gone");

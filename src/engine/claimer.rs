@@ -15,7 +15,7 @@ use super::timer::Retry;
 use super::Shared;
 use crate::store::claims::{self, ClaimRequest};
 use crate::store::locks;
-use crate::store::runs::{RunStatus, RunTrigger};
+use crate::types::{RunStatus, RunTrigger};
 
 /// Small margin after the due instant, so the database (whose clock the
 /// INSERT checks) agrees the tick is due despite clock-estimate jitter.

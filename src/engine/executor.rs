@@ -19,8 +19,9 @@ use uuid::Uuid;
 use super::completions::Results;
 use super::Shared;
 use crate::pipeline::{PipelineError, PipelineOutcome, RunContext};
-use crate::store::runs::{Completion, RunStatus, RunTrigger};
+use crate::store::runs::Completion;
 use crate::store::schedules::StoredSchedule;
+use crate::types::{RunStatus, RunTrigger};
 
 /// A run this replica owns (its ledger row is `running` with our node id).
 #[derive(Debug)]
@@ -197,7 +198,7 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
         let started_at = shared.clock.now();
         let started = std::time::Instant::now();
         let lag_ms = (started_at - job.scheduled_at).num_milliseconds();
-        if matches!(job.trigger, RunTrigger::Schedule | RunTrigger::Catchup) {
+        if job.trigger == RunTrigger::Schedule {
             shared.metrics.fire_lag(lag_ms as f64 / 1000.0);
         }
         tracing::info!(node_id = %shared.node_id, tick = %job.scheduled_at, lag_ms, "run started");

@@ -13,13 +13,6 @@ use tokio::sync::watch;
 use super::Shared;
 use crate::store::{membership, nodes};
 
-/// The replica's state as recorded in `scheduler_nodes.state`.
-pub const ACTIVE: &str = "active";
-/// Shutting down: no new claims, in-flight runs finishing.
-pub const DRAINING: &str = "draining";
-/// Gone cleanly.
-pub const LEFT: &str = "left";
-
 /// Records the node in its current state once; returns whether the database took it.
 pub async fn beat(shared: &Shared) -> bool {
     let state = shared.node_state();

@@ -47,6 +47,7 @@ use crate::metrics::{Metrics, MetricsOptions};
 use crate::pipeline::{Pipeline, Registry, RegistryError};
 use crate::store::schedules::StoredSchedule;
 use crate::store::{self, StoreError};
+use crate::types::NodeState;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +70,8 @@ pub enum EngineError {
 pub(crate) struct Shared {
     pub node_id: Uuid,
     pub leadership: Leadership,
-    /// What the heartbeat records: `heartbeat::ACTIVE`, `DRAINING`, …
-    pub node_state: RwLock<&'static str>,
+    /// What the heartbeat records: active, draining, left.
+    pub node_state: RwLock<NodeState>,
     pub config: EngineConfig,
     pub database_url: String,
     pub pool: Pool,
@@ -190,11 +191,11 @@ impl Shared {
             .collect()
     }
 
-    pub fn set_node_state(&self, state: &'static str) {
+    pub fn set_node_state(&self, state: NodeState) {
         *self.node_state.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
-    pub fn node_state(&self) -> &'static str {
+    pub fn node_state(&self) -> NodeState {
         *self.node_state.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -332,7 +333,7 @@ impl SchedulerBuilder {
             shared: Arc::new(Shared {
                 node_id: Uuid::now_v7(),
                 leadership: Leadership::default(),
-                node_state: RwLock::new(heartbeat::ACTIVE),
+                node_state: RwLock::new(NodeState::Active),
                 config: self.config,
                 database_url: self.database_url,
                 pool,
@@ -464,7 +465,7 @@ impl Scheduler {
         let stop_by = tokio::time::Instant::now() + shared.config.shutdown_grace + AFTER_GRACE;
         let _ = shared.stop_by.set(stop_by);
         tracing::info!(node_id = %shared.node_id, "shutting down: claiming stopped");
-        shared.set_node_state(heartbeat::DRAINING);
+        shared.set_node_state(NodeState::Draining);
         let _ = stop_tx.send(true);
         bounded("recording draining", STEP, heartbeat::beat(&shared)).await;
         // Stops claiming (a claim already sent commits; its runs are ours)
@@ -482,7 +483,7 @@ impl Scheduler {
         let _ = tokio::time::timeout_at(stop_by + STEP, writer).await;
         let _ = beat_stop_tx.send(true);
         let _ = tokio::time::timeout(STEP, beats).await;
-        shared.set_node_state(heartbeat::LEFT);
+        shared.set_node_state(NodeState::Left);
         bounded("recording left", STEP, heartbeat::beat(&shared)).await;
         // Left: the lock can go now.
         let _ = live_stop_tx.send(true);

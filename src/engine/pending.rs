@@ -8,7 +8,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::completions::Results;
 use super::executor::Job;
 use super::Shared;
-use crate::store::runs::{self, Completion, RunStatus};
+use crate::store::runs::{self, Completion};
+use crate::types::RunStatus;
 
 /// Most runs taken per poll.
 const MAX_TAKE: i64 = 100;

@@ -433,7 +433,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::runs::RunTrigger;
+    use crate::types::RunTrigger;
     use chrono::{DateTime, TimeZone, Utc};
     use serde_json::Map;
     use uuid::Uuid;

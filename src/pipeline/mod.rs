@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::store::runs::RunTrigger;
+use crate::types::RunTrigger;
 
 pub use self::log::LogPipeline;
 

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::runs::{RunStatus, RunTrigger};
 use super::StoreError;
+use crate::types::{RunStatus, RunTrigger};
 
 /// The newest run of a schedule, as shown beside it in the API.
 #[derive(Debug, Clone, PartialEq)]

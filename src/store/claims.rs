@@ -37,8 +37,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::locks;
-use super::runs::RunStatus;
 use super::StoreError;
+use crate::types::RunStatus;
 
 /// One (schedule, tick) to claim, with the policies the claim applies.
 #[derive(Debug, Clone, PartialEq)]

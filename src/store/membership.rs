@@ -94,7 +94,7 @@ pub async fn register(
     node_id: Uuid,
     hostname: &str,
     version: &str,
-    state: &str,
+    state: crate::types::NodeState,
     key: i32,
 ) -> Result<(), StoreError> {
     client
@@ -106,7 +106,7 @@ pub async fn register(
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (node_id) DO UPDATE \
              SET liveness_key = $5, heartbeat_at = now(), state = $4",
-            &[&node_id, &hostname, &version, &state, &key],
+            &[&node_id, &hostname, &version, &state.as_str(), &key],
         )
         .await?;
     Ok(())

@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sweep_watermark",
         sql: include_str!("../../migrations/0006_sweep_watermark.sql"),
     },
+    Migration {
+        version: 7,
+        name: "no_catchup_trigger",
+        sql: include_str!("../../migrations/0007_no_catchup_trigger.sql"),
+    },
 ];
 
 /// What a migration run did.

@@ -21,10 +21,15 @@ pub struct Node {
     pub heartbeat_at: DateTime<Utc>,
     /// Since when it leads, if it does.
     pub leader_since: Option<DateTime<Utc>>,
-    /// `active`, `draining`, `left` or `dead`.
-    pub state: String,
+    /// Its recorded state.
+    pub state: crate::types::NodeState,
     /// The database's `now()` when this was read (ages are relative to it).
     pub read_at: DateTime<Utc>,
+    /// Its liveness key, while it holds a liveness session.
+    pub liveness_key: Option<i32>,
+    /// Alive by `store::membership::ALIVE` (its liveness lock is held, or in
+    /// lease mode its heartbeat is within the lease) and not gone.
+    pub alive: bool,
 }
 
 /// Records this replica in `state` (or refreshes it, if a leader dropped it
@@ -35,7 +40,7 @@ pub async fn heartbeat(
     node_id: Uuid,
     hostname: &str,
     version: &str,
-    state: &str,
+    state: crate::types::NodeState,
 ) -> Result<DateTime<Utc>, StoreError> {
     let row = client
         .query_one(
@@ -43,20 +48,29 @@ pub async fn heartbeat(
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), state = $4 \
              RETURNING now()",
-            &[&node_id, &hostname, &version, &state],
+            &[&node_id, &hostname, &version, &state.as_str()],
         )
         .await?;
     Ok(row.try_get(0)?)
 }
 
-/// All known replicas, most recently started first.
-pub async fn list(client: &impl GenericClient) -> Result<Vec<Node>, StoreError> {
+/// All known replicas, most recently started first; `lease` judges the
+/// ones in lease mode.
+pub async fn list(
+    client: &impl GenericClient,
+    lease: std::time::Duration,
+) -> Result<Vec<Node>, StoreError> {
+    use super::membership::{ALIVE, HELD};
     let rows = client
         .query(
-            "SELECT node_id, hostname, version, started_at, heartbeat_at, leader_since, state, \
-                    now() AS read_at \
-             FROM scheduler_nodes ORDER BY started_at DESC",
-            &[],
+            &format!(
+                "WITH {HELD} \
+                 SELECT n.node_id, n.hostname, n.version, n.started_at, n.heartbeat_at, \
+                        n.leader_since, n.state, now() AS read_at, n.liveness_key, \
+                        n.state IN ('active', 'draining') AND {ALIVE} AS alive \
+                 FROM scheduler_nodes n ORDER BY n.started_at DESC"
+            ),
+            &[&super::locks::LIVENESS_CLASS, &lease.as_secs_f64()],
         )
         .await?;
     rows.iter()
@@ -68,8 +82,13 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<Node>, StoreError> 
                 started_at: r.try_get("started_at")?,
                 heartbeat_at: r.try_get("heartbeat_at")?,
                 leader_since: r.try_get("leader_since")?,
-                state: r.try_get("state")?,
+                state: r
+                    .try_get::<_, String>("state")?
+                    .parse()
+                    .map_err(|e: String| StoreError::Schema(format!("scheduler_nodes: {e}")))?,
                 read_at: r.try_get("read_at")?,
+                liveness_key: r.try_get("liveness_key")?,
+                alive: r.try_get("alive")?,
             })
         })
         .collect()

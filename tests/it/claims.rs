@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use spine_scheduler::store::claims::{self, ClaimRequest};
 use spine_scheduler::store::locks;
-use spine_scheduler::store::runs::RunStatus;
+use spine_scheduler::types::RunStatus;
 use uuid::Uuid;
 
 use crate::harness::TestDb;

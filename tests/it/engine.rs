@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use spine_scheduler::schedule::Schedule;
-use spine_scheduler::store::runs::{self, RunStatus};
+use spine_scheduler::store::runs;
 use spine_scheduler::store::schedules;
+use spine_scheduler::types::RunStatus;
 
 use crate::harness::TestDb;
 use crate::replica::{audit, eventually, log_pipelines, seconds, temp_dir, ticks, Replica};

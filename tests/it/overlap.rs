@@ -12,8 +12,8 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use spine_scheduler::schedule::Schedule;
 use spine_scheduler::store::claims::{self, ClaimOutcome, ClaimRequest, Claimed};
-use spine_scheduler::store::runs::RunStatus;
 use spine_scheduler::store::schedules;
+use spine_scheduler::types::RunStatus;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

@@ -22,7 +22,7 @@ use sha2::Sha256;
 use spine_scheduler::pipeline::command::{CommandConfig, CommandPipeline};
 use spine_scheduler::pipeline::http::{build_client, HttpConfig, HttpPipeline};
 use spine_scheduler::pipeline::{config, Pipeline, PipelineError, RunContext};
-use spine_scheduler::store::runs::RunTrigger;
+use spine_scheduler::types::RunTrigger;
 use uuid::Uuid;
 
 const SECRET: &[u8] = b"correct horse battery staple";

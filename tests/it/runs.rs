@@ -1,6 +1,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
-use spine_scheduler::store::runs::{self, RunFilter, RunStatus, RunTrigger};
+use spine_scheduler::store::runs::{self, RunFilter};
+use spine_scheduler::types::{RunStatus, RunTrigger};
 use uuid::Uuid;
 
 use crate::harness::TestDb;

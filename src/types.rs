@@ -1,0 +1,97 @@
+//! The ledger's and the cluster's vocabulary: what a run's status and
+//! trigger are, what state a replica is in. Plain types (after River's
+//! `rivertype`), so that the engine, metrics and pipelines name them
+//! without importing the SQL layer; `store` reads and writes them as text.
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The text stored in the database and shown in the API.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?}; expected one of: {}",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a run is in its life.
+    RunStatus {
+        /// Created, waiting to start (a manual run, or a retry before its backoff ends).
+        Pending = "pending",
+        /// Claimed by a replica and executing.
+        Running = "running",
+        /// The pipeline succeeded.
+        Completed = "completed",
+        /// The pipeline failed or timed out.
+        Failed = "failed",
+        /// Not run: `max_instances` runs had started and not finished (the
+        /// row names the oldest in `overlapped_run_id`).
+        Skipped = "skipped",
+        /// Not run: it could not start within the misfire grace.
+        Missed = "missed",
+        /// Its replica died while running it.
+        Abandoned = "abandoned",
+    }
+}
+
+string_enum! {
+    /// Why a run exists.
+    RunTrigger {
+        /// A due tick of the schedule.
+        Schedule = "schedule",
+        /// Asked for through the API or CLI.
+        Manual = "manual",
+        /// A retry of a failed or abandoned attempt.
+        Retry = "retry",
+    }
+}
+
+impl RunStatus {
+    /// Whether the run has reached its final state.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Pending | RunStatus::Running)
+    }
+}
+
+string_enum! {
+    /// A replica's state in `scheduler_nodes`.
+    NodeState {
+        /// Claiming its share of the ticks.
+        Active = "active",
+        /// Shutting down: no new claims, in-flight runs finishing.
+        Draining = "draining",
+        /// Gone cleanly.
+        Left = "left",
+        /// Declared dead by the leader (its liveness lock or its heartbeat
+        /// lease is gone); its next heartbeat, if it lives, makes it active.
+        Dead = "dead",
+    }
+}

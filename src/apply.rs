@@ -176,9 +176,7 @@ pub async fn apply(
     options: ApplyOptions,
 ) -> Result<Plan, ApplyError> {
     let tx = client.transaction().await.map_err(StoreError::from)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&locks::APPLY])
-        .await
-        .map_err(StoreError::from)?;
+    locks::lock_for_transaction(&tx, locks::APPLY).await?;
     let page = schedules::list(&tx, &ScheduleFilter::default()).await?;
     if let Some(bad) = page.invalid.into_iter().next() {
         return Err(ApplyError::InvalidStoredRow {

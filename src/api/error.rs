@@ -255,7 +255,9 @@ fn from_db_error(e: &tokio_postgres::Error) -> ApiError {
             ApiError::internal("a database statement failed; see the replica's log")
         }
         None => {
-            tracing::warn!(error = %e, "admin API: database connection failed");
+            // The replica reports an outage once (`engine::outage`); a
+            // request per second from a probe must not repeat it.
+            tracing::debug!(error = %e, "admin API: database connection failed");
             ApiError::unavailable("the database is not reachable; try again")
         }
     }

@@ -1,4 +1,4 @@
-//! The admin HTTP API, the probes and the metrics endpoint (DESIGN §7).
+//! The admin HTTP API, the probes and the metrics endpoint (`docs/design.md` §7).
 //!
 //! Every replica serves it; any replica answers any request, since all state
 //! is in PostgreSQL. JSON under `/v1`, one error shape ([`error`]), bearer

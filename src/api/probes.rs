@@ -112,7 +112,7 @@ async fn ready_problems(app: &AppState) -> Vec<FieldProblem> {
             return out;
         }
     };
-    if let Err(e) = db.simple_query("SELECT 1").await {
+    if let Err(e) = api_queries::ping(&**db).await {
         out.push(problem("database", format!("not answering: {e}")));
         return out;
     }

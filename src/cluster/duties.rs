@@ -141,15 +141,19 @@ async fn pass(
             .fired(schedule, crate::types::RunStatus::Abandoned);
     }
     if dead > 0 || !abandoned.is_empty() {
-        tracing::warn!(node_id = %node, nodes = dead, runs = abandoned.len(), "reaped replicas that are gone");
+        tracing::warn!(
+            nodes = dead,
+            runs = abandoned.len(),
+            "reaped replicas that are gone"
+        );
     }
     let retries = housekeeping::schedule_retries(&**client, node).await?;
     if retries > 0 {
-        tracing::info!(node_id = %node, retries, "scheduled retries");
+        tracing::info!(retries, "scheduled retries");
     }
     let missed = sweep_misfires(shared, &client, marks).await?;
     if missed > 0 {
-        tracing::warn!(node_id = %node, ticks = missed, "recorded ticks nobody claimed as missed");
+        tracing::warn!(ticks = missed, "recorded ticks nobody claimed as missed");
     }
     if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
         *last_prune = Some(Instant::now());
@@ -159,7 +163,7 @@ async fn pass(
         }
         let nodes = housekeeping::prune_nodes(&**client, cfg.node_retention).await?;
         if pruned > 0 || nodes > 0 {
-            tracing::info!(node_id = %node, runs = pruned, nodes, "pruned history");
+            tracing::info!(runs = pruned, nodes, "pruned history");
         }
     }
     Ok(())

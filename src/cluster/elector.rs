@@ -99,7 +99,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(wait) => {}
                 _ = shared.leadership.wake.notified() => {
-                    tracing::debug!(node_id = %node, "leader resigned; bidding now");
+                    tracing::debug!("leader resigned; bidding now");
                 }
             }
         }
@@ -109,7 +109,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         if shared.clock.is_calibrated()
             && offset.abs().to_std().unwrap_or(Duration::MAX) > cfg.max_clock_offset
         {
-            tracing::warn!(node_id = %node, offset_ms = offset.num_milliseconds(),
+            tracing::warn!(offset_ms = offset.num_milliseconds(),
                 max = ?cfg.max_clock_offset, "clock too far from the database's; not bidding for leadership");
             continue;
         }
@@ -119,7 +119,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 Ok(s) => s,
                 Err(e) => {
                     failing = true;
-                    tracing::debug!(node_id = %node, error = %e, "cannot open the leader election session");
+                    tracing::debug!(error = %e, "cannot open the leader election session");
                     continue;
                 }
             },
@@ -133,7 +133,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
             Err(e) => {
                 failing = true;
-                tracing::debug!(node_id = %node, error = %e, "leader bid failed");
+                tracing::debug!(error = %e, "leader bid failed");
                 continue;
             }
         }
@@ -142,8 +142,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         match leader::ping(&s).await {
             Ok(pid) if pid == s.backend_pid => {}
             Ok(_) => {
-                tracing::error!(node_id = %node,
-                    "the database connection goes through a transaction-mode pooler: session locks cannot elect a leader; \
+                tracing::error!("the database connection goes through a transaction-mode pooler: session locks cannot elect a leader; \
                      point --leader-database-url at PostgreSQL directly");
                 let _ = leader::resign(&s, node).await;
                 tokio::time::sleep(Duration::from_secs(30)).await;
@@ -157,9 +156,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         shared.leadership.set(true);
         shared.metrics.set_leader(true);
         if let Err(e) = leader::record_leader(&s, node).await {
-            tracing::warn!(node_id = %node, error = %e, "could not record leadership");
+            tracing::warn!(error = %e, "could not record leadership");
         }
-        tracing::info!(node_id = %node, node_name = %shared.config.node_name, "became leader");
+        tracing::info!(node_name = %shared.config.node_name, "became leader");
         shared.leadership.gained.notify_one();
         match keep(&shared, &s, &mut shutdown).await {
             Ended::Shutdown => {
@@ -168,12 +167,12 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 // Bounded: with the database away, the lock goes with the
                 // session when the process exits.
                 match tokio::time::timeout(Duration::from_secs(1), leader::resign(&s, node)).await {
-                    Ok(Ok(())) => tracing::info!(node_id = %node, "resigned leadership"),
+                    Ok(Ok(())) => tracing::info!("resigned leadership"),
                     Ok(Err(e)) => {
-                        tracing::warn!(node_id = %node, error = %e, "resigning failed; the lock goes with the session")
+                        tracing::warn!(error = %e, "resigning failed; the lock goes with the session")
                     }
                     Err(_) => {
-                        tracing::warn!(node_id = %node, "resigning timed out; the lock goes with the session")
+                        tracing::warn!("resigning timed out; the lock goes with the session")
                     }
                 }
                 return;
@@ -181,7 +180,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             Ended::Lost(why) => {
                 shared.leadership.set(false);
                 shared.metrics.set_leader(false);
-                tracing::warn!(node_id = %node, reason = %why, "stepped down as leader");
+                tracing::warn!(reason = %why, "stepped down as leader");
                 // Dropping the session closes it; the server frees the lock.
                 drop(s);
             }

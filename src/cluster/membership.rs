@@ -128,7 +128,6 @@ pub(crate) async fn run(
 ) {
     let cfg = &shared.config.cluster;
     let url = cfg.session_url(&shared.database_url).to_string();
-    let node = shared.node_id;
     let mut backoff = Backoff::default();
     let mut failing_since: Option<Instant> = None;
     loop {
@@ -141,11 +140,11 @@ pub(crate) async fn run(
             Err(e) => {
                 // Once at warn, then quietly until it works again.
                 if failing_since.is_none() {
-                    tracing::warn!(node_id = %node, error = %e,
+                    tracing::warn!(error = %e,
                         "cannot open the liveness session; this replica is judged by its heartbeat meanwhile");
                     failing_since = Some(Instant::now());
                 } else {
-                    tracing::debug!(node_id = %node, error = %e, "liveness session still down");
+                    tracing::debug!(error = %e, "liveness session still down");
                 }
                 tokio::select! {
                     _ = stop.changed() => return,
@@ -156,16 +155,19 @@ pub(crate) async fn run(
         };
         backoff.reset();
         if let Some(since) = failing_since.take() {
-            tracing::info!(node_id = %node, key, down_ms = since.elapsed().as_millis() as u64,
-                "liveness session back");
+            tracing::info!(
+                key,
+                down_ms = since.elapsed().as_millis() as u64,
+                "liveness session back"
+            );
         } else {
-            tracing::debug!(node_id = %node, key, backend_pid = session.backend_pid, "liveness lock held");
+            tracing::debug!(key, backend_pid = session.backend_pid, "liveness lock held");
         }
         match hold(&shared, &mut session, &mut registered, &mut stop).await {
             Ended::Shutdown => return,
             Ended::Lost(why) => {
                 drop(session);
-                tracing::warn!(node_id = %node, key, reason = %why,
+                tracing::warn!(key, reason = %why,
                     "liveness session lost; switching to heartbeat lease mode and reconnecting");
                 failing_since = Some(Instant::now());
                 to_lease_mode(&shared, key).await;
@@ -251,7 +253,7 @@ pub(crate) fn publish(shared: &Shared, view: View) {
     let (members, gone) = (view.members.len(), view.gone.len());
     let vanished = shared.membership.update(view);
     if !vanished.is_empty() {
-        tracing::info!(node_id = %shared.node_id, ?vanished, members, gone, "replicas left the membership");
+        tracing::info!(?vanished, members, gone, "replicas left the membership");
         shared.leadership.wake.notify_one();
     }
 }
@@ -266,10 +268,10 @@ async fn to_lease_mode(shared: &Shared, key: i32) {
     match tokio::time::timeout(Duration::from_secs(2), write).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::warn!(node_id = %shared.node_id, error = %e, "could not switch to lease mode")
+            tracing::warn!(error = %e, "could not switch to lease mode")
         }
         Err(_) => {
-            tracing::warn!(node_id = %shared.node_id, "could not switch to lease mode in time")
+            tracing::warn!("could not switch to lease mode in time")
         }
     }
 }

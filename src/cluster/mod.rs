@@ -1,4 +1,4 @@
-//! The cluster: leader election (DESIGN §4) and the leader's housekeeping.
+//! The cluster: leader election (`docs/design.md` §4) and the leader's housekeeping.
 //!
 //! Every replica holds its liveness lock (`membership`): who is alive comes
 //! from the database's sessions, so a crashed replica is noticed within

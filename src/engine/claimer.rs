@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::executor::{self, Job};
@@ -63,7 +64,8 @@ pub async fn run(
                 }
             }
             let (waits, waiting_for_tick) = oneshot::channel();
-            claiming.spawn(claim_chunk(shared.clone(), chunk, jobs.clone(), waits));
+            claiming
+                .spawn(claim_chunk(shared.clone(), chunk, jobs.clone(), waits).in_current_span());
             // One claim statement at a time: the next chunk starts once this
             // one only waits for its tick, or is done (the sender dropped).
             let _ = waiting_for_tick.await;
@@ -88,7 +90,7 @@ fn take(
     let done = match done {
         Ok(done) => done,
         Err(error) => {
-            tracing::error!(node_id = %shared.node_id, %error, "a claim task failed");
+            tracing::error!(%error, "a claim task failed");
             return true;
         }
     };
@@ -203,7 +205,7 @@ async fn claim_chunk(
         Ok(o) => o,
         Err(error) => {
             shared.db_failed("claim", &error);
-            tracing::debug!(node_id = %shared.node_id, %error, ticks = by_key.len(), "claim failed; will retry");
+            tracing::debug!(%error, ticks = by_key.len(), "claim failed; will retry");
             // Backed off (and shared by the chunks): a database that is
             // down is not asked again hundreds of times a second.
             let now = shared.clock.now();
@@ -213,8 +215,10 @@ async fn claim_chunk(
                 .into_values()
                 .map(|tick| Retry {
                     at,
+                    // Overdue by the time it is asked again: a backlog now
+                    // (`timing` step 1), whether it was ours or handed over.
                     tick: Tick {
-                        backlog: tick.backlog || now - tick.at > crate::timing::BACKLOG_AFTER,
+                        backlog: tick.backlog || at - tick.at > crate::timing::BACKLOG_AFTER,
                         ..tick
                     },
                 })
@@ -240,7 +244,6 @@ async fn claim_chunk(
         .map(|c| (c.schedule_name.clone(), c.scheduled_at))
         .collect();
     tracing::debug!(
-        node_id = %shared.node_id,
         won = outcome.claimed.len(),
         taken = outcome.taken,
         retry = outcome.retry.len(),
@@ -287,7 +290,6 @@ async fn claim_chunk(
                     shared.metrics.missed(&claimed.schedule_name);
                 }
                 tracing::info!(
-                    node_id = %shared.node_id,
                     run_id = %claimed.run_id,
                     schedule = %claimed.schedule_name,
                     tick = %claimed.scheduled_at,

@@ -115,7 +115,7 @@ async fn write(shared: &Shared, batch: &[Completion]) {
                 }
                 for run_id in lost {
                     tracing::warn!(
-                        node_id = %shared.node_id, %run_id,
+                        %run_id,
                         "run was no longer ours to finish (the reaper marked it abandoned)"
                     );
                 }
@@ -144,7 +144,7 @@ async fn write(shared: &Shared, batch: &[Completion]) {
 fn give_up(shared: &Shared, batch: &[Completion], error: &str) {
     for c in batch {
         tracing::error!(
-            node_id = %shared.node_id, run_id = %c.run_id, schedule = %c.schedule_name,
+            run_id = %c.run_id, schedule = %c.schedule_name,
             status = %c.status, %error,
             "could not record the run's result before shutting down; the leader will record it abandoned"
         );

@@ -67,7 +67,7 @@ pub async fn run(
         |job: Job, running: &mut JoinSet<()>, owners: &mut HashMap<tokio::task::Id, Owner>| {
             let owner = (job.run_id, job.schedule.schedule.name().to_string());
             let task = execute(shared.clone(), job, permits.clone(), completions.clone());
-            let handle = running.spawn(task);
+            let handle = running.spawn(task.in_current_span());
             owners.insert(handle.id(), owner);
             let n = shared
                 .inflight
@@ -90,7 +90,7 @@ pub async fn run(
     // senders, which closes the channel.
     let grace = tokio::time::sleep(shared.config.shutdown_grace);
     tokio::pin!(grace);
-    tracing::info!(node_id = %shared.node_id, in_flight = running.len(), grace = ?shared.config.shutdown_grace, "draining in-flight runs");
+    tracing::info!(in_flight = running.len(), grace = ?shared.config.shutdown_grace, "draining in-flight runs");
     let mut open = true;
     while open || !running.is_empty() {
         tokio::select! {
@@ -117,7 +117,7 @@ pub async fn run(
         never_started.push((job.run_id, job.schedule.schedule.name().to_string()));
     }
     for (run_id, schedule_name) in owners.into_values().chain(never_started) {
-        tracing::warn!(node_id = %shared.node_id, %run_id, "run cut off by shutdown; recorded abandoned");
+        tracing::warn!(%run_id, "run cut off by shutdown; recorded abandoned");
         completions.send(Completion {
             run_id,
             schedule_name,
@@ -180,7 +180,7 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
                     schedule.max_instances(),
                     (now - job.scheduled_at).num_milliseconds() as f64 / 1000.0
                 );
-                tracing::warn!(node_id = %shared.node_id, %error, "tick recorded without running");
+                tracing::warn!(%error, "tick recorded without running");
                 completions.send(Completion {
                     run_id: job.run_id,
                     schedule_name: schedule.name().to_string(),
@@ -201,7 +201,7 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
         if job.trigger == RunTrigger::Schedule {
             shared.metrics.fire_lag(lag_ms as f64 / 1000.0);
         }
-        tracing::info!(node_id = %shared.node_id, tick = %job.scheduled_at, lag_ms, "run started");
+        tracing::info!(tick = %job.scheduled_at, lag_ms, "run started");
         let outcome = run_pipeline(&shared, &job).await;
         // The clock estimate may have been corrected meanwhile: never before the start.
         let finished = shared.clock.now().max(started_at);
@@ -214,7 +214,7 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
             .run_duration(schedule.name(), started.elapsed().as_secs_f64());
         let completion = match outcome {
             Ok(result) => {
-                tracing::info!(node_id = %shared.node_id, "run completed");
+                tracing::info!("run completed");
                 Completion {
                     run_id: job.run_id,
                     schedule_name: schedule.name().to_string(),
@@ -227,7 +227,7 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
                 }
             }
             Err(e) => {
-                tracing::warn!(node_id = %shared.node_id, error = %e.message, "run failed");
+                tracing::warn!(error = %e.message, "run failed");
                 Completion {
                     run_id: job.run_id,
                     schedule_name: schedule.name().to_string(),
@@ -266,7 +266,7 @@ async fn run_pipeline(shared: &Shared, job: &Job) -> PipelineOutcome {
         params: schedule.params().clone(),
     };
     // Its own task, so a panicking handler fails the run instead of the replica.
-    let task = AbortOnDrop(tokio::spawn(pipeline.run(ctx)));
+    let task = AbortOnDrop(tokio::spawn(pipeline.run(ctx).in_current_span()));
     let joined = match schedule.timeout() {
         Some(limit) => match tokio::time::timeout(limit, task).await {
             Ok(r) => r,

@@ -99,7 +99,7 @@ pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Vec<Tick> {
         Err(e) => Err(e.to_string()),
     };
     let published = published.unwrap_or_else(|error| {
-        tracing::debug!(node_id = %shared.node_id, %error, "could not read settled-tick digests; probing");
+        tracing::debug!(%error, "could not read settled-tick digests; probing");
         HashMap::new()
     });
     let (mut by_digest, mut probed) = (0u64, 0u64);

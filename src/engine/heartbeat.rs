@@ -46,7 +46,7 @@ pub async fn beat(shared: &Shared) -> bool {
             }
             let offset = shared.clock.offset();
             if offset.num_milliseconds().abs() > 1000 {
-                tracing::warn!(node_id = %shared.node_id, offset_ms = offset.num_milliseconds(),
+                tracing::warn!(offset_ms = offset.num_milliseconds(),
                     "this replica's clock is more than 1 s from the database's; timers follow the database clock");
             }
             shared.db_succeeded();

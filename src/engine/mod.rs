@@ -1,4 +1,4 @@
-//! The engine: one replica's tick path (DESIGN §3).
+//! The engine: one replica's tick path (`docs/design.md` §3).
 //!
 //! Separate tasks, joined by channels, so that no stage can delay another:
 //!
@@ -37,6 +37,7 @@ use std::sync::{Arc, RwLock};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch, Notify};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use self::clock::DbClock;
@@ -115,7 +116,7 @@ impl Shared {
 
     /// A database operation worked (ends an outage: logged and exported once).
     pub fn db_succeeded(&self) {
-        if self.health.succeeded(self.node_id) == outage::Transition::Up {
+        if self.health.succeeded() == outage::Transition::Up {
             self.metrics.database_unreachable_since(None);
         }
     }
@@ -123,7 +124,7 @@ impl Shared {
     /// A database operation (`what`) failed: the outage is logged once and
     /// then at most every 10 s (see `outage`).
     pub fn db_failed(&self, what: &str, error: &dyn std::fmt::Display) {
-        if let outage::Transition::Down(at) = self.health.failed(self.node_id, what, error) {
+        if let outage::Transition::Down(at) = self.health.failed(what, error) {
             self.metrics.database_unreachable_since(Some(at));
         }
     }
@@ -381,8 +382,14 @@ impl Scheduler {
     }
 
     /// Migrates, registers the node, fires schedules until `shutdown`
-    /// completes, then shuts down gracefully (G7).
+    /// completes, then shuts down gracefully (G7). Every log line of the
+    /// replica's tasks carries its node id through one `replica` span.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+        let span = tracing::info_span!("replica", node_id = %self.shared.node_id);
+        self.run_in_span(shutdown).instrument(span).await
+    }
+
+    async fn run_in_span(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
         let shared = self.shared;
         {
             let mut client = shared.pool.get().await.map_err(StoreError::from)?;
@@ -393,21 +400,19 @@ impl Scheduler {
         // draining replica is alive, and its in-flight runs must not be reaped.
         let (live_stop_tx, live_stop_rx) = watch::channel(false);
         let (registered_tx, registered) = tokio::sync::oneshot::channel();
-        let liveness = tokio::spawn(cluster::run_liveness(
-            shared.clone(),
-            Some(registered_tx),
-            live_stop_rx,
-        ));
+        let liveness = tokio::spawn(
+            cluster::run_liveness(shared.clone(), Some(registered_tx), live_stop_rx)
+                .in_current_span(),
+        );
         // Claim as a member from the first tick; without a liveness session
         // the replica still runs, judged by its heartbeat (lease mode).
         if tokio::time::timeout(std::time::Duration::from_secs(5), registered)
             .await
             .is_err()
         {
-            tracing::warn!(node_id = %shared.node_id, "no liveness session yet; starting in heartbeat lease mode");
+            tracing::warn!("no liveness session yet; starting in heartbeat lease mode");
         }
         tracing::info!(
-            node_id = %shared.node_id,
             node_name = %shared.config.node_name,
             pipelines = ?shared.registry,
             "replica started"
@@ -423,40 +428,53 @@ impl Scheduler {
         let pending_wake = Arc::new(Notify::new());
 
         let mut front = tokio::task::JoinSet::new();
-        front.spawn(sync::run(
-            shared.clone(),
-            change_tx,
-            pending_wake.clone(),
-            stop_rx.clone(),
-        ));
-        front.spawn(timer::run(
-            shared.clone(),
-            change_rx,
-            retry_rx,
-            tick_tx,
-            stop_rx.clone(),
-        ));
-        front.spawn(claimer::run(
-            shared.clone(),
-            tick_rx,
-            retry_tx,
-            job_tx.clone(),
-            stop_rx.clone(),
-        ));
-        front.spawn(pending::run(
-            shared.clone(),
-            pending_wake,
-            job_tx,
-            done_tx.clone(),
-            stop_rx.clone(),
-        ));
-        front.spawn(cluster::run_elector(shared.clone(), stop_rx.clone()));
-        front.spawn(cluster::run_duties(shared.clone(), stop_rx.clone()));
+        front.spawn(
+            sync::run(
+                shared.clone(),
+                change_tx,
+                pending_wake.clone(),
+                stop_rx.clone(),
+            )
+            .in_current_span(),
+        );
+        front.spawn(
+            timer::run(
+                shared.clone(),
+                change_rx,
+                retry_rx,
+                tick_tx,
+                stop_rx.clone(),
+            )
+            .in_current_span(),
+        );
+        front.spawn(
+            claimer::run(
+                shared.clone(),
+                tick_rx,
+                retry_tx,
+                job_tx.clone(),
+                stop_rx.clone(),
+            )
+            .in_current_span(),
+        );
+        front.spawn(
+            pending::run(
+                shared.clone(),
+                pending_wake,
+                job_tx,
+                done_tx.clone(),
+                stop_rx.clone(),
+            )
+            .in_current_span(),
+        );
+        front.spawn(cluster::run_elector(shared.clone(), stop_rx.clone()).in_current_span());
+        front.spawn(cluster::run_duties(shared.clone(), stop_rx.clone()).in_current_span());
         // The heartbeat outlives the drain: a draining replica is alive, and
         // its in-flight runs must not be reaped.
-        let beats = tokio::spawn(heartbeat::run(shared.clone(), beat_stop_rx));
-        let executor = tokio::spawn(executor::run(shared.clone(), job_rx, done_tx, stop_rx));
-        let writer = tokio::spawn(completions::run(shared.clone(), done_rx));
+        let beats = tokio::spawn(heartbeat::run(shared.clone(), beat_stop_rx).in_current_span());
+        let executor =
+            tokio::spawn(executor::run(shared.clone(), job_rx, done_tx, stop_rx).in_current_span());
+        let writer = tokio::spawn(completions::run(shared.clone(), done_rx).in_current_span());
 
         shutdown.await;
         // Every step below is bounded, so the process exits by `stop_by`
@@ -464,7 +482,7 @@ impl Scheduler {
         // a Kubernetes rollout waiting until SIGKILL).
         let stop_by = tokio::time::Instant::now() + shared.config.shutdown_grace + AFTER_GRACE;
         let _ = shared.stop_by.set(stop_by);
-        tracing::info!(node_id = %shared.node_id, "shutting down: claiming stopped");
+        tracing::info!("shutting down: claiming stopped");
         shared.set_node_state(NodeState::Draining);
         let _ = stop_tx.send(true);
         bounded("recording draining", STEP, heartbeat::beat(&shared)).await;
@@ -488,7 +506,7 @@ impl Scheduler {
         // Left: the lock can go now.
         let _ = live_stop_tx.send(true);
         let _ = tokio::time::timeout(STEP, liveness).await;
-        tracing::info!(node_id = %shared.node_id, "replica left the cluster");
+        tracing::info!("replica left the cluster");
         Ok(())
     }
 }

@@ -111,14 +111,17 @@ impl DatabaseHealth {
     }
 
     /// A database operation worked; ends an outage (logged once).
-    pub fn succeeded(&self, node_id: uuid::Uuid) -> Transition {
+    pub fn succeeded(&self) -> Transition {
         let mut s = self.state();
         s.claims.reset();
         let Some((since, _)) = s.down_since.take() else {
             return Transition::Same;
         };
-        tracing::info!(%node_id, down_ms = since.elapsed().as_millis() as u64, failures = s.failures,
-            "the database answers again");
+        tracing::info!(
+            down_ms = since.elapsed().as_millis() as u64,
+            failures = s.failures,
+            "the database answers again"
+        );
         s.failures = 0;
         s.reported_at = None;
         Transition::Up
@@ -127,12 +130,7 @@ impl DatabaseHealth {
     /// A database operation (`what`) failed. The first failure of an outage
     /// is logged at warn; later ones at most every [`REPORT_EVERY`], the
     /// rest at debug.
-    pub fn failed(
-        &self,
-        node_id: uuid::Uuid,
-        what: &str,
-        error: &dyn std::fmt::Display,
-    ) -> Transition {
+    pub fn failed(&self, what: &str, error: &dyn std::fmt::Display) -> Transition {
         let mut s = self.state();
         s.failures += 1;
         let now = Instant::now();
@@ -141,17 +139,17 @@ impl DatabaseHealth {
                 let at = Utc::now();
                 s.down_since = Some((now, at));
                 s.reported_at = Some(now);
-                tracing::warn!(%node_id, %error, during = what,
+                tracing::warn!(%error, during = what,
                     "database unreachable; retrying with backoff (reported again at most every 10 s)");
                 Transition::Down(at)
             }
             Some((since, _)) => {
                 if s.reported_at.is_none_or(|t| now - t >= REPORT_EVERY) {
                     s.reported_at = Some(now);
-                    tracing::warn!(%node_id, %error, during = what, failures = s.failures,
+                    tracing::warn!(%error, during = what, failures = s.failures,
                         down_ms = since.elapsed().as_millis() as u64, "database still unreachable");
                 } else {
-                    tracing::debug!(%node_id, %error, during = what, "database operation failed");
+                    tracing::debug!(%error, during = what, "database operation failed");
                 }
                 Transition::Same
             }
@@ -190,16 +188,12 @@ mod tests {
     #[test]
     fn an_outage_begins_once_and_ends_once() {
         let h = DatabaseHealth::default();
-        let node = uuid::Uuid::now_v7();
         assert!(h.is_up());
-        assert!(matches!(
-            h.failed(node, "claim", &"refused"),
-            Transition::Down(_)
-        ));
-        assert_eq!(h.failed(node, "heartbeat", &"refused"), Transition::Same);
+        assert!(matches!(h.failed("claim", &"refused"), Transition::Down(_)));
+        assert_eq!(h.failed("heartbeat", &"refused"), Transition::Same);
         assert!(!h.is_up() && h.down_since().is_some());
-        assert_eq!(h.succeeded(node), Transition::Up);
-        assert_eq!(h.succeeded(node), Transition::Same);
+        assert_eq!(h.succeeded(), Transition::Up);
+        assert_eq!(h.succeeded(), Transition::Same);
         assert!(h.is_up());
     }
 }

@@ -102,7 +102,7 @@ async fn read_schedule(
     match read {
         Ok(found) => found.map(Arc::new),
         Err(e) => {
-            tracing::warn!(node_id = %shared.node_id, schedule = name, error = %e, "could not read the schedule of a pending run");
+            tracing::warn!(schedule = name, error = %e, "could not read the schedule of a pending run");
             None
         }
     }

@@ -56,7 +56,7 @@ pub async fn run(
                 }
                 notice = listener.notices.recv() => match notice {
                     None => {
-                        tracing::debug!(node_id = %shared.node_id, "LISTEN connection closed; reconnecting");
+                        tracing::debug!("LISTEN connection closed; reconnecting");
                         break;
                     }
                     Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&shared, &changes, &n.payload).await,
@@ -99,11 +99,11 @@ async fn load_all(shared: &Shared) -> Result<Change, StoreError> {
     let mut client = shared.pool.get().await?;
     let mut all = Vec::new();
     schedules::each_enabled_page(&mut client, PAGE as i32, |page| {
-        log_invalid(shared, &page.invalid);
+        log_invalid(&page.invalid);
         all.extend(page.schedules.into_iter().map(Arc::new));
     })
     .await?;
-    tracing::debug!(node_id = %shared.node_id, schedules = all.len(), "loaded schedules");
+    tracing::debug!(schedules = all.len(), "loaded schedules");
     shared.set_catalog(&all);
     Ok(Change::Load(all))
 }
@@ -120,7 +120,7 @@ async fn reload_changed(shared: &Shared) -> Result<Change, StoreError> {
     let mut changed = Vec::with_capacity(stale.len());
     for names in stale.chunks(PAGE) {
         let page = schedules::list_enabled_named(&**client, names).await?;
-        log_invalid(shared, &page.invalid);
+        log_invalid(&page.invalid);
         let found: std::collections::HashSet<&str> =
             page.schedules.iter().map(|s| s.schedule.name()).collect();
         // Paused, deleted or invalid since the identities were read.
@@ -138,13 +138,17 @@ async fn reload_changed(shared: &Shared) -> Result<Change, StoreError> {
     for name in &gone {
         shared.catalog_remove(name);
     }
-    tracing::debug!(node_id = %shared.node_id, changed = changed.len(), gone = gone.len(), "resynced schedules");
+    tracing::debug!(
+        changed = changed.len(),
+        gone = gone.len(),
+        "resynced schedules"
+    );
     Ok(Change::Resync { changed, gone })
 }
 
-fn log_invalid(shared: &Shared, invalid: &[schedules::InvalidRow]) {
+fn log_invalid(invalid: &[schedules::InvalidRow]) {
     for bad in invalid {
-        tracing::error!(node_id = %shared.node_id, schedule = %bad.name, error = %bad.error, "stored schedule is invalid and will not fire");
+        tracing::error!(schedule = %bad.name, error = %bad.error, "stored schedule is invalid and will not fire");
     }
 }
 
@@ -157,7 +161,7 @@ async fn on_schedule_notice(
         .ok()
         .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
     else {
-        tracing::warn!(node_id = %shared.node_id, payload, "unreadable schedule notification");
+        tracing::warn!(payload, "unreadable schedule notification");
         return;
     };
     // Re-read the row: the notification only says that something changed.
@@ -168,24 +172,24 @@ async fn on_schedule_notice(
     .await;
     match read {
         Ok(Some(s)) => {
-            tracing::debug!(node_id = %shared.node_id, schedule = %name, version = s.version, "schedule changed");
+            tracing::debug!(schedule = %name, version = s.version, "schedule changed");
             let s = Arc::new(s);
             shared.catalog_put(s.clone());
             let _ = changes.send(Change::Upsert(s));
         }
         Ok(None) => {
-            tracing::debug!(node_id = %shared.node_id, schedule = %name, "schedule deleted");
+            tracing::debug!(schedule = %name, "schedule deleted");
             shared.catalog_remove(&name);
             let _ = changes.send(Change::Remove(name));
         }
         Err(StoreError::InvalidRow { name, errors }) => {
-            tracing::error!(node_id = %shared.node_id, schedule = %name, %errors, "stored schedule is invalid; it stops firing");
+            tracing::error!(schedule = %name, %errors, "stored schedule is invalid; it stops firing");
             shared.catalog_remove(&name);
             let _ = changes.send(Change::Remove(name));
         }
         Err(e) => {
             // The periodic resync will catch up.
-            tracing::warn!(node_id = %shared.node_id, schedule = %name, error = %e, "could not read a changed schedule");
+            tracing::warn!(schedule = %name, error = %e, "could not read a changed schedule");
         }
     }
 }

@@ -101,7 +101,12 @@ pub async fn run(
         let handoff = timing::chrono(shared.config.handoff_delay);
         let (mut batch, others): (Vec<Tick>, Vec<Tick>) =
             due.into_iter().partition(|t| share.prefers(t.name()));
-        tracing::trace!(node_id = %shared.node_id, ?share, own = batch.len(), handed_off = others.len(), "due ticks");
+        tracing::trace!(
+            ?share,
+            own = batch.len(),
+            handed_off = others.len(),
+            "due ticks"
+        );
         retries.extend(others.into_iter().map(|tick| Retry {
             at: tick.at + handoff,
             tick,
@@ -144,7 +149,11 @@ fn take_over(shared: &Shared, retries: &mut [Retry]) {
         }
     }
     if moved > 0 {
-        tracing::debug!(node_id = %shared.node_id, ticks = moved, ?share, "took over due ticks of a changed share");
+        tracing::debug!(
+            ticks = moved,
+            ?share,
+            "took over due ticks of a changed share"
+        );
     }
 }
 

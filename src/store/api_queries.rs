@@ -53,6 +53,12 @@ const NODE_STATE: &str = "\
 SELECT state, extract(epoch FROM now() - heartbeat_at)::float8
 FROM scheduler_nodes WHERE node_id = $1";
 
+/// Whether the database answers at all (one round trip, no table read).
+pub async fn ping(client: &impl GenericClient) -> Result<(), StoreError> {
+    client.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
 /// The database clock (the one that decides when ticks are due).
 pub async fn db_now(client: &impl GenericClient) -> Result<DateTime<Utc>, StoreError> {
     Ok(client.query_one("SELECT now()", &[]).await?.try_get(0)?)

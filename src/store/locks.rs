@@ -17,6 +17,16 @@ pub const LEADER: i64 = 0x7370_696e_6500_0003;
 /// replica's `scheduler_nodes.liveness_key`, `objsubid` 2.
 pub const LIVENESS_CLASS: i32 = 0x7370_696c;
 
+/// Takes `key` (transaction-scoped) inside `tx`, waiting for whoever holds it.
+pub async fn lock_for_transaction(
+    tx: &tokio_postgres::Transaction<'_>,
+    key: i64,
+) -> Result<(), super::StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+        .await?;
+    Ok(())
+}
+
 /// How many claim-lock stripes schedule names fall into.
 ///
 /// A claim locks the *stripe* of each schedule it writes, not the schedule:

@@ -11,7 +11,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{connect, StoreError};
 
-/// Network settings of a dedicated session (DESIGN §4): both ends give up
+/// Network settings of a dedicated session (`docs/design.md` §4): both ends give up
 /// on a dead peer within seconds, not the kernel's two hours.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionSettings {

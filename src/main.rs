@@ -15,7 +15,7 @@ use spine_scheduler::engine::{EngineConfig, Scheduler};
 use spine_scheduler::metrics::{Metrics, MetricsOptions};
 use spine_scheduler::pipeline::{self, Registry};
 use spine_scheduler::schedule::{parse_timezone, CronExpr};
-use spine_scheduler::schedule_file;
+use spine_scheduler::schedule_file::{self, CheckError};
 use spine_scheduler::store;
 
 /// A distributed cron scheduler: run N replicas against one PostgreSQL and
@@ -300,24 +300,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file, pipelines } => {
-            let mut checked = schedule_file::load(&file)?;
-            if let Some(path) = pipelines {
-                let registry = load_pipelines(&path)?;
-                check_pipelines(&mut checked, &registry, &path);
-            }
-            for p in &checked.problems {
-                println!("{}: {p}", file.display());
-            }
-            if checked.problems.is_empty() {
-                println!(
-                    "{}: {} schedules, all valid",
-                    file.display(),
-                    checked.schedules.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                println!("{}: {} problem(s)", file.display(), checked.problems.len());
-                Ok(ExitCode::FAILURE)
+            let registry = optional_pipelines(pipelines.as_deref())?;
+            // Problems are the answer here, so they go to stdout; only an
+            // unreadable file is an error.
+            match schedule_file::load_checked(&file, registry.as_ref().map(|(r, p)| (r, *p))) {
+                Ok(checked) => {
+                    println!(
+                        "{}: {} schedules, all valid",
+                        file.display(),
+                        checked.schedules.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(CheckError::Refused(refused)) => {
+                    for line in refused.lines() {
+                        println!("{line}");
+                    }
+                    println!("{}: {} problem(s)", file.display(), refused.problems.len());
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(CheckError::File(e)) => Err(e.into()),
             }
         }
         Command::Apply {
@@ -327,10 +329,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             pipelines,
             db,
         } => {
-            let registry = pipelines
-                .as_deref()
-                .map(|p| load_pipelines(p).map(|r| (r, p)))
-                .transpose()?;
+            let registry = optional_pipelines(pipelines.as_deref())?;
             let checked = checked_file(
                 &file,
                 registry.as_ref().map(|(r, p)| (r, *p)),
@@ -381,37 +380,29 @@ fn load_pipelines(path: &Path) -> anyhow::Result<Registry> {
     pipeline::config::load(path).with_context(|| format!("pipelines file {}", path.display()))
 }
 
-/// Loads a schedules file, checks its pipelines against `pipelines` (the
-/// registry and the file it came from) and refuses it, printing every
-/// problem, unless it is clean; `consequence` says what the refusal means.
+/// `--pipelines` of `validate` and `apply`: the registry with the file it
+/// came from (problems name it), or `None` when no file was given.
+fn optional_pipelines(path: Option<&Path>) -> anyhow::Result<Option<(Registry, &Path)>> {
+    path.map(|p| load_pipelines(p).map(|r| (r, p))).transpose()
+}
+
+/// [`schedule_file::load_checked`] for `apply` and `serve`: a refused file
+/// has every problem printed on stderr, and `consequence` says what the
+/// refusal means.
 fn checked_file(
     path: &Path,
     pipelines: Option<(&Registry, &Path)>,
     consequence: &str,
-) -> anyhow::Result<schedule_file::ScheduleFile> {
-    let mut checked = schedule_file::load(path)?;
-    if let Some((registry, source)) = pipelines {
-        check_pipelines(&mut checked, registry, source);
-    }
-    if !checked.problems.is_empty() {
-        for p in &checked.problems {
-            eprintln!("{}: {p}", path.display());
+) -> anyhow::Result<schedule_file::Checked> {
+    match schedule_file::load_checked(path, pipelines) {
+        Ok(checked) => Ok(checked),
+        Err(CheckError::Refused(refused)) => {
+            for line in refused.lines() {
+                eprintln!("{line}");
+            }
+            anyhow::bail!("{refused}; {consequence}")
         }
-        anyhow::bail!(
-            "{} problem(s) in {}; {consequence}",
-            checked.problems.len(),
-            path.display()
-        );
-    }
-    Ok(checked)
-}
-
-/// Adds a problem for every schedule whose pipeline the registry lacks.
-fn check_pipelines(file: &mut schedule_file::ScheduleFile, registry: &Registry, path: &Path) {
-    let missing = schedule_file::unknown_pipelines(file, |name| registry.contains(name));
-    for mut problem in missing {
-        problem.error.message = format!("{} ({})", problem.error.message, path.display());
-        file.problems.push(problem);
+        Err(CheckError::File(e)) => Err(e.into()),
     }
 }
 

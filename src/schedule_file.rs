@@ -12,13 +12,16 @@
 //!
 //! Every item is checked on its own (see [`crate::schedule::spec`] for the
 //! keys), and duplicate names are reported; a file is valid only when every
-//! item is.
+//! item is. [`load_checked`] is the one way in for `validate`, `apply`,
+//! `serve --schedules` and `dev`: it also checks the pipelines and refuses
+//! the file with every problem named, so all four say the same thing.
 
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::pipeline::Registry;
 use crate::schedule::spec::{parse_schedule, ParsedSchedule};
 use crate::schedule::ValidationError;
 
@@ -82,16 +85,85 @@ struct RawFile {
     schedules: Vec<serde_saphyr::Spanned<Value>>,
 }
 
-/// Reads and checks a schedules file.
-pub fn load(path: &Path) -> Result<ScheduleFile, FileError> {
+/// A schedules file refused by [`load_checked`] or [`parse_checked`].
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Not read at all: the file is unreadable, or not YAML of the expected shape.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Read, but with problems; every one is named.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+}
+
+/// Every problem of a refused schedules file. Displays as
+/// `N problem(s) in FILE`; [`Refused::lines`] names each one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} problem(s) in {file}", problems.len())]
+pub struct Refused {
+    /// How the file is named in messages: its path, or what a built-in text is.
+    pub file: String,
+    /// The items' problems in file order, then the unknown pipelines.
+    pub problems: Vec<FileProblem>,
+}
+
+impl Refused {
+    /// One line a problem, `FILE: schedule NAME (line N): field: message`,
+    /// so each can be found in the file without the others around it.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.problems.iter().map(|p| format!("{}: {p}", self.file))
+    }
+}
+
+/// A schedules file without a problem: every item valid, and every
+/// pipeline defined when a registry was given. Only [`load_checked`] and
+/// [`parse_checked`] make one, so holding it means the check was done.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    /// The schedules, in file order.
+    pub schedules: Vec<ParsedSchedule>,
+}
+
+/// Reads a schedules file, checks every item and, with `pipelines` (a
+/// registry and the file it came from, named in each problem), that every
+/// schedule's pipeline is defined. Refused with every problem at once, so
+/// one round of fixes is enough.
+pub fn load_checked(
+    path: &Path,
+    pipelines: Option<(&Registry, &Path)>,
+) -> Result<Checked, CheckError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text).map_err(|message| FileError::Syntax {
-        path: path.display().to_string(),
+    parse_checked(&text, &path.display().to_string(), pipelines)
+}
+
+/// [`load_checked`] for a text already in hand (`dev`'s built-in examples);
+/// `shown` names it in messages where a path would be.
+pub fn parse_checked(
+    text: &str,
+    shown: &str,
+    pipelines: Option<(&Registry, &Path)>,
+) -> Result<Checked, CheckError> {
+    let mut file = parse(text).map_err(|message| FileError::Syntax {
+        path: shown.to_string(),
         message,
-    })
+    })?;
+    if let Some((registry, source)) = pipelines {
+        let missing = unknown_pipelines(&file, registry, source);
+        file.problems.extend(missing);
+    }
+    if file.problems.is_empty() {
+        return Ok(Checked {
+            schedules: file.schedules,
+        });
+    }
+    Err(Refused {
+        file: shown.to_string(),
+        problems: file.problems,
+    }
+    .into())
 }
 
 /// Checks the text of a schedules file. `Err` carries a YAML or shape error.
@@ -136,23 +208,23 @@ pub fn parse(text: &str) -> Result<ScheduleFile, String> {
     Ok(file)
 }
 
-/// One problem for every schedule whose pipeline `is_defined` rejects.
-pub fn unknown_pipelines(
-    file: &ScheduleFile,
-    is_defined: impl Fn(&str) -> bool,
-) -> Vec<FileProblem> {
+/// One problem for every schedule whose pipeline `registry` lacks; the
+/// message names `source`, the pipelines file, since that is where the
+/// fix may be.
+fn unknown_pipelines(file: &ScheduleFile, registry: &Registry, source: &Path) -> Vec<FileProblem> {
     file.schedules
         .iter()
         .zip(&file.lines)
-        .filter(|(p, _)| !is_defined(p.schedule.pipeline()))
+        .filter(|(p, _)| !registry.contains(p.schedule.pipeline()))
         .map(|(p, line)| FileProblem {
             schedule: p.schedule.name().to_string(),
             line: *line,
             error: ValidationError::new(
                 "pipeline",
                 format!(
-                    "unknown pipeline {:?}: not defined in the pipelines file",
-                    p.schedule.pipeline()
+                    "unknown pipeline {:?}: not defined in the pipelines file ({})",
+                    p.schedule.pipeline(),
+                    source.display()
                 ),
             ),
         })
@@ -203,6 +275,38 @@ mod tests {
             "{got:?}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_refusal_names_every_problem_and_the_pipelines_file() {
+        let registry =
+            crate::pipeline::config::parse("pipelines:\n  - name: known.one\n    kind: log\n")
+                .expect("pipelines");
+        let text = "schedules:\n  - name: fine\n    pipeline: known.one\n    cron: \"@daily\"\n  - name: typo\n    pipeline: knwon.one\n    cron: \"@daily\"\n  - name: bad\n    pipeline: known.one\n    cron: \"61 * * * *\"\n";
+        let source = Some((&registry, Path::new("p.yaml")));
+        let Err(CheckError::Refused(refused)) = parse_checked(text, "s.yaml", source) else {
+            panic!("accepted");
+        };
+        assert_eq!(refused.to_string(), "2 problem(s) in s.yaml");
+        let lines: Vec<String> = refused.lines().collect();
+        assert!(
+            lines[0].starts_with("s.yaml: schedule bad (line 8): cron:"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            "s.yaml: schedule typo (line 5): pipeline: unknown pipeline \"knwon.one\": \
+             not defined in the pipelines file (p.yaml)"
+        );
+        // Without a registry only the items are checked.
+        let Err(CheckError::Refused(refused)) = parse_checked(text, "s.yaml", None) else {
+            panic!("accepted");
+        };
+        assert_eq!(refused.problems.len(), 1);
+        assert!(matches!(
+            parse_checked("schedules: [\n", "s.yaml", None),
+            Err(CheckError::File(FileError::Syntax { .. }))
+        ));
     }
 
     #[test]

@@ -132,76 +132,76 @@ struct ServeArgs {
     #[arg(long, env = "SPINE_NODE_NAME")]
     node_name: Option<String>,
     /// Pooled database connections.
-    #[arg(long, env = "SPINE_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "SPINE_POOL_SIZE", default_value_t = EngineConfig::default().pool_size)]
     pool_size: usize,
     /// Runs executing at once on this replica.
-    #[arg(long, env = "SPINE_MAX_CONCURRENT_RUNS", default_value_t = 64)]
+    #[arg(long, env = "SPINE_MAX_CONCURRENT_RUNS", default_value_t = EngineConfig::default().max_concurrent_runs)]
     max_concurrent_runs: usize,
     /// Most ticks claimed in one transaction.
-    #[arg(long, env = "SPINE_CLAIM_BATCH_SIZE", default_value_t = 1000)]
+    #[arg(long, env = "SPINE_CLAIM_BATCH_SIZE", default_value_t = EngineConfig::default().claim_batch_size)]
     claim_batch_size: usize,
     /// Most claim transactions open at once: the next chunk of a large
     /// instant is written while the one before waits for its tick (at most
     /// --pool-size less one).
-    #[arg(long, env = "SPINE_CLAIM_CONCURRENCY", default_value_t = 1)]
+    #[arg(long, env = "SPINE_CLAIM_CONCURRENCY", default_value_t = EngineConfig::default().claim_concurrency)]
     claim_concurrency: usize,
     /// Full reload of the schedules, the safety net under LISTEN/NOTIFY.
-    #[arg(long, env = "SPINE_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
-    resync_interval: Duration,
+    #[arg(long, env = "SPINE_RESYNC_INTERVAL", default_value_t = HumanDuration(EngineConfig::default().resync_interval))]
+    resync_interval: HumanDuration,
     /// How often this replica records that it is alive.
-    #[arg(long, env = "SPINE_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
-    heartbeat_interval: Duration,
+    #[arg(long, env = "SPINE_HEARTBEAT_INTERVAL", default_value_t = HumanDuration(EngineConfig::default().heartbeat_interval))]
+    heartbeat_interval: HumanDuration,
     /// A replica without a liveness session (lease mode) silent for this long is presumed dead.
-    #[arg(long, env = "SPINE_NODE_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
-    node_lease: Duration,
+    #[arg(long, env = "SPINE_NODE_LEASE", default_value_t = HumanDuration(EngineConfig::default().node_lease))]
+    node_lease: HumanDuration,
     /// How long after a tick the replicas other than its preferred owner claim it.
-    #[arg(long, env = "SPINE_HANDOFF_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
-    handoff_delay: Duration,
+    #[arg(long, env = "SPINE_HANDOFF_DELAY", default_value_t = HumanDuration(EngineConfig::default().handoff_delay))]
+    handoff_delay: HumanDuration,
     /// How long before its ticks fall due a claim transaction starts (existence check and locks ahead of time).
-    #[arg(long, env = "SPINE_CLAIM_LEAD", default_value = "100ms", value_parser = humantime::parse_duration)]
-    claim_lead: Duration,
+    #[arg(long, env = "SPINE_CLAIM_LEAD", default_value_t = HumanDuration(EngineConfig::default().claim_lead))]
+    claim_lead: HumanDuration,
     /// Direct PostgreSQL URL for the leader's and the liveness session, when DATABASE_URL goes through a transaction-mode pooler.
     #[arg(long, env = "SPINE_LEADER_DATABASE_URL", hide_env_values = true)]
     leader_database_url: Option<String>,
     /// How often a follower bids for leadership.
-    #[arg(long, env = "SPINE_LEADER_RETRY_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    leader_retry_interval: Duration,
+    #[arg(long, env = "SPINE_LEADER_RETRY_INTERVAL", default_value_t = HumanDuration(ClusterConfig::default().leader_retry_interval))]
+    leader_retry_interval: HumanDuration,
     /// How often the leader checks its session.
-    #[arg(long, env = "SPINE_LEADER_PING_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    leader_ping_interval: Duration,
+    #[arg(long, env = "SPINE_LEADER_PING_INTERVAL", default_value_t = HumanDuration(ClusterConfig::default().leader_ping_interval))]
+    leader_ping_interval: HumanDuration,
     /// How long a leader ping may take before the leader steps down.
-    #[arg(long, env = "SPINE_LEADER_PING_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
-    leader_ping_timeout: Duration,
+    #[arg(long, env = "SPINE_LEADER_PING_TIMEOUT", default_value_t = HumanDuration(ClusterConfig::default().leader_ping_timeout))]
+    leader_ping_timeout: HumanDuration,
     /// How often each replica reads who is alive (liveness locks) on its own session: a crashed replica is noticed within this.
-    #[arg(long, env = "SPINE_LIVENESS_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
-    liveness_interval: Duration,
+    #[arg(long, env = "SPINE_LIVENESS_INTERVAL", default_value_t = HumanDuration(ClusterConfig::default().liveness_interval))]
+    liveness_interval: HumanDuration,
     /// How long a liveness read may take before the replica counts its liveness session as lost (and is judged by its heartbeat meanwhile).
-    #[arg(long, env = "SPINE_LIVENESS_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
-    liveness_timeout: Duration,
+    #[arg(long, env = "SPINE_LIVENESS_TIMEOUT", default_value_t = HumanDuration(ClusterConfig::default().liveness_timeout))]
+    liveness_timeout: HumanDuration,
     /// How often the leader reaps dead replicas' runs, schedules retries and records missed ticks.
-    #[arg(long, env = "SPINE_HOUSEKEEPING_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
-    housekeeping_interval: Duration,
+    #[arg(long, env = "SPINE_HOUSEKEEPING_INTERVAL", default_value_t = HumanDuration(ClusterConfig::default().housekeeping_interval))]
+    housekeeping_interval: HumanDuration,
     /// Finished runs older than this are deleted.
-    #[arg(long, env = "SPINE_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
-    retention: Duration,
+    #[arg(long, env = "SPINE_RETENTION", default_value_t = HumanDuration(ClusterConfig::default().retention))]
+    retention: HumanDuration,
     /// Keep at most this many finished runs per schedule (default: no limit).
     #[arg(long, env = "SPINE_RETENTION_KEEP_LAST")]
     retention_keep_last: Option<i64>,
     /// Replicas that left or died are forgotten after this.
-    #[arg(long, env = "SPINE_NODE_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
-    node_retention: Duration,
+    #[arg(long, env = "SPINE_NODE_RETENTION", default_value_t = HumanDuration(ClusterConfig::default().node_retention))]
+    node_retention: HumanDuration,
     /// A replica whose clock is further than this from the database's does not take leadership.
-    #[arg(long, env = "SPINE_MAX_CLOCK_OFFSET", default_value = "5s", value_parser = humantime::parse_duration)]
-    max_clock_offset: Duration,
+    #[arg(long, env = "SPINE_MAX_CLOCK_OFFSET", default_value_t = HumanDuration(ClusterConfig::default().max_clock_offset))]
+    max_clock_offset: HumanDuration,
     /// Test only: pretend the local clock is off by this much (e.g. 30s or -30s).
     #[arg(long, hide = true, default_value = "0s", value_parser = parse_signed_duration, allow_hyphen_values = true)]
     test_clock_skew: chrono::Duration,
     /// How often run-now requests and due retries are looked for without a NOTIFY.
-    #[arg(long, env = "SPINE_PENDING_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pending_poll_interval: Duration,
+    #[arg(long, env = "SPINE_PENDING_POLL_INTERVAL", default_value_t = HumanDuration(EngineConfig::default().pending_poll_interval))]
+    pending_poll_interval: HumanDuration,
     /// How long in-flight runs may finish after SIGTERM before they are recorded abandoned.
-    #[arg(long, env = "SPINE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
-    shutdown_grace: Duration,
+    #[arg(long, env = "SPINE_SHUTDOWN_GRACE", default_value_t = HumanDuration(EngineConfig::default().shutdown_grace))]
+    shutdown_grace: HumanDuration,
     /// Address of the admin API, probes and metrics (0.0.0.0:8080 to serve beyond this host).
     #[arg(long, env = "SPINE_LISTEN", default_value = api::DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
@@ -457,26 +457,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_concurrent_runs: args.max_concurrent_runs,
         claim_batch_size: args.claim_batch_size,
         claim_concurrency: args.claim_concurrency,
-        resync_interval: args.resync_interval,
-        heartbeat_interval: args.heartbeat_interval,
-        node_lease: args.node_lease,
-        handoff_delay: args.handoff_delay,
-        claim_lead: args.claim_lead,
-        pending_poll_interval: args.pending_poll_interval,
-        shutdown_grace: args.shutdown_grace,
+        resync_interval: args.resync_interval.0,
+        heartbeat_interval: args.heartbeat_interval.0,
+        node_lease: args.node_lease.0,
+        handoff_delay: args.handoff_delay.0,
+        claim_lead: args.claim_lead.0,
+        pending_poll_interval: args.pending_poll_interval.0,
+        shutdown_grace: args.shutdown_grace.0,
         test_clock_skew: args.test_clock_skew,
         cluster: ClusterConfig {
             leader_database_url: args.leader_database_url,
-            leader_retry_interval: args.leader_retry_interval,
-            leader_ping_interval: args.leader_ping_interval,
-            leader_ping_timeout: args.leader_ping_timeout,
-            liveness_interval: args.liveness_interval,
-            liveness_timeout: args.liveness_timeout,
-            housekeeping_interval: args.housekeeping_interval,
-            retention: args.retention,
+            leader_retry_interval: args.leader_retry_interval.0,
+            leader_ping_interval: args.leader_ping_interval.0,
+            leader_ping_timeout: args.leader_ping_timeout.0,
+            liveness_interval: args.liveness_interval.0,
+            liveness_timeout: args.liveness_timeout.0,
+            housekeeping_interval: args.housekeeping_interval.0,
+            retention: args.retention.0,
             retention_keep_last: args.retention_keep_last,
-            node_retention: args.node_retention,
-            max_clock_offset: args.max_clock_offset,
+            node_retention: args.node_retention.0,
+            max_clock_offset: args.max_clock_offset.0,
             ..defaults.cluster.clone()
         },
         ..defaults
@@ -494,7 +494,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         auth,
         database_url: args.db.database_url.clone(),
         pool_size: api::DEFAULT_POOL_SIZE,
-        node_lease: args.node_lease,
+        node_lease: args.node_lease.0,
         metrics,
     };
     let api = api::start(
@@ -531,6 +531,26 @@ async fn shutdown_signal() {
         eprintln!("second signal: exiting immediately");
         std::process::exit(130);
     });
+}
+
+/// A duration written as people write it (`100ms`, `2s`, `30days`): the
+/// type of every duration flag, so that each default is the library's own
+/// (`EngineConfig::default()`, `ClusterConfig::default()`) and `--help`
+/// prints it — defaults are written once.
+#[derive(Debug, Clone, Copy)]
+struct HumanDuration(Duration);
+
+impl std::str::FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s).map(HumanDuration)
+    }
+}
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
 }
 
 /// A duration with an optional leading minus sign (`-30s`).

@@ -31,7 +31,7 @@
 //! written after the clock check, as are ticks already due. A tick the
 //! database does not yet consider due is handed back to retry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -143,10 +143,11 @@ SELECT now() AS db_now,
 /// row names the oldest of those runs (`overlapped_run_id`). Several ticks
 /// of one schedule in one claim (a late handoff tick and an on-time one, a
 /// short backlog after a database hiccup) are all written `running`: the
-/// first ones take the free instances, each later one waits on the replica
-/// for the run `free` places before it (`after`; `started_at` is NULL until
-/// it starts) — the Temporal "buffer" overlap policy, bounded by the misfire
-/// grace (`engine::executor`).
+/// first ones take the free instances, the later ones are *queued*
+/// (`started_at` is NULL until they start) and each waits on the replica
+/// for the run `free` places before it ([`Claimed::after`], worked out from
+/// the rows returned) — the Temporal "buffer" overlap policy, bounded by
+/// the misfire grace (`engine::executor`).
 /// `claimed_at` is when the claim takes effect: the tick for a row written
 /// ahead (it commits only after the tick), else the INSERT.
 pub const INSERT: &str = "\
@@ -186,10 +187,9 @@ WITH c AS (
     -- simply run; otherwise all of them are judged together once due.
     SELECT decided.*,
            bool_and(status = 'running') OVER (PARTITION BY schedule_name) AS clean,
-           CASE WHEN status = 'running' THEN
-             lag(run_id, greatest(max_instances - running, 1)::int)
-               OVER (PARTITION BY schedule_name, status = 'running' ORDER BY scheduled_at)
-           END AS after
+           status = 'running'
+             AND row_number() OVER (PARTITION BY schedule_name, status = 'running'
+                                    ORDER BY scheduled_at) > max_instances - running AS queued
     FROM decided
 ), inserted AS (
     INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
@@ -197,7 +197,7 @@ WITH c AS (
                                 overlapped_run_id)
     SELECT run_id, schedule_name, pipeline, 'schedule', scheduled_at, 1, $8, status,
            greatest(statement_timestamp(), scheduled_at),
-           CASE WHEN status = 'running' AND after IS NULL
+           CASE WHEN status = 'running' AND NOT queued
                 THEN greatest(statement_timestamp(), scheduled_at) END,
            CASE WHEN status <> 'running' THEN statement_timestamp() END,
            CASE
@@ -216,15 +216,16 @@ WITH c AS (
     FROM settled
     WHERE NOT $10 OR clean
     ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING
-    RETURNING run_id, schedule_name, scheduled_at, status
+    RETURNING run_id, schedule_name, scheduled_at, status,
+              status = 'running' AND started_at IS NULL AS queued
 )
 SELECT statement_timestamp() AS db_now,
-       coalesce(array_agg(i.run_id), '{}') AS run_ids,
-       coalesce(array_agg(i.schedule_name), '{}') AS schedule_names,
-       coalesce(array_agg(i.scheduled_at), '{}') AS ticks,
-       coalesce(array_agg(i.status), '{}') AS statuses,
-       coalesce(array_agg(s.after), '{}') AS afters
-FROM inserted i JOIN settled s USING (run_id)";
+       coalesce(array_agg(run_id), '{}') AS run_ids,
+       coalesce(array_agg(schedule_name), '{}') AS schedule_names,
+       coalesce(array_agg(scheduled_at), '{}') AS ticks,
+       coalesce(array_agg(status), '{}') AS statuses,
+       coalesce(array_agg(queued), '{}') AS queued
+FROM inserted";
 
 /// Statement 3: whether the database clock has reached the newest tick the
 /// transaction wrote, and the clock itself.
@@ -402,6 +403,36 @@ pub async fn claim_with_idle_timeout(
     Ok(outcome)
 }
 
+/// Sets [`Claimed::after`] of the queued rows: per schedule, in tick order,
+/// the `free` rows that start at once are followed by the queued ones, and
+/// each queued row waits for the row `free` places before it — so at most
+/// `free` of them run at a time.
+fn chain_queued(created: &mut [Claimed], queued: &[bool]) {
+    let is_queued = |i: usize| queued.get(i).copied().unwrap_or(false);
+    let mut by_schedule: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in created.iter().enumerate() {
+        if c.status == RunStatus::Running {
+            by_schedule
+                .entry(c.schedule_name.as_str())
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut after = Vec::new();
+    for rows in by_schedule.values_mut() {
+        rows.sort_by_key(|&i| created[i].scheduled_at);
+        let free = rows.iter().filter(|&&i| !is_queued(i)).count().max(1);
+        for (k, &i) in rows.iter().enumerate() {
+            if k >= free && is_queued(i) {
+                after.push((i, created[rows[k - free]].run_id));
+            }
+        }
+    }
+    for (i, run_id) in after {
+        created[i].after = Some(run_id);
+    }
+}
+
 /// Runs [`INSERT`] for `requests` (`early`: ahead of the tick, rows that
 /// will run only); returns the database clock and the rows created.
 async fn insert_rows(
@@ -454,22 +485,19 @@ async fn insert_rows(
     let names: Vec<String> = row.try_get("schedule_names")?;
     let ticks: Vec<DateTime<Utc>> = row.try_get("ticks")?;
     let statuses: Vec<String> = row.try_get("statuses")?;
-    let afters: Vec<Option<Uuid>> = row.try_get("afters")?;
+    let queued: Vec<bool> = row.try_get("queued")?;
     let mut created = Vec::with_capacity(ids.len());
-    for ((((run_id, schedule_name), scheduled_at), status), after) in ids
-        .into_iter()
-        .zip(names)
-        .zip(ticks)
-        .zip(statuses)
-        .zip(afters)
+    for (((run_id, schedule_name), scheduled_at), status) in
+        ids.into_iter().zip(names).zip(ticks).zip(statuses)
     {
         created.push(Claimed {
             run_id,
             schedule_name,
             scheduled_at,
             status: status.parse().map_err(|e: String| StoreError::Schema(e))?,
-            after,
+            after: None,
         });
     }
+    chain_queued(&mut created, &queued);
     Ok((db_now, created))
 }

@@ -1,40 +1,13 @@
 //! The claim statement on its own: exactly-once under racing clients, the
 //! database clock, and the misfire/coalesce/overlap policies.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use spine_scheduler::store::claims::{self, ClaimRequest};
 use spine_scheduler::store::locks;
 use spine_scheduler::types::RunStatus;
 use uuid::Uuid;
 
-use crate::harness::TestDb;
-
-/// No run of ours has finished unwritten.
-fn no_finished(_: &[&str]) -> Vec<Uuid> {
-    Vec::new()
-}
-
-fn request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
-    ClaimRequest {
-        schedule_name: name.to_string(),
-        pipeline: "p".to_string(),
-        scheduled_at: at,
-        max_instances: 1,
-        misfire_grace_secs: 60,
-        coalesce: true,
-        backlog: true,
-        next_at: None,
-    }
-}
-
-async fn now(db: &TestDb) -> DateTime<Utc> {
-    db.client()
-        .await
-        .query_one("SELECT date_trunc('second', now())", &[])
-        .await
-        .expect("now")
-        .get(0)
-}
+use crate::harness::{claim_request, db_second, no_finished, TestDb};
 
 fn pool(db: &TestDb) -> deadpool_postgres::Pool {
     spine_scheduler::store::pool(&db.url, 8).expect("pool")
@@ -44,14 +17,14 @@ fn pool(db: &TestDb) -> deadpool_postgres::Pool {
 async fn racing_claimers_create_each_row_once() {
     let db = TestDb::migrated().await;
     let pool = pool(&db);
-    let base = now(&db).await - Duration::seconds(30);
+    let base = db_second(&db.client().await).await - Duration::seconds(30);
     // 300 schedules x 5 ticks (each schedule runs every tick: no overlap).
     let batch: Vec<ClaimRequest> = (0..300)
         .flat_map(|s| {
             (0..5).map(move |t| ClaimRequest {
                 coalesce: false,
                 max_instances: 100,
-                ..request(&format!("s{s}"), base + Duration::seconds(t))
+                ..claim_request(&format!("s{s}"), base + Duration::seconds(t))
             })
         })
         .collect();
@@ -109,11 +82,11 @@ async fn nothing_is_claimed_before_the_database_says_it_is_due() {
     let db = TestDb::migrated().await;
     let pool = pool(&db);
     let mut client = pool.get().await.expect("connection");
-    let future = now(&db).await + Duration::seconds(30);
+    let future = db_second(&db.client().await).await + Duration::seconds(30);
     let out = claims::claim(
         &mut client,
         Uuid::now_v7(),
-        vec![request("s", future)],
+        vec![claim_request("s", future)],
         no_finished,
         &[],
         std::future::ready(()),
@@ -132,7 +105,7 @@ async fn nothing_is_claimed_before_the_database_says_it_is_due() {
 async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
     let db = TestDb::migrated().await;
     let pool = pool(&db);
-    let tick = now(&db).await + Duration::seconds(3);
+    let tick = db_second(&db.client().await).await + Duration::seconds(3);
     let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<()>();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let early = {
@@ -142,7 +115,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
             claims::claim(
                 &mut client,
                 Uuid::now_v7(),
-                vec![request("ahead", tick)],
+                vec![claim_request("ahead", tick)],
                 no_finished,
                 &[],
                 async move {
@@ -171,9 +144,9 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
         &mut rival,
         Uuid::now_v7(),
         vec![
-            request("ahead", tick),
-            request(&neighbour, past),
-            request(&stranger, past),
+            claim_request("ahead", tick),
+            claim_request(&neighbour, past),
+            claim_request(&stranger, past),
         ],
         no_finished,
         &[],
@@ -211,7 +184,7 @@ async fn a_claim_sent_ahead_locks_early_and_inserts_when_due() {
     let out = claims::claim(
         &mut client,
         Uuid::now_v7(),
-        vec![request("ahead", tick)],
+        vec![claim_request("ahead", tick)],
         no_finished,
         &[],
         tokio::time::sleep(wait),
@@ -241,40 +214,40 @@ async fn policies_decide_the_recorded_status() {
     let pool = pool(&db);
     let mut client = pool.get().await.expect("connection");
     let node = Uuid::now_v7();
-    let t = now(&db).await;
+    let t = db_second(&db.client().await).await;
     let batch = vec![
         // Two minutes late with a 60 s grace: missed.
-        request("late", t - Duration::seconds(120)),
+        claim_request("late", t - Duration::seconds(120)),
         // A backlog of three with coalesce: the newest runs, the rest (whose
         // next tick is due too) are missed.
         ClaimRequest {
             next_at: Some(t - Duration::seconds(2)),
-            ..request("backlog", t - Duration::seconds(3))
+            ..claim_request("backlog", t - Duration::seconds(3))
         },
         ClaimRequest {
             next_at: Some(t - Duration::seconds(1)),
-            ..request("backlog", t - Duration::seconds(2))
+            ..claim_request("backlog", t - Duration::seconds(2))
         },
         ClaimRequest {
             next_at: Some(t + Duration::seconds(60)),
-            ..request("backlog", t - Duration::seconds(1))
+            ..claim_request("backlog", t - Duration::seconds(1))
         },
         // Without coalesce and max_instances 2: two run, the third waits
         // for the first (nothing else was running: not a skip).
         ClaimRequest {
             coalesce: false,
             max_instances: 2,
-            ..request("overlap", t - Duration::seconds(3))
+            ..claim_request("overlap", t - Duration::seconds(3))
         },
         ClaimRequest {
             coalesce: false,
             max_instances: 2,
-            ..request("overlap", t - Duration::seconds(2))
+            ..claim_request("overlap", t - Duration::seconds(2))
         },
         ClaimRequest {
             coalesce: false,
             max_instances: 2,
-            ..request("overlap", t - Duration::seconds(1))
+            ..claim_request("overlap", t - Duration::seconds(1))
         },
     ];
     let out = claims::claim(
@@ -318,11 +291,11 @@ async fn policies_decide_the_recorded_status() {
             ClaimRequest {
                 backlog: false,
                 max_instances: 5,
-                ..request("failover", t - Duration::seconds(1))
+                ..claim_request("failover", t - Duration::seconds(1))
             },
             ClaimRequest {
                 max_instances: 5,
-                ..request("failover", t)
+                ..claim_request("failover", t)
             },
         ],
         no_finished,
@@ -343,7 +316,7 @@ async fn policies_decide_the_recorded_status() {
     let next = claims::claim(
         &mut client,
         node,
-        vec![request("backlog", t)],
+        vec![claim_request("backlog", t)],
         no_finished,
         &[],
         std::future::ready(()),
@@ -372,11 +345,11 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
     let pool = pool(&db);
     let mut client = pool.get().await.expect("connection");
     let node = Uuid::now_v7();
-    let t = now(&db).await;
+    let t = db_second(&db.client().await).await;
     let first = claims::claim(
         &mut client,
         node,
-        vec![request("every", t - Duration::seconds(2))],
+        vec![claim_request("every", t - Duration::seconds(2))],
         no_finished,
         &[],
         std::future::ready(()),
@@ -390,7 +363,7 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
     let skipped = claims::claim(
         &mut client,
         node,
-        vec![request("every", t - Duration::seconds(1))],
+        vec![claim_request("every", t - Duration::seconds(1))],
         no_finished,
         &[],
         std::future::ready(()),
@@ -406,7 +379,7 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
     let ran = claims::claim(
         &mut client,
         node,
-        vec![request("every", t)],
+        vec![claim_request("every", t)],
         |_: &[&str]| finished.lock().map(|f| f.clone()).unwrap_or_default(),
         &[],
         async {

@@ -6,102 +6,46 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use spine_scheduler::pg_cluster::{ClusterOptions, PgCluster};
-use spine_scheduler::schedule::{RetryPolicy, Schedule};
+use spine_scheduler::schedule::RetryPolicy;
 use spine_scheduler::store::schedules;
-use tokio_postgres::Client;
 
-use crate::harness::TestDb;
+use crate::harness::{db_now, eventually, wait_for};
 use crate::proxy::Proxy;
 use crate::replica::{
-    audit, eventually, log_pipelines, seconds, temp_dir, ticks, EarlyCommitWatcher, Replica,
+    audit, audit_all, doubled_retries, seconds, ticks, EarlyCommitWatcher, Replica,
 };
-
-/// Short timings so faults show within seconds.
-const FAST: [&str; 4] = ["--node-lease", "3s", "--housekeeping-interval", "500ms"];
-
-fn every_second(name: &str, pipeline: &str) -> Schedule {
-    Schedule::cron(name, pipeline, "* * * * * *").expect("valid schedule")
-}
-
-async fn db_now(c: &Client) -> DateTime<Utc> {
-    c.query_one("SELECT now()", &[]).await.expect("now").get(0)
-}
-
-async fn leader(c: &Client) -> Option<String> {
-    c.query_opt(
-        "SELECT hostname FROM scheduler_nodes WHERE leader_since IS NOT NULL AND state = 'active'",
-        &[],
-    )
-    .await
-    .expect("leader query")
-    .map(|r| r.get(0))
-}
-
-async fn wait_for_leader(c: &Client, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(l) = leader(c).await {
-            return l;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no leader within {limit:?}");
-}
-
-fn start_three(url: &str, pipelines: &std::path::Path, extra: &[&str]) -> Vec<Replica> {
-    (1..=3)
-        .map(|i| Replica::start(url, pipelines, &format!("replica-{i}"), extra))
-        .collect()
-}
-
-fn stop_all(replicas: Vec<Replica>) {
-    for r in replicas {
-        let name = r.name.clone();
-        assert!(
-            r.terminate(Duration::from_secs(30)),
-            "{name} exited uncleanly"
-        );
-    }
-}
+use crate::test_cluster::{
+    every_second, insert_every_second, leader, wait_for_leader, TestCluster, FAST,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_leader_is_replaced_and_its_runs_reaped_and_retried() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("leader-crash");
-    let pipelines = log_pipelines(&dir, &[("test.slow", "4s")]);
+    let mut cluster = TestCluster::new("leader-crash", &[("test.slow", "4s")]).await;
+    let c = cluster.client().await;
     // Six schedules so every replica owns some; runs take 4 s, so the
     // leader always has some in flight when it dies.
     let retry =
         RetryPolicy::new(2, Duration::from_secs(1), Duration::from_secs(1)).expect("policy");
-    for i in 0..6 {
-        let s = every_second(&format!("slow{i}"), "test.slow")
-            .with_max_instances(10)
-            .expect("valid")
-            .with_retry(retry);
-        schedules::insert(&c, &s).await.expect("insert");
-    }
-    let mut replicas = start_three(&db.url, &pipelines, &FAST);
+    let names: Vec<String> = (0..6).map(|i| format!("slow{i}")).collect();
+    insert_every_second(&c, &names, "test.slow", |s| {
+        s.with_max_instances(10).expect("valid").with_retry(retry)
+    })
+    .await;
+    cluster.start(3, &FAST);
     let old = wait_for_leader(&c, Duration::from_secs(10)).await;
     let from = db_now(&c).await + chrono::Duration::seconds(2);
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let idx = replicas
-        .iter()
-        .position(|r| r.name == old)
-        .expect("leader is ours");
-    let victim = replicas.remove(idx);
+    let victim = cluster.take(&old);
     let killed = Instant::now();
     victim.kill9();
-    let mut new = None;
-    while killed.elapsed() < Duration::from_secs(10) {
-        if let Some(l) = leader(&c).await.filter(|l| *l != old) {
-            new = Some(l);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let new = wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "a new leader",
+        || async { leader(&c).await.filter(|l| *l != old) },
+    )
+    .await;
     let failover = killed.elapsed();
-    let new = new.expect("a new leader");
     println!("leader {old} killed; {new} leads after {failover:?}");
     assert!(
         failover < Duration::from_secs(3),
@@ -136,33 +80,15 @@ async fn a_crashed_leader_is_replaced_and_its_runs_reaped_and_retried() {
     })
     .await;
     let to = db_now(&c).await - chrono::Duration::seconds(6);
-    stop_all(replicas);
+    cluster.stop_all();
     // Every tick: exactly one first attempt; completed, or abandoned by the crash.
-    for i in 0..6 {
-        let name = format!("slow{i}");
-        let found = ticks(&c, &name, from, to).await;
-        audit(
-            &name,
-            &seconds(from, to),
-            &found,
-            &["completed", "abandoned"],
-        );
-    }
-    let doubled_retries: i64 = c
-        .query_one(
-            "SELECT count(*) FROM (SELECT 1 FROM scheduler_runs WHERE attempt = 2 \
-             GROUP BY schedule_name, scheduled_at HAVING count(*) > 1) d",
-            &[],
-        )
-        .await
-        .expect("retries")
-        .get(0);
-    assert_eq!(doubled_retries, 0);
+    audit_all(&c, &names, from, to, &["completed", "abandoned"]).await;
+    assert_eq!(doubled_retries(&c).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_ride_out_a_database_restart() {
-    let cluster = tokio::task::spawn_blocking(|| {
+    let pg = tokio::task::spawn_blocking(|| {
         PgCluster::start(ClusterOptions {
             fast_unsafe: true,
             ..Default::default()
@@ -171,7 +97,7 @@ async fn replicas_ride_out_a_database_restart() {
     .await
     .expect("join")
     .expect("private cluster");
-    let url = cluster.url("postgres");
+    let url = pg.url("postgres");
     {
         let mut c = crate::harness::connect(&url).await;
         spine_scheduler::store::migrate::migrate(&mut c)
@@ -181,22 +107,21 @@ async fn replicas_ride_out_a_database_restart() {
             .await
             .expect("insert");
     }
-    let dir = temp_dir("db-restart");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
-    let mut replicas = start_three(&url, &pipelines, &FAST);
+    let mut cluster = TestCluster::on(&url, "db-restart", &[("test.record", "0s")]);
+    cluster.start(3, &FAST);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let from = db_now(&crate::harness::connect(&url).await).await;
+    let from = db_now(&cluster.client().await).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.restart().expect("pg_ctl restart -m fast");
-        cluster
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart().expect("pg_ctl restart -m fast");
+        pg
     })
     .await
     .expect("join");
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let c = crate::harness::connect(&url).await;
+    let c = cluster.client().await;
     let to = db_now(&c).await - chrono::Duration::seconds(2);
-    for r in &mut replicas {
+    for r in &mut cluster.replicas {
         assert!(
             r.is_running(),
             "{} died with the database:\n{}",
@@ -204,7 +129,7 @@ async fn replicas_ride_out_a_database_restart() {
             r.log_tail()
         );
     }
-    stop_all(replicas);
+    cluster.stop_all();
     let found = ticks(&c, "through_restart", from, to).await;
     let wins = audit(
         "through_restart",
@@ -218,31 +143,29 @@ async fn replicas_ride_out_a_database_restart() {
         .iter()
         .filter(|t| t.at > to - chrono::Duration::seconds(5));
     assert!(late.clone().all(|t| t.statuses[0] == "completed"));
-    drop(cluster);
+    drop(pg);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_cluster_outage_is_coalesced_and_recorded() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("outage");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let mut cluster = TestCluster::new("outage", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
     let s = every_second("through_outage", "test.record")
         .with_misfire_grace(Duration::from_secs(3))
         .expect("valid");
     schedules::insert(&c, &s).await.expect("insert");
-    let replicas = start_three(&db.url, &pipelines, &FAST);
+    cluster.start(3, &FAST);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let from = db_now(&c).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop_all(replicas);
+    cluster.stop_all();
     let down_at = db_now(&c).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let up_at = db_now(&c).await;
-    let replicas = start_three(&db.url, &pipelines, &FAST);
+    cluster.start(3, &FAST);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let to = db_now(&c).await - chrono::Duration::seconds(2);
-    stop_all(replicas);
+    cluster.stop_all();
     let found = ticks(&c, "through_outage", from, to).await;
     audit(
         "through_outage",
@@ -294,21 +217,18 @@ async fn a_whole_cluster_outage_is_coalesced_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_loses_its_runs_and_rejoins_as_follower() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("frozen");
-    let pipelines = log_pipelines(&dir, &[("test.slow", "2s")]);
-    for i in 0..6 {
-        let s = every_second(&format!("f{i}"), "test.slow")
-            .with_max_instances(10)
-            .expect("valid");
-        schedules::insert(&c, &s).await.expect("insert");
-    }
-    let replicas = start_three(&db.url, &pipelines, &FAST);
+    let mut cluster = TestCluster::new("frozen", &[("test.slow", "2s")]).await;
+    let c = cluster.client().await;
+    let names: Vec<String> = (0..6).map(|i| format!("f{i}")).collect();
+    insert_every_second(&c, &names, "test.slow", |s| {
+        s.with_max_instances(10).expect("valid")
+    })
+    .await;
+    cluster.start(3, &FAST);
     let frozen = wait_for_leader(&c, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let from = db_now(&c).await;
-    let victim = replicas.iter().find(|r| r.name == frozen).expect("ours");
+    let victim = cluster.get(&frozen);
     victim.signal("STOP");
     let stopped_at = db_now(&c).await;
     // Longer than the lease (3 s) and the leader session's idle timeout (5 s).
@@ -351,17 +271,10 @@ async fn a_frozen_leader_loses_its_runs_and_rejoins_as_follower() {
         .expect("state")
         .get(0);
     assert_eq!(state, "active");
-    stop_all(replicas);
-    for i in 0..6 {
-        let name = format!("f{i}");
-        let found = ticks(&c, &name, from, to).await;
-        audit(
-            &name,
-            &seconds(from, to),
-            &found,
-            &["completed", "abandoned"],
-        );
-        for t in &found {
+    cluster.stop_all();
+    audit_all(&c, &names, from, to, &["completed", "abandoned"]).await;
+    for name in &names {
+        for t in ticks(&c, name, from, to).await {
             if t.statuses[0] == "abandoned" {
                 assert!(
                     t.at >= stopped_at - chrono::Duration::seconds(3) && t.at <= stopped_at,
@@ -375,54 +288,43 @@ async fn a_frozen_leader_loses_its_runs_and_rejoins_as_follower() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_leader_steps_down_and_rejoins() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("partition");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let mut cluster = TestCluster::new("partition", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
     // max_instances 10: the cut-off replica's stuck runs (running until
     // reaped) must not make the others skip ticks.
-    for i in 0..6 {
-        let s = every_second(&format!("p{i}"), "test.record")
-            .with_max_instances(10)
-            .expect("valid");
-        schedules::insert(&c, &s).await.expect("insert");
-    }
-    let (host, port) = crate::harness::host_port(&db.url);
-    let mut proxy = Proxy::start(format!("{host}:{port}"), Duration::from_secs(5)).await;
-    let via_proxy = db
-        .url
-        .replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
-    assert_ne!(via_proxy, db.url, "the URL must name the port");
-    let cut_off = Replica::start(&via_proxy, &pipelines, "cut-off", &FAST);
+    let names: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+    insert_every_second(&c, &names, "test.record", |s| {
+        s.with_max_instances(10).expect("valid")
+    })
+    .await;
+    let mut proxy = Proxy::in_front_of(&cluster.url, Duration::from_secs(5)).await;
+    let via_proxy = proxy.url(&cluster.url);
+    let cut_off = Replica::start(&via_proxy, &cluster.pipelines, "cut-off", &FAST);
     assert_eq!(
         wait_for_leader(&c, Duration::from_secs(10)).await,
         "cut-off"
     );
-    let others: Vec<Replica> = (1..=2)
-        .map(|i| Replica::start(&db.url, &pipelines, &format!("replica-{i}"), &FAST))
-        .collect();
+    cluster.start(2, &FAST);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let from = db_now(&c).await;
     proxy.cut();
     let cut_at = Instant::now();
     let cut_wall = Utc::now();
-    let mut new = None;
-    while cut_at.elapsed() < Duration::from_secs(20) {
-        if let Some(l) = leader(&c).await.filter(|l| l != "cut-off") {
-            new = Some(l);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let new = wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        "a new leader while the old one is cut off",
+        || async { leader(&c).await.filter(|l| l != "cut-off") },
+    )
+    .await;
     let takeover = cut_at.elapsed();
-    let new = new.expect("a new leader while the old one is cut off");
     println!("partition: {new} took over after {takeover:?}");
     tokio::time::sleep(Duration::from_secs(6)).await;
     proxy.heal();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let to = db_now(&c).await - chrono::Duration::seconds(2);
     let log = std::fs::read_to_string(&cut_off.log).unwrap_or_default();
-    stop_all(others);
+    cluster.stop_all();
     assert!(cut_off.terminate(Duration::from_secs(30)));
     // The cut-off leader noticed on its own, within ping interval + timeout.
     let stepped_down = log
@@ -451,34 +353,20 @@ async fn a_partitioned_leader_steps_down_and_rejoins() {
         .expect("rejoined")
         .get(0);
     assert!(rejoined > 0, "the healed replica fires again");
-    for i in 0..6 {
-        let name = format!("p{i}");
-        let found = ticks(&c, &name, from, to).await;
-        audit(
-            &name,
-            &seconds(from, to),
-            &found,
-            &["completed", "abandoned"],
-        );
-    }
+    audit_all(&c, &names, from, to, &["completed", "abandoned"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_with_a_fast_clock_fires_nothing_early_or_twice() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("skew");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
-    for i in 0..6 {
-        schedules::insert(&c, &every_second(&format!("k{i}"), "test.record"))
-            .await
-            .expect("insert");
-    }
+    let mut cluster = TestCluster::new("skew", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
+    let names: Vec<String> = (0..6).map(|i| format!("k{i}")).collect();
+    insert_every_second(&c, &names, "test.record", |s| s).await;
     let mut args: Vec<&str> = FAST.to_vec();
     args.extend(["--test-clock-skew", "30s"]);
-    let watcher = EarlyCommitWatcher::start(&db.url).await;
-    let skewed = Replica::start(&db.url, &pipelines, "fast-clock", &args);
-    let normal = Replica::start(&db.url, &pipelines, "normal", &FAST);
+    let watcher = EarlyCommitWatcher::start(&cluster.url).await;
+    cluster.add("fast-clock", &args);
+    cluster.add("normal", &FAST);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let from = db_now(&c).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -488,16 +376,8 @@ async fn a_replica_with_a_fast_clock_fires_nothing_early_or_twice() {
         Some("normal"),
         "a skewed clock does not lead"
     );
-    assert!(skewed.terminate(Duration::from_secs(20)));
-    assert!(normal.terminate(Duration::from_secs(20)));
-    let mut by_node = std::collections::BTreeMap::new();
-    for i in 0..6 {
-        let name = format!("k{i}");
-        let found = ticks(&c, &name, from, to).await;
-        for (n, k) in audit(&name, &seconds(from, to), &found, &["completed"]) {
-            *by_node.entry(n).or_insert(0) += k;
-        }
-    }
+    cluster.stop_all_within(Duration::from_secs(20));
+    let by_node = audit_all(&c, &names, from, to, &["completed"]).await;
     assert!(
         by_node.get("fast-clock").is_some_and(|&n| n > 0),
         "the skewed replica fired: {by_node:?}"
@@ -523,19 +403,17 @@ async fn a_replica_with_a_fast_clock_fires_nothing_early_or_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_instances_is_enforced_across_replicas() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("overlap");
-    let pipelines = log_pipelines(&dir, &[("test.long", "2500ms")]);
+    let mut cluster = TestCluster::new("overlap", &[("test.long", "2500ms")]).await;
+    let c = cluster.client().await;
     schedules::insert(&c, &every_second("one_at_a_time", "test.long"))
         .await
         .expect("insert");
-    let replicas = start_three(&db.url, &pipelines, &FAST);
+    cluster.start(3, &FAST);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let from = db_now(&c).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let to = db_now(&c).await - chrono::Duration::seconds(4);
-    stop_all(replicas);
+    cluster.stop_all();
     let found = ticks(&c, "one_at_a_time", from, to).await;
     audit(
         "one_at_a_time",

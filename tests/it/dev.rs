@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{binary, TestDb};
+use crate::harness::{binary, db_now, TestDb};
 use crate::replica::temp_dir;
+use crate::test_cluster::node_states;
 
 /// A process identified by PID *and* start time, so a recycled PID is never
 /// mistaken for the process we saw.
@@ -423,11 +424,7 @@ async fn dev_mode_uses_database_url_and_survives_a_killed_replica() {
     // SAFETY: kill has no memory-safety preconditions; the pid is dev-2's
     // (checked by its command line just above).
     assert_eq!(unsafe { libc::kill(victim.pid, libc::SIGKILL) }, 0);
-    let killed_at: chrono::DateTime<chrono::Utc> = client
-        .query_one("SELECT now()", &[])
-        .await
-        .expect("now")
-        .get(0);
+    let killed_at = db_now(&client).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         dev.assert_running();
@@ -464,16 +461,7 @@ async fn dev_mode_uses_database_url_and_survives_a_killed_replica() {
         "dev-1 (exit status: 0), dev-2 (signal: 9 (SIGKILL)), dev-3 (exit status: 0)",
     );
     // The others drained and said goodbye (SIGTERM, not SIGKILL).
-    let states: Vec<(String, String)> = client
-        .query(
-            "SELECT hostname, state FROM scheduler_nodes ORDER BY hostname",
-            &[],
-        )
-        .await
-        .expect("nodes")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let states = node_states(&client).await;
     let state = |n: &str| {
         states
             .iter()

@@ -3,22 +3,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use spine_scheduler::schedule::Schedule;
 use spine_scheduler::store::runs;
 use spine_scheduler::store::schedules;
 use spine_scheduler::types::RunStatus;
 
-use crate::harness::TestDb;
-use crate::replica::{audit, eventually, log_pipelines, seconds, temp_dir, ticks, Replica};
-
-fn every_second(name: &str, pipeline: &str) -> Schedule {
-    Schedule::cron(name, pipeline, "* * * * * *").expect("valid schedule")
-}
-
-async fn db_now(c: &tokio_postgres::Client) -> DateTime<Utc> {
-    c.query_one("SELECT now()", &[]).await.expect("now").get(0)
-}
+use crate::harness::{db_now, eventually};
+use crate::replica::{audit, audit_all, seconds, ticks, wait_for_tick};
+use crate::test_cluster::{every_second, insert_every_second, TestCluster};
 
 fn spread(by_node: &std::collections::BTreeMap<String, usize>) -> String {
     by_node
@@ -30,26 +22,17 @@ fn spread(by_node: &std::collections::BTreeMap<String, usize>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_fire_each_second_exactly_once() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("three");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let mut cluster = TestCluster::new("three", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
     schedules::insert(&c, &every_second("each_second", "test.record"))
         .await
         .expect("insert");
-    let replicas: Vec<Replica> = (1..=3)
-        .map(|i| Replica::start(&db.url, &pipelines, &format!("replica-{i}"), &[]))
-        .collect();
+    cluster.start(3, &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let from = db_now(&c).await;
     tokio::time::sleep(Duration::from_secs(33)).await;
     let to = db_now(&c).await - chrono::Duration::seconds(2);
-    for r in replicas {
-        assert!(
-            r.terminate(Duration::from_secs(20)),
-            "replica exited uncleanly"
-        );
-    }
+    cluster.stop_all_within(Duration::from_secs(20));
     let expected = seconds(from, to);
     assert!(expected.len() >= 30, "window too short: {}", expected.len());
     let found = ticks(&c, "each_second", from, to).await;
@@ -72,41 +55,24 @@ async fn three_replicas_fire_each_second_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_fire_two_hundred_schedules_exactly_once() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("two-hundred");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
-    for i in 0..200 {
-        schedules::insert(&c, &every_second(&format!("s{i:03}"), "test.record"))
-            .await
-            .expect("insert");
-    }
+    let mut cluster = TestCluster::new("two-hundred", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
+    let names: Vec<String> = (0..200).map(|i| format!("s{i:03}")).collect();
+    insert_every_second(&c, &names, "test.record", |s| s).await;
     // Two of them claim in small chunks, three transactions open at once
     // (the claim pipeline; see `engine::claimer`): ~67 own ticks a second
     // are 3–4 chunks, each written while the one before waits for the tick.
     let pipelined = ["--claim-batch-size", "20", "--claim-concurrency", "3"];
-    let replicas: Vec<Replica> = (1..=3)
-        .map(|i| {
-            let extra: &[&str] = if i == 1 { &[] } else { &pipelined };
-            Replica::start(&db.url, &pipelines, &format!("replica-{i}"), extra)
-        })
-        .collect();
+    cluster.add("replica-1", &[]);
+    cluster.add("replica-2", &pipelined);
+    cluster.add("replica-3", &pipelined);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let from = db_now(&c).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
     let to = db_now(&c).await - chrono::Duration::seconds(2);
-    for r in replicas {
-        assert!(r.terminate(Duration::from_secs(20)));
-    }
+    cluster.stop_all_within(Duration::from_secs(20));
     let expected = seconds(from, to);
-    let mut total = std::collections::BTreeMap::new();
-    for i in 0..200 {
-        let name = format!("s{i:03}");
-        let found = ticks(&c, &name, from, to).await;
-        for (node, n) in audit(&name, &expected, &found, &["completed"]) {
-            *total.entry(node).or_insert(0) += n;
-        }
-    }
+    let total = audit_all(&c, &names, from, to, &["completed"]).await;
     println!(
         "3 replicas x 200 schedules x {} ticks: wins {}",
         expected.len(),
@@ -116,18 +82,14 @@ async fn three_replicas_fire_two_hundred_schedules_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_replica_loses_no_tick() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("kill9");
     // Runs take 2.5 s, so a replica always has some in flight when it dies.
-    let pipelines = log_pipelines(&dir, &[("test.slow", "2500ms")]);
+    let mut cluster = TestCluster::new("kill9", &[("test.slow", "2500ms")]).await;
+    let c = cluster.client().await;
     let s = every_second("slow", "test.slow")
         .with_max_instances(10)
         .expect("valid");
     schedules::insert(&c, &s).await.expect("insert");
-    let mut replicas: Vec<Replica> = (1..=3)
-        .map(|i| Replica::start(&db.url, &pipelines, &format!("replica-{i}"), &[]))
-        .collect();
+    cluster.start(3, &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let from = db_now(&c).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -141,18 +103,12 @@ async fn killing_a_replica_loses_no_tick() {
         .await
         .expect("a running run")
         .get(0);
-    let idx = replicas
-        .iter()
-        .position(|r| r.name == busy)
-        .expect("busy replica is one of ours");
-    let victim = replicas.remove(idx);
+    let victim = cluster.take(&busy);
     let killed_at = db_now(&c).await;
     victim.kill9();
     tokio::time::sleep(Duration::from_secs(12)).await;
     let to = db_now(&c).await - chrono::Duration::seconds(4);
-    for r in replicas {
-        assert!(r.terminate(Duration::from_secs(30)));
-    }
+    cluster.stop_all();
     let expected = seconds(from, to);
     let found = ticks(&c, "slow", from, to).await;
     // The victim's in-flight runs stay `running` until the leader's reaper
@@ -192,39 +148,30 @@ async fn killing_a_replica_loses_no_tick() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_nothing_and_finishes_in_flight_runs() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("rolling");
-    let pipelines = log_pipelines(&dir, &[("test.slowish", "1500ms")]);
+    let mut cluster = TestCluster::new("rolling", &[("test.slowish", "1500ms")]).await;
+    let c = cluster.client().await;
     let s = every_second("rolling", "test.slowish")
         .with_max_instances(10)
         .expect("valid");
     schedules::insert(&c, &s).await.expect("insert");
-    let mut replicas: Vec<Replica> = (1..=3)
-        .map(|i| Replica::start(&db.url, &pipelines, &format!("gen1-{i}"), &[]))
-        .collect();
+    for i in 1..=3 {
+        cluster.add(&format!("gen1-{i}"), &[]);
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let from = db_now(&c).await;
     for i in 1..=3 {
-        let old = replicas.remove(0);
+        let old = cluster.replicas.remove(0);
         assert!(
             old.terminate(Duration::from_secs(20)),
             "{} exited uncleanly",
             i
         );
-        replicas.push(Replica::start(
-            &db.url,
-            &pipelines,
-            &format!("gen2-{i}"),
-            &[],
-        ));
+        cluster.add(&format!("gen2-{i}"), &[]);
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let to = db_now(&c).await - chrono::Duration::seconds(3);
-    for r in replicas {
-        assert!(r.terminate(Duration::from_secs(20)));
-    }
+    cluster.stop_all_within(Duration::from_secs(20));
     let expected = seconds(from, to);
     let found = ticks(&c, "rolling", from, to).await;
     let by_node = audit("rolling", &expected, &found, &["completed"]);
@@ -240,19 +187,12 @@ async fn a_rolling_restart_loses_nothing_and_finishes_in_flight_runs() {
 /// schedule (it re-reads only what differs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_periodic_resync_catches_changes_nobody_announced() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("resync");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let mut cluster = TestCluster::new("resync", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
     schedules::insert(&c, &every_second("steady", "test.record"))
         .await
         .expect("insert");
-    let replica = Replica::start(
-        &db.url,
-        &pipelines,
-        "replica-1",
-        &["--resync-interval", "2s"],
-    );
+    cluster.add("replica-1", &["--resync-interval", "2s"]);
     eventually(
         Duration::from_secs(10),
         "the first schedule fires",
@@ -272,14 +212,13 @@ async fn the_periodic_resync_catches_changes_nobody_announced() {
     schedules::insert(&c, &every_second("unannounced", "test.record"))
         .await
         .expect("insert");
-    eventually(
+    wait_for_tick(
+        &c,
+        "unannounced",
+        created_at,
+        None,
         Duration::from_secs(8),
         "the unannounced schedule fires",
-        || async {
-            !ticks(&c, "unannounced", created_at, db_now(&c).await)
-                .await
-                .is_empty()
-        },
     )
     .await;
 
@@ -308,20 +247,16 @@ async fn the_periodic_resync_catches_changes_nobody_announced() {
         "still firing every second after the change at {changed_at}: {:?}",
         steady.iter().map(|t| t.at).collect::<Vec<_>>()
     );
-    drop(replica);
+    drop(cluster);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_every_replica_at_once() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("notify");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let mut cluster = TestCluster::new("notify", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
     // A long resync interval: only NOTIFY can explain a prompt reaction.
     let slow_resync = ["--resync-interval", "1h"];
-    let replicas: Vec<Replica> = (1..=3)
-        .map(|i| Replica::start(&db.url, &pipelines, &format!("replica-{i}"), &slow_resync))
-        .collect();
+    cluster.start(3, &slow_resync);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let created_at = db_now(&c).await;
@@ -329,16 +264,14 @@ async fn changes_reach_every_replica_at_once() {
         .await
         .expect("insert");
     let first_due = created_at + chrono::Duration::seconds(2);
-    eventually(Duration::from_secs(5), "the new schedule fires", || async {
-        let found = ticks(
-            &c,
-            "late_comer",
-            first_due,
-            first_due + chrono::Duration::seconds(1),
-        )
-        .await;
-        !found.is_empty()
-    })
+    wait_for_tick(
+        &c,
+        "late_comer",
+        first_due,
+        Some(first_due + chrono::Duration::seconds(1)),
+        Duration::from_secs(5),
+        "the new schedule fires",
+    )
     .await;
 
     let paused_at = db_now(&c).await;
@@ -359,19 +292,13 @@ async fn changes_reach_every_replica_at_once() {
         .await
         .expect("resume");
     let resumed_at = db_now(&c).await;
-    eventually(
+    wait_for_tick(
+        &c,
+        "late_comer",
+        resumed_at,
+        Some(resumed_at + chrono::Duration::seconds(3)),
         Duration::from_secs(5),
         "the resumed schedule fires",
-        || async {
-            !ticks(
-                &c,
-                "late_comer",
-                resumed_at,
-                resumed_at + chrono::Duration::seconds(3),
-            )
-            .await
-            .is_empty()
-        },
     )
     .await;
 
@@ -423,17 +350,13 @@ async fn changes_reach_every_replica_at_once() {
         &found,
         &["completed"],
     );
-    for r in replicas {
-        assert!(r.terminate(Duration::from_secs(20)));
-    }
+    cluster.stop_all_within(Duration::from_secs(20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_missing_pipelines_fail_runs_clearly() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("failures");
-    let pipelines = log_pipelines(&dir, &[("test.sleepy", "10s")]);
+    let mut cluster = TestCluster::new("failures", &[("test.sleepy", "10s")]).await;
+    let c = cluster.client().await;
     let slow = Schedule::cron("too_slow", "test.sleepy", "*/2 * * * * *")
         .and_then(|s| s.with_timeout(Some(Duration::from_secs(1))))
         .and_then(|s| s.with_max_instances(5))
@@ -442,7 +365,7 @@ async fn timeouts_and_missing_pipelines_fail_runs_clearly() {
     schedules::insert(&c, &every_second("orphan", "not.defined.anywhere"))
         .await
         .expect("insert");
-    let replica = Replica::start(&db.url, &pipelines, "replica-1", &["--log-format", "json"]);
+    cluster.add("replica-1", &["--log-format", "json"]);
     let failed = |name: &'static str| {
         let c = &c;
         async move {
@@ -473,8 +396,8 @@ async fn timeouts_and_missing_pipelines_fail_runs_clearly() {
         orphan_error.contains("pipeline \"not.defined.anywhere\" is not defined"),
         "{orphan_error}"
     );
-    let log = replica.log.clone();
-    assert!(replica.terminate(Duration::from_secs(20)));
+    let log = cluster.get("replica-1").log.clone();
+    cluster.stop_all_within(Duration::from_secs(20));
     // JSON logs: every line about a run carries its run_id and schedule.
     let text = std::fs::read_to_string(&log).expect("log");
     let mut run_lines = 0;

@@ -18,22 +18,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use spine_scheduler::schedule::{RetryPolicy, Schedule};
-use spine_scheduler::store::{locks, schedules};
+use spine_scheduler::schedule::RetryPolicy;
+use spine_scheduler::store::locks;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::harness::TestDb;
+use crate::harness::{db_now, eventually, sleep_until_db, wait_for};
 use crate::proxy::Proxy;
-use crate::replica::{audit, eventually, log_pipelines, seconds, temp_dir, ticks, Replica};
+use crate::replica::{audit_all, doubled_retries, rows_with_status, Replica};
+use crate::test_cluster::{
+    insert_every_second, leader_other_than, node_states, wait_for_leader_other_than, TestCluster,
+    FAST,
+};
 
 /// Held for a whole test: the tests that assert timing bounds run one at a
-/// time (also taken by `overlap`'s end-to-end test).
-pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Short lease and housekeeping so lease-mode faults show within seconds;
-/// the handoff delay stays at its default (1 s).
-const FAST: [&str; 4] = ["--node-lease", "3s", "--housekeeping-interval", "500ms"];
+/// time (also taken by `overlap`'s and `outage`'s end-to-end tests).
+pub use crate::test_cluster::SERIAL;
 
 /// The default handoff delay: the safety net claims a share this late.
 const HANDOFF: chrono::Duration = chrono::Duration::milliseconds(1000);
@@ -48,23 +48,6 @@ const SERVER_GIVES_UP: Duration = Duration::from_secs(2);
 
 /// `application_name` of the liveness sessions.
 const LIVENESS_APP: &str = "spine-scheduler liveness";
-
-fn every_second(name: &str, pipeline: &str) -> Schedule {
-    Schedule::cron(name, pipeline, "* * * * * *").expect("valid schedule")
-}
-
-async fn db_now(c: &Client) -> DateTime<Utc> {
-    c.query_one("SELECT now()", &[]).await.expect("now").get(0)
-}
-
-/// Sleeps until the database clock reads `at` (same host: the local
-/// monotonic clock measures the wait).
-async fn sleep_until_db(c: &Client, at: DateTime<Utc>) {
-    let now = db_now(c).await;
-    if let Ok(wait) = (at - now).to_std() {
-        tokio::time::sleep(wait).await;
-    }
-}
 
 /// Sleeps until `before` ahead of a whole second on the database clock
 /// (at least 300 ms from now): a kill then lands while the victim's claim
@@ -85,62 +68,60 @@ fn ms(d: chrono::Duration) -> i64 {
     d.num_milliseconds()
 }
 
-fn start_three(url: &str, pipelines: &std::path::Path, extra: &[&str]) -> Vec<Replica> {
-    (1..=3)
-        .map(|i| Replica::start(url, pipelines, &format!("replica-{i}"), extra))
-        .collect()
+/// `{prefix}00`, `{prefix}01`, … up to `n` names.
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:02}")).collect()
 }
 
-fn stop_all(replicas: Vec<Replica>) {
-    for r in replicas {
-        let name = r.name.clone();
-        assert!(
-            r.terminate(Duration::from_secs(30)),
-            "{name} exited uncleanly"
-        );
-    }
+/// The three replicas most tests here run.
+const THREE: [&str; 3] = ["replica-1", "replica-2", "replica-3"];
+
+/// Starts [`THREE`] and waits until each is a member and fires its share.
+async fn start_three_firing(cluster: &mut TestCluster, c: &Client) {
+    cluster.start(3, &FAST);
+    wait_until_all_fire(c, &THREE).await;
+}
+
+/// Polls every 100 ms until `count` (a count over the hostnames in `$1`)
+/// counts every named replica.
+async fn wait_until_counted(c: &Client, names: &[&str], limit: Duration, what: &str, count: &str) {
+    let want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let want = &want;
+    eventually(limit, &format!("{want:?} {what}"), || async move {
+        c.query_one(count, &[want])
+            .await
+            .map(|r| r.get::<_, i64>(0) == want.len() as i64)
+            .unwrap_or(false)
+    })
+    .await;
 }
 
 /// Waits until every named replica is an active node holding a liveness key.
 async fn wait_for_members(c: &Client, names: &[&str], limit: Duration) {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let (c, want) = (c, &names);
-    eventually(
+    wait_until_counted(
+        c,
+        names,
         limit,
-        &format!("{names:?} registered, active, with a liveness key"),
-        || async move {
-            c.query_one(
-                "SELECT count(*) FROM scheduler_nodes \
-                 WHERE hostname = ANY($1) AND state = 'active' AND liveness_key IS NOT NULL",
-                &[want],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0) == want.len() as i64)
-            .unwrap_or(false)
-        },
+        "registered, active, with a liveness key",
+        "SELECT count(*) FROM scheduler_nodes \
+         WHERE hostname = ANY($1) AND state = 'active' AND liveness_key IS NOT NULL",
     )
     .await;
 }
 
-/// Waits until every named replica has claimed a tick in the last 2 s.
-async fn wait_for_firing(c: &Client, names: &[&str], limit: Duration) {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let (c, want) = (c, &names);
-    eventually(
-        limit,
-        &format!("{names:?} all fire their shares"),
-        || async move {
-            c.query_one(
-                "SELECT count(DISTINCT n.hostname) FROM scheduler_runs r \
-                 JOIN scheduler_nodes n USING (node_id) \
-                 WHERE n.hostname = ANY($1) AND r.trigger = 'schedule' \
-                   AND r.scheduled_at > now() - interval '2 seconds'",
-                &[want],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0) == want.len() as i64)
-            .unwrap_or(false)
-        },
+/// Waits until every named replica is a member (within 20 s), then until
+/// each has claimed a tick in the last 2 s (within 15 s).
+async fn wait_until_all_fire(c: &Client, names: &[&str]) {
+    wait_for_members(c, names, Duration::from_secs(20)).await;
+    wait_until_counted(
+        c,
+        names,
+        Duration::from_secs(15),
+        "all fire their shares",
+        "SELECT count(DISTINCT n.hostname) FROM scheduler_runs r \
+         JOIN scheduler_nodes n USING (node_id) \
+         WHERE n.hostname = ANY($1) AND r.trigger = 'schedule' \
+           AND r.scheduled_at > now() - interval '2 seconds'",
     )
     .await;
 }
@@ -153,30 +134,6 @@ async fn node_id(c: &Client, name: &str) -> Uuid {
     .await
     .unwrap_or_else(|e| panic!("node row of {name}: {e}"))
     .get(0)
-}
-
-/// The recorded leader, if it is not `old`.
-async fn leader_other_than(c: &Client, old: &str) -> Option<String> {
-    c.query(
-        "SELECT hostname FROM scheduler_nodes \
-         WHERE leader_since IS NOT NULL AND state = 'active' AND hostname <> $1",
-        &[&old],
-    )
-    .await
-    .expect("leader query")
-    .first()
-    .map(|r| r.get(0))
-}
-
-async fn wait_for_leader(c: &Client, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(l) = leader_other_than(c, "").await {
-            return l;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no leader within {limit:?}");
 }
 
 /// The session holding `node`'s liveness lock right now: its backend pid,
@@ -210,13 +167,14 @@ async fn wait_for_new_liveness(
     limit: Duration,
 ) -> (Duration, (i32, String, i32)) {
     let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(h) = liveness_holder(c, node).await.filter(|h| h.0 != old_pid) {
-            return (start.elapsed(), h);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no new liveness session holds a key for {node} within {limit:?}");
+    let holder = wait_for(
+        limit,
+        Duration::from_millis(20),
+        &format!("a new liveness session holding a key for {node}"),
+        || async { liveness_holder(c, node).await.filter(|h| h.0 != old_pid) },
+    )
+    .await;
+    (start.elapsed(), holder)
 }
 
 /// What [`NodeWatcher`] saw of one replica's node row.
@@ -334,24 +292,6 @@ fn lag_summary(lags: &[i64]) -> String {
     )
 }
 
-/// Audits every schedule over the ticks in `(from, to]`; wins by node.
-async fn audit_all(
-    c: &Client,
-    names: &[String],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    allowed: &[&str],
-) -> BTreeMap<String, usize> {
-    let mut wins = BTreeMap::new();
-    for name in names {
-        let found = ticks(c, name, from, to).await;
-        for (n, k) in audit(name, &seconds(from, to), &found, allowed) {
-            *wins.entry(n).or_insert(0) += k;
-        }
-    }
-    wins
-}
-
 /// (a) A replica owning a share of 20 every-second schedules is killed with
 /// SIGKILL just before a tick: the survivors take its share over at once.
 /// In the 15 s after the kill every tick has exactly one row, none skipped
@@ -360,20 +300,11 @@ async fn audit_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replicas_share_fires_on_time() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("failover-kill");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
-    let names: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
-    for n in &names {
-        schedules::insert(&c, &every_second(n, "test.record"))
-            .await
-            .expect("insert");
-    }
-    let mut replicas = start_three(&db.url, &pipelines, &FAST);
-    let all = ["replica-1", "replica-2", "replica-3"];
-    wait_for_members(&c, &all, Duration::from_secs(20)).await;
-    wait_for_firing(&c, &all, Duration::from_secs(15)).await;
+    let mut cluster = TestCluster::new("failover-kill", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
+    let names = numbered("k", 20);
+    insert_every_second(&c, &names, "test.record", |s| s).await;
+    start_three_firing(&mut cluster, &c).await;
     // Past the start-up transient (shares moving as members join).
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -392,11 +323,7 @@ async fn a_killed_replicas_share_fires_on_time() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let victim_name = owners.first().expect("rows in the last 3 s").0.clone();
-    let idx = replicas
-        .iter()
-        .position(|r| r.name == victim_name)
-        .expect("the owner is ours");
-    let victim = replicas.remove(idx);
+    let victim = cluster.take(&victim_name);
     sleep_until_just_before_a_tick(&c, chrono::Duration::milliseconds(60)).await;
     let killed_at = db_now(&c).await;
     victim.kill9();
@@ -455,7 +382,7 @@ async fn a_killed_replicas_share_fires_on_time() {
             ms(LATE)
         );
     }
-    stop_all(replicas);
+    cluster.stop_all();
 }
 
 /// (b) The leader is killed while its (3 s) runs are in flight: another
@@ -465,26 +392,18 @@ async fn a_killed_replicas_share_fires_on_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_in_milliseconds_and_its_runs_reaped_within_a_second() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("failover-leader");
-    let pipelines = log_pipelines(&dir, &[("test.slow", "3s")]);
+    let mut cluster = TestCluster::new("failover-leader", &[("test.slow", "3s")]).await;
+    let c = cluster.client().await;
     let retry =
         RetryPolicy::new(2, Duration::from_secs(1), Duration::from_secs(1)).expect("policy");
-    let names: Vec<String> = (0..15).map(|i| format!("slow{i:02}")).collect();
-    for n in &names {
-        let s = every_second(n, "test.slow")
-            .with_max_instances(10)
-            .expect("valid")
-            .with_retry(retry);
-        schedules::insert(&c, &s).await.expect("insert");
-    }
-    let mut replicas = start_three(&db.url, &pipelines, &FAST);
-    let all = ["replica-1", "replica-2", "replica-3"];
-    wait_for_members(&c, &all, Duration::from_secs(20)).await;
-    wait_for_firing(&c, &all, Duration::from_secs(15)).await;
+    let names = numbered("slow", 15);
+    insert_every_second(&c, &names, "test.slow", |s| {
+        s.with_max_instances(10).expect("valid").with_retry(retry)
+    })
+    .await;
+    start_three_firing(&mut cluster, &c).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let old = wait_for_leader(&c, Duration::from_secs(10)).await;
+    let old = wait_for_leader_other_than(&c, "", Duration::from_secs(10)).await;
     let old_id = node_id(&c, &old).await;
     // Runs take 3 s: wait until the leader has a few in flight.
     let (cc, id) = (&c, old_id);
@@ -503,25 +422,19 @@ async fn a_killed_leader_is_replaced_in_milliseconds_and_its_runs_reaped_within_
     )
     .await;
     let from = db_now(&c).await - chrono::Duration::seconds(1);
-    let idx = replicas
-        .iter()
-        .position(|r| r.name == old)
-        .expect("leader is ours");
-    let victim = replicas.remove(idx);
+    let victim = cluster.take(&old);
     let killed_at = db_now(&c).await;
     let killed = Instant::now();
     victim.kill9();
 
-    let mut new = None;
-    while killed.elapsed() < Duration::from_secs(10) {
-        if let Some(l) = leader_other_than(&c, &old).await {
-            new = Some(l);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let new = wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        "a new leader",
+        || leader_other_than(&c, &old),
+    )
+    .await;
     let failover = killed.elapsed();
-    let new = new.expect("a new leader");
     let since: Option<DateTime<Utc>> = c
         .query_one(
             "SELECT leader_since FROM scheduler_nodes WHERE hostname = $1",
@@ -541,23 +454,23 @@ async fn a_killed_leader_is_replaced_in_milliseconds_and_its_runs_reaped_within_
     );
 
     // Its in-flight runs: abandoned within 1 s of the kill.
-    let mut reaped = None;
-    while killed.elapsed() < Duration::from_secs(10) {
-        let running: i64 = c
-            .query_one(
-                "SELECT count(*) FROM scheduler_runs WHERE node_id = $1 AND status = 'running'",
-                &[&old_id],
-            )
-            .await
-            .expect("running")
-            .get(0);
-        if running == 0 {
-            reaped = Some(killed.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let reaped = reaped.expect("the dead leader's runs reaped within 10 s");
+    let reaped = wait_for(
+        Duration::from_secs(10).saturating_sub(killed.elapsed()),
+        Duration::from_millis(20),
+        "the dead leader's runs reaped within 10 s",
+        || async {
+            let running: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM scheduler_runs WHERE node_id = $1 AND status = 'running'",
+                    &[&old_id],
+                )
+                .await
+                .expect("running")
+                .get(0);
+            (running == 0).then(|| killed.elapsed())
+        },
+    )
+    .await;
     let row = c
         .query_one(
             "SELECT count(*), min(completed_at), max(completed_at) FROM scheduler_runs \
@@ -606,16 +519,7 @@ async fn a_killed_leader_is_replaced_in_milliseconds_and_its_runs_reaped_within_
     )
     .await;
     let retried = killed.elapsed();
-    let doubled_retries: i64 = c
-        .query_one(
-            "SELECT count(*) FROM (SELECT 1 FROM scheduler_runs WHERE attempt = 2 \
-             GROUP BY schedule_name, scheduled_at HAVING count(*) > 1) d",
-            &[],
-        )
-        .await
-        .expect("retries")
-        .get(0);
-    assert_eq!(doubled_retries, 0, "a retry doubled");
+    assert_eq!(doubled_retries(&c).await, 0, "a retry doubled");
     println!(
         "failover/leader: all retries completed {} ms after the kill",
         retried.as_millis()
@@ -638,7 +542,7 @@ async fn a_killed_leader_is_replaced_in_milliseconds_and_its_runs_reaped_within_
         late_abandoned, 0,
         "abandoned rows other than the dead leader's in-flight runs"
     );
-    stop_all(replicas);
+    cluster.stop_all();
 }
 
 /// (c) A rolling restart: each of three replicas in turn gets SIGTERM and a
@@ -648,24 +552,15 @@ async fn a_killed_leader_is_replaced_in_milliseconds_and_its_runs_reaped_within_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_and_doubles_nothing() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("failover-rolling");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
-    let names: Vec<String> = (0..20).map(|i| format!("r{i:02}")).collect();
-    for n in &names {
-        schedules::insert(&c, &every_second(n, "test.record"))
-            .await
-            .expect("insert");
-    }
-    let mut replicas = start_three(&db.url, &pipelines, &FAST);
-    let all = ["replica-1", "replica-2", "replica-3"];
-    wait_for_members(&c, &all, Duration::from_secs(20)).await;
-    wait_for_firing(&c, &all, Duration::from_secs(15)).await;
+    let mut cluster = TestCluster::new("failover-rolling", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
+    let names = numbered("r", 20);
+    insert_every_second(&c, &names, "test.record", |s| s).await;
+    start_three_firing(&mut cluster, &c).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let from = db_now(&c).await;
     for i in 0..3 {
-        let old = replicas.remove(0);
+        let old = cluster.replicas.remove(0);
         let old_name = old.name.clone();
         let t = Instant::now();
         assert!(
@@ -673,20 +568,19 @@ async fn a_rolling_restart_loses_and_doubles_nothing() {
             "{old_name} exited uncleanly"
         );
         let stopped = t.elapsed();
-        let new = Replica::start(&db.url, &pipelines, &format!("replica-{}", 4 + i), &FAST);
+        let new = format!("replica-{}", 4 + i);
+        cluster.add(&new, &FAST);
         let t = Instant::now();
-        wait_for_members(&c, &[new.name.as_str()], Duration::from_secs(20)).await;
+        wait_for_members(&c, &[new.as_str()], Duration::from_secs(20)).await;
         println!(
-            "failover/rolling: {old_name} stopped in {} ms; {} a member {} ms after its start",
+            "failover/rolling: {old_name} stopped in {} ms; {new} a member {} ms after its start",
             stopped.as_millis(),
-            new.name,
             t.elapsed().as_millis()
         );
-        replicas.push(new);
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
     let to = db_now(&c).await - chrono::Duration::seconds(2);
-    stop_all(replicas);
+    cluster.stop_all();
     let wins = audit_all(&c, &names, from, to, &["completed"]).await;
     let lags: Vec<i64> = tick_rows(&c, from, to)
         .await
@@ -699,16 +593,7 @@ async fn a_rolling_restart_loses_and_doubles_nothing() {
         (to - from).num_seconds(),
         lag_summary(&lags)
     );
-    let states: Vec<(String, String)> = c
-        .query(
-            "SELECT hostname, state FROM scheduler_nodes ORDER BY hostname",
-            &[],
-        )
-        .await
-        .expect("states")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let states = node_states(&c).await;
     assert!(
         states.iter().all(|(_, s)| s == "left"),
         "every replica left cleanly: {states:?}"
@@ -723,27 +608,20 @@ async fn a_rolling_restart_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recycled_liveness_session_does_not_make_a_replica_dead() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("failover-recycled");
     // Runs of 1.5 s: every replica always has some in flight, so a replica
     // wrongly declared dead would show as `abandoned` rows.
-    let pipelines = log_pipelines(&dir, &[("test.busy", "1500ms")]);
-    let names: Vec<String> = (0..12).map(|i| format!("l{i:02}")).collect();
-    for n in &names {
-        let s = every_second(n, "test.busy")
-            .with_max_instances(5)
-            .expect("valid");
-        schedules::insert(&c, &s).await.expect("insert");
-    }
-    let replicas = start_three(&db.url, &pipelines, &FAST);
-    let all = ["replica-1", "replica-2", "replica-3"];
-    wait_for_members(&c, &all, Duration::from_secs(20)).await;
-    wait_for_firing(&c, &all, Duration::from_secs(15)).await;
+    let mut cluster = TestCluster::new("failover-recycled", &[("test.busy", "1500ms")]).await;
+    let c = cluster.client().await;
+    let names = numbered("l", 12);
+    insert_every_second(&c, &names, "test.busy", |s| {
+        s.with_max_instances(5).expect("valid")
+    })
+    .await;
+    start_three_firing(&mut cluster, &c).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // A follower, so that the leader (who reaps) is another replica.
-    let leader = wait_for_leader(&c, Duration::from_secs(10)).await;
-    let target = all
+    let leader = wait_for_leader_other_than(&c, "", Duration::from_secs(10)).await;
+    let target = THREE
         .iter()
         .find(|n| **n != leader)
         .expect("a follower")
@@ -756,7 +634,7 @@ async fn a_recycled_liveness_session_does_not_make_a_replica_dead() {
         app, LIVENESS_APP,
         "application_name of the liveness session"
     );
-    let watcher = NodeWatcher::start(&db.url, target_id).await;
+    let watcher = NodeWatcher::start(&cluster.url, target_id).await;
     let from = db_now(&c).await - chrono::Duration::seconds(1);
     let terminated: bool = c
         .query_one("SELECT pg_terminate_backend($1)", &[&old_pid])
@@ -790,15 +668,8 @@ async fn a_recycled_liveness_session_does_not_make_a_replica_dead() {
         .await
         .expect("fired")
         .get(0);
-    let abandoned: i64 = c
-        .query_one(
-            "SELECT count(*) FROM scheduler_runs WHERE status = 'abandoned'",
-            &[],
-        )
-        .await
-        .expect("abandoned")
-        .get(0);
-    stop_all(replicas);
+    let abandoned = rows_with_status(&c, "abandoned").await;
+    cluster.stop_all();
     assert!(seen.polls > 20, "the watcher polled ({})", seen.polls);
     assert_eq!(
         seen.dead_at, None,
@@ -815,14 +686,6 @@ async fn a_recycled_liveness_session_does_not_make_a_replica_dead() {
     println!("failover/recycled: wins {wins:?}");
 }
 
-/// The URL of `url`'s database through `proxy`.
-fn via(url: &str, proxy: &Proxy) -> String {
-    let (_, port) = crate::harness::host_port(url);
-    let through = url.replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
-    assert_ne!(through, url, "the URL must name the port");
-    through
-}
-
 /// (e) Only the liveness path of a replica is cut (its session goes through
 /// a proxy with `--leader-database-url`, its pool connects directly): it
 /// notices, switches to lease mode before the server drops the silent
@@ -832,34 +695,26 @@ fn via(url: &str, proxy: &Proxy) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_liveness_path_is_cut_is_not_declared_dead() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("failover-liveness-cut");
     // Runs of 1.5 s: the cut replica always has some in flight, so being
     // wrongly declared dead would show as `abandoned` rows.
-    let pipelines = log_pipelines(&dir, &[("test.busy", "1500ms")]);
-    let names: Vec<String> = (0..12).map(|i| format!("c{i:02}")).collect();
-    for n in &names {
-        let s = every_second(n, "test.busy")
-            .with_max_instances(5)
-            .expect("valid");
-        schedules::insert(&c, &s).await.expect("insert");
-    }
-    let (host, port) = crate::harness::host_port(&db.url);
-    let mut proxy = Proxy::start(format!("{host}:{port}"), SERVER_GIVES_UP).await;
-    let via_proxy = via(&db.url, &proxy);
+    let mut cluster = TestCluster::new("failover-liveness-cut", &[("test.busy", "1500ms")]).await;
+    let c = cluster.client().await;
+    let names = numbered("c", 12);
+    insert_every_second(&c, &names, "test.busy", |s| {
+        s.with_max_instances(5).expect("valid")
+    })
+    .await;
+    let mut proxy = Proxy::in_front_of(&cluster.url, SERVER_GIVES_UP).await;
+    let via_proxy = proxy.url(&cluster.url);
     // The others first, so that one of them leads (the leader session of
     // the cut replica goes through the proxy too).
-    let mut replicas: Vec<Replica> = (1..=2)
-        .map(|i| Replica::start(&db.url, &pipelines, &format!("replica-{i}"), &FAST))
-        .collect();
-    wait_for_leader(&c, Duration::from_secs(15)).await;
+    cluster.start(2, &FAST);
+    wait_for_leader_other_than(&c, "", Duration::from_secs(15)).await;
     let mut args: Vec<&str> = FAST.to_vec();
     args.extend(["--leader-database-url", &via_proxy]);
-    replicas.push(Replica::start(&db.url, &pipelines, "split", &args));
+    cluster.add("split", &args);
     let all = ["replica-1", "replica-2", "split"];
-    wait_for_members(&c, &all, Duration::from_secs(20)).await;
-    wait_for_firing(&c, &all, Duration::from_secs(15)).await;
+    wait_until_all_fire(&c, &all).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let split_id = node_id(&c, "split").await;
     let (old_pid, app, _) = liveness_holder(&c, split_id)
@@ -869,7 +724,7 @@ async fn a_replica_whose_liveness_path_is_cut_is_not_declared_dead() {
         app, LIVENESS_APP,
         "application_name of the liveness session"
     );
-    let watcher = NodeWatcher::start(&db.url, split_id).await;
+    let watcher = NodeWatcher::start(&cluster.url, split_id).await;
     let from = db_now(&c).await - chrono::Duration::seconds(1);
     let cut_at = db_now(&c).await;
     proxy.cut();
@@ -900,15 +755,8 @@ async fn a_replica_whose_liveness_path_is_cut_is_not_declared_dead() {
         .await
         .expect("fired")
         .get(0);
-    let abandoned: i64 = c
-        .query_one(
-            "SELECT count(*) FROM scheduler_runs WHERE status = 'abandoned'",
-            &[],
-        )
-        .await
-        .expect("abandoned")
-        .get(0);
-    stop_all(replicas);
+    let abandoned = rows_with_status(&c, "abandoned").await;
+    cluster.stop_all();
     assert_eq!(still_held, None, "the server dropped the silent session");
     assert!(seen.polls > 20, "the watcher polled ({})", seen.polls);
     assert_eq!(seen.dead_at, None, "split was declared dead while it acted");
@@ -936,30 +784,22 @@ async fn a_replica_whose_liveness_path_is_cut_is_not_declared_dead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_entirely_is_replaced_and_records_nothing_meanwhile() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("failover-full-cut");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
+    let mut cluster = TestCluster::new("failover-full-cut", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
     // max_instances 10: the cut replica's last runs stay `running` until
     // reaped, and the overlap rule is not what this test is about.
-    let names: Vec<String> = (0..12).map(|i| format!("f{i:02}")).collect();
-    for n in &names {
-        let s = every_second(n, "test.record")
-            .with_max_instances(10)
-            .expect("valid");
-        schedules::insert(&c, &s).await.expect("insert");
-    }
-    let (host, port) = crate::harness::host_port(&db.url);
-    let mut proxy = Proxy::start(format!("{host}:{port}"), SERVER_GIVES_UP).await;
-    let via_proxy = via(&db.url, &proxy);
-    let replicas: Vec<Replica> = (1..=2)
-        .map(|i| Replica::start(&db.url, &pipelines, &format!("replica-{i}"), &FAST))
-        .collect();
-    wait_for_leader(&c, Duration::from_secs(15)).await;
-    let mut cut_off = Replica::start(&via_proxy, &pipelines, "cut-off", &FAST);
+    let names = numbered("f", 12);
+    insert_every_second(&c, &names, "test.record", |s| {
+        s.with_max_instances(10).expect("valid")
+    })
+    .await;
+    let mut proxy = Proxy::in_front_of(&cluster.url, SERVER_GIVES_UP).await;
+    let via_proxy = proxy.url(&cluster.url);
+    cluster.start(2, &FAST);
+    wait_for_leader_other_than(&c, "", Duration::from_secs(15)).await;
+    let mut cut_off = Replica::start(&via_proxy, &cluster.pipelines, "cut-off", &FAST);
     let all = ["replica-1", "replica-2", "cut-off"];
-    wait_for_members(&c, &all, Duration::from_secs(20)).await;
-    wait_for_firing(&c, &all, Duration::from_secs(15)).await;
+    wait_until_all_fire(&c, &all).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cut_id = node_id(&c, "cut-off").await;
     let (old_pid, _, _) = liveness_holder(&c, cut_id)
@@ -970,15 +810,16 @@ async fn a_replica_cut_off_entirely_is_replaced_and_records_nothing_meanwhile() 
     proxy.cut();
     let cut = Instant::now();
     // Its membership ends when the server drops the silent session.
-    let mut released = None;
-    while cut.elapsed() < Duration::from_secs(10) {
-        if liveness_holder(&c, cut_id).await.is_none() {
-            released = Some(cut.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let released = released.expect("the server dropped the cut-off liveness session");
+    let released = wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "the server dropped the cut-off liveness session",
+        || async {
+            let held = liveness_holder(&c, cut_id).await;
+            held.is_none().then(|| cut.elapsed())
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let healed_at = db_now(&c).await;
     proxy.heal();
@@ -1031,7 +872,7 @@ async fn a_replica_cut_off_entirely_is_replaced_and_records_nothing_meanwhile() 
         lag_summary(&lags),
         rejoined.as_millis()
     );
-    stop_all(replicas);
+    cluster.stop_all();
     assert!(
         cut_off.terminate(Duration::from_secs(30)),
         "cut-off exited uncleanly"
@@ -1061,22 +902,13 @@ async fn a_replica_cut_off_entirely_is_replaced_and_records_nothing_meanwhile() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_replica_holds_no_tick_for_long() {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("failover-freeze");
-    let pipelines = log_pipelines(&dir, &[("test.record", "0s")]);
-    let names: Vec<String> = (0..20).map(|i| format!("z{i:02}")).collect();
-    for n in &names {
-        schedules::insert(&c, &every_second(n, "test.record"))
-            .await
-            .expect("insert");
-    }
-    let replicas = start_three(&db.url, &pipelines, &FAST);
-    let all = ["replica-1", "replica-2", "replica-3"];
-    wait_for_members(&c, &all, Duration::from_secs(20)).await;
-    wait_for_firing(&c, &all, Duration::from_secs(15)).await;
+    let mut cluster = TestCluster::new("failover-freeze", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
+    let names = numbered("z", 20);
+    insert_every_second(&c, &names, "test.record", |s| s).await;
+    start_three_firing(&mut cluster, &c).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let victim = &replicas[1];
+    let victim = &cluster.replicas[1];
     let victim_id = node_id(&c, &victim.name).await;
     println!("failover/freeze: freezing {} ({victim_id})", victim.name);
     sleep_until_just_before_a_tick(&c, chrono::Duration::milliseconds(60)).await;
@@ -1143,5 +975,5 @@ async fn a_frozen_replica_holds_no_tick_for_long() {
     )
     .await;
     let _ = thawed_at;
-    stop_all(replicas);
+    cluster.stop_all();
 }

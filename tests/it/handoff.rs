@@ -5,22 +5,11 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use spine_scheduler::schedule::Schedule;
-use spine_scheduler::store::schedules;
-
-use crate::api::{start_api_replica, Http, PIPELINE};
-use crate::harness::TestDb;
-use crate::metrics::parse_exposition;
-use crate::replica::{audit, log_pipelines, seconds, temp_dir, ticks, Replica};
-
-fn every_second(name: &str) -> Schedule {
-    Schedule::cron(name, PIPELINE, "* * * * * *").expect("valid schedule")
-}
-
-async fn db_now(c: &tokio_postgres::Client) -> DateTime<Utc> {
-    c.query_one("SELECT now()", &[]).await.expect("now").get(0)
-}
+use crate::api_replica::{start_api_replica, Http, PIPELINE};
+use crate::exposition::parse_exposition;
+use crate::harness::{db_now, TestDb};
+use crate::replica::{audit, audit_all, seconds, temp_dir, ticks};
+use crate::test_cluster::{insert_every_second, TestCluster};
 
 /// Two replicas that agree on everything settle each other's shares by
 /// digest; the ledger still has one row per tick.
@@ -29,11 +18,7 @@ async fn replicas_that_agree_check_each_other_by_digest() {
     let db = TestDb::migrated().await;
     let c = db.client().await;
     let names: Vec<String> = (0..20).map(|i| format!("agreed-{i:02}")).collect();
-    for name in &names {
-        schedules::insert(&c, &every_second(name))
-            .await
-            .expect("insert");
-    }
+    insert_every_second(&c, &names, PIPELINE, |s| s).await;
     let a = start_api_replica(&db.url, &temp_dir("digest-a"), "replica-a").await;
     let b = start_api_replica(&db.url, &temp_dir("digest-b"), "replica-b").await;
     // Both see each other (heartbeats every 500 ms), then a window.
@@ -59,15 +44,7 @@ async fn replicas_that_agree_check_each_other_by_digest() {
     for node in [a, b] {
         assert!(node.replica.terminate(Duration::from_secs(20)));
     }
-    let expected = seconds(from, to);
-    for name in &names {
-        audit(
-            name,
-            &expected,
-            &ticks(&c, name, from, to).await,
-            &["completed"],
-        );
-    }
+    audit_all(&c, &names, from, to, &["completed"]).await;
 }
 
 /// The owner does not know some schedules (created while notifications were
@@ -76,39 +53,27 @@ async fn replicas_that_agree_check_each_other_by_digest() {
 /// share one handoff delay late. Nothing is missed, nothing doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_the_owner_does_not_know_are_still_claimed() {
-    let db = TestDb::migrated().await;
-    let c = db.client().await;
-    let dir = temp_dir("digest-unknown");
-    let pipelines = log_pipelines(&dir, &[(PIPELINE, "0s")]);
+    let mut cluster = TestCluster::new("digest-unknown", &[(PIPELINE, "0s")]).await;
+    let c = cluster.client().await;
     // Schedules both know, so that replica-a publishes digests, which then
     // differ from what replica-b expects of it.
     let known: Vec<String> = (0..8).map(|i| format!("known-{i:02}")).collect();
-    for name in &known {
-        schedules::insert(&c, &every_second(name))
-            .await
-            .expect("insert");
-    }
+    insert_every_second(&c, &known, PIPELINE, |s| s).await;
     let quiet = ["--resync-interval", "10m"];
-    let a = Replica::start(&db.url, &pipelines, "replica-a", &quiet);
+    cluster.add("replica-a", &quiet);
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.batch_execute("ALTER TABLE scheduler_schedules DISABLE TRIGGER scheduler_schedules_notify")
         .await
         .expect("silence notifications");
     let names: Vec<String> = (0..16).map(|i| format!("unknown-{i:02}")).collect();
-    for name in &names {
-        schedules::insert(&c, &every_second(name))
-            .await
-            .expect("insert");
-    }
+    insert_every_second(&c, &names, PIPELINE, |s| s).await;
     // B loads every schedule at start; A never hears of these.
-    let b = Replica::start(&db.url, &pipelines, "replica-b", &quiet);
+    cluster.add("replica-b", &quiet);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let from = db_now(&c).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let to = db_now(&c).await - chrono::Duration::seconds(3);
-    let a_alive = a.terminate(Duration::from_secs(20));
-    let b_alive = b.terminate(Duration::from_secs(20));
-    assert!(a_alive && b_alive, "a replica exited uncleanly");
+    cluster.stop_all_within(Duration::from_secs(20));
 
     let expected = seconds(from, to);
     assert!(expected.len() >= 5, "window too short");
@@ -125,14 +90,7 @@ async fn ticks_the_owner_does_not_know_are_still_claimed() {
             "{name}: only replica-b knows it"
         );
     }
-    for name in &known {
-        audit(
-            name,
-            &expected,
-            &ticks(&c, name, from, to).await,
-            &["completed"],
-        );
-    }
+    audit_all(&c, &known, from, to, &["completed"]).await;
     // Half of them (by the share hash) are replica-a's share: replica-b
     // claimed those through the fallback, a handoff delay late.
     let late: i64 = c

@@ -5,12 +5,20 @@
 //! the harness starts a private cluster with `initdb`/`pg_ctl` (shared by the
 //! tests of this process, stopped when the last one finishes). Each test gets
 //! its own database, dropped when the `TestDb` drops — also on panic.
+//!
+//! Beside it, what every kind of test needs: the binary under test, the
+//! database clock, waiting for a condition, the claim statement's inputs,
+//! and finding external checkers.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use spine_scheduler::pg_cluster::{ClusterOptions, PgCluster};
+use spine_scheduler::store::claims::ClaimRequest;
 use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -149,4 +157,101 @@ pub fn host_port(url: &str) -> (String, u16) {
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     (host, port)
+}
+
+/// The database clock.
+pub async fn db_now(c: &Client) -> DateTime<Utc> {
+    c.query_one("SELECT now()", &[]).await.expect("now").get(0)
+}
+
+/// The database clock, truncated to the second (a whole tick).
+pub async fn db_second(c: &Client) -> DateTime<Utc> {
+    c.query_one("SELECT date_trunc('second', now())", &[])
+        .await
+        .expect("now")
+        .get(0)
+}
+
+/// Sleeps until the database clock reads `at` (same host: the local
+/// monotonic clock measures the wait).
+pub async fn sleep_until_db(c: &Client, at: DateTime<Utc>) {
+    let now = db_now(c).await;
+    if let Ok(wait) = (at - now).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Polls `probe` every `every` until it gives a value, which it returns;
+/// the test fails after `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, every: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        tokio::time::sleep(every).await;
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for(limit, Duration::from_millis(100), what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// For the claim statement: no run of ours has finished unwritten.
+pub fn no_finished(_: &[&str]) -> Vec<Uuid> {
+    Vec::new()
+}
+
+/// A claim of `name`'s tick at `at`: pipeline `p`, max_instances 1, 60 s
+/// of misfire grace, coalesce and backlog on, and the schedule's next tick
+/// not due (nothing to coalesce into).
+pub fn claim_request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
+    ClaimRequest {
+        schedule_name: name.to_string(),
+        pipeline: "p".to_string(),
+        scheduled_at: at,
+        max_instances: 1,
+        misfire_grace_secs: 60,
+        coalesce: true,
+        backlog: true,
+        next_at: None,
+    }
+}
+
+/// Finds an external checker: `env` names it (and then it must exist), or it
+/// is on `PATH`; under CI (`CI` set) it is required, elsewhere the check is
+/// skipped with a note.
+pub fn external_tool(env: &str, name: &str) -> Option<PathBuf> {
+    if let Ok(path) = std::env::var(env) {
+        let path = PathBuf::from(path);
+        assert!(path.exists(), "{env}={} does not exist", path.display());
+        return Some(path);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is required in CI (set {env} or put it on PATH; see .ci/run)"
+        );
+        eprintln!("note: {name} not found (set {env}); skipping that check");
+    }
+    found
 }

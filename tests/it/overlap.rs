@@ -10,39 +10,22 @@
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use spine_scheduler::schedule::Schedule;
 use spine_scheduler::store::claims::{self, ClaimOutcome, ClaimRequest, Claimed};
 use spine_scheduler::store::schedules;
 use spine_scheduler::types::RunStatus;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::harness::TestDb;
-use crate::replica::{audit, eventually, temp_dir, ticks, Replica};
-
-fn no_finished(_: &[&str]) -> Vec<Uuid> {
-    Vec::new()
-}
+use crate::harness::{claim_request, db_now, db_second, eventually, no_finished, TestDb};
+use crate::replica::{audit, seconds, temp_dir, ticks, Replica};
+use crate::test_cluster::{every_second, FAST, SERIAL};
 
 fn request(name: &str, at: DateTime<Utc>, coalesce: bool, backlog: bool) -> ClaimRequest {
     ClaimRequest {
-        schedule_name: name.to_string(),
-        pipeline: "p".to_string(),
-        scheduled_at: at,
-        max_instances: 1,
-        misfire_grace_secs: 60,
         coalesce,
         backlog,
-        // The schedule's next tick is not due: nothing to coalesce into.
-        next_at: None,
+        ..claim_request(name, at)
     }
-}
-
-async fn now(c: &Client) -> DateTime<Utc> {
-    c.query_one("SELECT date_trunc('second', now())", &[])
-        .await
-        .expect("now")
-        .get(0)
 }
 
 async fn claim(db: &TestDb, node: Uuid, batch: Vec<ClaimRequest>, gone: &[Uuid]) -> ClaimOutcome {
@@ -90,7 +73,7 @@ async fn ticks_of_one_schedule_claimed_together_run_one_after_the_other() {
     let db = TestDb::migrated().await;
     let c = db.client().await;
     let node = Uuid::now_v7();
-    let t = now(&c).await;
+    let t = db_second(&c).await;
     let late = t - Duration::seconds(2);
     for (name, coalesce, backlog) in [
         ("handed_off", true, false),
@@ -142,7 +125,7 @@ async fn a_skipped_tick_names_the_run_it_overlapped_and_gone_replicas_do_not_cou
     let c = db.client().await;
     let me = Uuid::now_v7();
     let other = Uuid::now_v7();
-    let t = now(&c).await;
+    let t = db_second(&c).await;
     c.execute(
         "INSERT INTO scheduler_nodes (node_id, hostname, version, state) \
          VALUES ($1, 'other', 'test', 'active')",
@@ -212,7 +195,7 @@ async fn a_skipped_tick_names_the_run_it_overlapped_and_gone_replicas_do_not_cou
 /// runs overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_during_a_long_command_are_skipped_and_name_the_run_in_progress() {
-    let _serial = crate::failover::SERIAL.lock().await;
+    let _serial = SERIAL.lock().await;
     let db = TestDb::migrated().await;
     let c = db.client().await;
     let dir = temp_dir("overlap-command");
@@ -222,14 +205,10 @@ async fn ticks_during_a_long_command_are_skipped_and_name_the_run_in_progress() 
         "pipelines:\n  - name: test.sleep3\n    kind: command\n    argv: [\"sleep\", \"3\"]\n    timeout: 30s\n",
     )
     .expect("write pipelines file");
-    let s = Schedule::cron("sleeper", "test.sleep3", "* * * * * *").expect("valid schedule");
-    schedules::insert(&c, &s).await.expect("insert");
-    let replica = Replica::start(
-        &db.url,
-        &pipelines,
-        "solo",
-        &["--node-lease", "3s", "--housekeeping-interval", "500ms"],
-    );
+    schedules::insert(&c, &every_second("sleeper", "test.sleep3"))
+        .await
+        .expect("insert");
+    let replica = Replica::start(&db.url, &pipelines, "solo", &FAST);
     let cc = &c;
     eventually(
         StdDuration::from_secs(20),
@@ -245,7 +224,7 @@ async fn ticks_during_a_long_command_are_skipped_and_name_the_run_in_progress() 
         },
     )
     .await;
-    let from: DateTime<Utc> = c.query_one("SELECT now()", &[]).await.expect("now").get(0);
+    let from = db_now(&c).await;
     tokio::time::sleep(StdDuration::from_secs(13)).await;
     // Every run covering a tick of the window has finished by then.
     let to: DateTime<Utc> = c
@@ -260,7 +239,7 @@ async fn ticks_during_a_long_command_are_skipped_and_name_the_run_in_progress() 
     let found = ticks(&c, "sleeper", from, to).await;
     audit(
         "sleeper",
-        &crate::replica::seconds(from, to),
+        &seconds(from, to),
         &found,
         &["completed", "skipped"],
     );

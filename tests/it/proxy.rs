@@ -55,6 +55,20 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of the server of the database at `url`.
+    pub async fn in_front_of(url: &str, server_detect: Duration) -> Proxy {
+        let (host, port) = crate::harness::host_port(url);
+        Proxy::start(format!("{host}:{port}"), server_detect).await
+    }
+
+    /// `url` (of the database behind the proxy) through the proxy.
+    pub fn url(&self, url: &str) -> String {
+        let (_, port) = crate::harness::host_port(url);
+        let through = url.replacen(&format!(":{port}/"), &format!(":{}/", self.port), 1);
+        assert_ne!(through, url, "the URL must name the port");
+        through
+    }
+
     /// Cuts every connection, current and new, silently.
     pub fn cut(&self) {
         let _ = self.state.send(State::Cut);

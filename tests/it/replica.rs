@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use crate::harness::binary;
+use crate::harness::{binary, db_now};
+
+// `outage` imports `eventually` from here.
+pub use crate::harness::eventually;
 
 /// A `spine-scheduler serve` process; killed (SIGKILL) on drop if still running.
 pub struct Replica {
@@ -169,6 +172,27 @@ pub async fn ticks(
     .collect()
 }
 
+/// Polls every 100 ms until `schedule` has a ledger row (as [`ticks`]
+/// finds them) for a tick in `[from, to]`, `to` `None` meaning the database
+/// clock at each poll; the test fails after `limit`.
+pub async fn wait_for_tick(
+    c: &Client,
+    schedule: &str,
+    from: DateTime<Utc>,
+    to: Option<DateTime<Utc>>,
+    limit: Duration,
+    what: &str,
+) {
+    eventually(limit, what, || async {
+        let to = match to {
+            Some(to) => to,
+            None => db_now(c).await,
+        };
+        !ticks(c, schedule, from, to).await.is_empty()
+    })
+    .await;
+}
+
 /// Every whole second in `[from, to]`.
 pub fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
     let start = from.timestamp() + 1;
@@ -218,20 +242,46 @@ pub fn audit(
     by_node
 }
 
-/// Polls `check` every 100 ms until it holds or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
+/// Audits every schedule in `names` over the ticks in `[from, to]` (see
+/// [`audit`]); how many rows each node wrote, over all of them.
+pub async fn audit_all(
+    c: &Client,
+    names: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    allowed: &[&str],
+) -> std::collections::BTreeMap<String, usize> {
+    let mut wins = std::collections::BTreeMap::new();
+    for name in names {
+        let found = ticks(c, name, from, to).await;
+        for (n, k) in audit(name, &seconds(from, to), &found, allowed) {
+            *wins.entry(n).or_insert(0) += k;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("timed out after {limit:?} waiting for: {what}");
+    wins
+}
+
+/// How many ledger rows have `status`.
+pub async fn rows_with_status(c: &Client, status: &str) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM scheduler_runs WHERE status = $1",
+        &[&status],
+    )
+    .await
+    .expect("rows by status")
+    .get(0)
+}
+
+/// How many ticks have more than one retry (attempt 2): none should.
+pub async fn doubled_retries(c: &Client) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM (SELECT 1 FROM scheduler_runs WHERE attempt = 2 \
+         GROUP BY schedule_name, scheduled_at HAVING count(*) > 1) d",
+        &[],
+    )
+    .await
+    .expect("retries")
+    .get(0)
 }
 
 /// A row seen too early: schedule, tick, and the database clock at the time.

@@ -1,0 +1,399 @@
+//! Every error the API gives: its status, its code, the field it names and
+//! its shape, and that it stores nothing.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::snapshot;
+use crate::api_replica::{assert_error, start_api_replica, Body, Http, ADMIN, PIPELINE};
+use crate::harness::TestDb;
+use crate::replica::temp_dir;
+
+/// One error case: a request, and the status, code and field it must give.
+struct Case {
+    what: &'static str,
+    method: Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Body,
+    status: u16,
+    code: &'static str,
+    field: Option<&'static str>,
+    message_has: Option<&'static str>,
+}
+
+fn case(what: &'static str, method: Method, path: &str, body: Body) -> Case {
+    Case {
+        what,
+        method,
+        path: path.to_string(),
+        headers: Vec::new(),
+        body,
+        status: 400,
+        code: "invalid_input",
+        field: None,
+        message_has: None,
+    }
+}
+
+impl Case {
+    fn gives(mut self, status: u16, code: &'static str) -> Self {
+        self.status = status;
+        self.code = code;
+        self
+    }
+    fn field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+    fn says(mut self, part: &'static str) -> Self {
+        self.message_has = Some(part);
+        self
+    }
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+}
+
+fn schedule(extra: Value) -> Body {
+    let mut base = json!({"name": "fresh", "pipeline": PIPELINE, "cron": "0 6 * * 1-5"});
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    Body::Json(base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_status_and_shape_and_stores_nothing() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let dir = temp_dir("api-errors");
+    let node = start_api_replica(&db.url, &dir, "api-errors").await;
+    let http = Http::new();
+    // One schedule to conflict with; paused, so the ledger stays still.
+    let keep = http
+        .create_schedule(
+            &node.base,
+            json!({
+                "name": "keep", "pipeline": PIPELINE, "cron": "0 6 * * *", "enabled": false
+            }),
+        )
+        .await;
+    assert_eq!(keep.status, 201, "{}", keep.text);
+    let before = snapshot(&c).await;
+
+    let post = |what, body| case(what, Method::POST, "/v1/schedules", body);
+    let big_params: String = "x".repeat(70 * 1024);
+    let too_big = vec![b' '; spine_scheduler::api::BODY_LIMIT + 1];
+    let cases = vec![
+        post("bad cron", schedule(json!({"cron": "0 25 * * *"})))
+            .field("cron")
+            .says("column 3"),
+        post(
+            "7-field cron",
+            schedule(json!({"cron": "0 0 6 * * 1-5 2030"})),
+        )
+        .field("cron"),
+        post(
+            "unknown timezone",
+            schedule(json!({"timezone": "Mars/Olympus"})),
+        )
+        .field("timezone"),
+        post(
+            "unknown pipeline",
+            schedule(json!({"pipeline": "no.such.pipeline"})),
+        )
+        .field("pipeline")
+        .says(PIPELINE),
+        post("bad name", schedule(json!({"name": "has space"}))).field("name"),
+        post("unknown key", schedule(json!({"colesce": true}))).field("colesce"),
+        post("two triggers", schedule(json!({"interval": 5}))).field("schedule"),
+        post(
+            "params too large",
+            schedule(json!({"params": {"x": big_params}})),
+        )
+        .field("params"),
+        post("not an object", Body::Json(json!(["keep"]))),
+        post("name taken", schedule(json!({"name": "keep"}))).gives(409, "already_exists"),
+        post(
+            "malformed JSON",
+            Body::Raw("application/json", b"{\"name\": ".to_vec()),
+        )
+        .gives(400, "invalid_json"),
+        post("not JSON", Body::Raw("text/plain", b"name=keep".to_vec()))
+            .gives(415, "unsupported_media_type"),
+        post("no content type", Body::Raw("", b"{}".to_vec())).gives(415, "unsupported_media_type"),
+        post(
+            "over the body limit",
+            Body::Raw("application/json", too_big),
+        )
+        .gives(413, "payload_too_large"),
+        case(
+            "stale If-Match on PUT",
+            Method::PUT,
+            "/v1/schedules/keep",
+            schedule(json!({"name": "keep"})),
+        )
+        .header("if-match", "\"41\"")
+        .gives(409, "version_conflict")
+        .field("version"),
+        case(
+            "stale version in a PATCH body",
+            Method::PATCH,
+            "/v1/schedules/keep",
+            Body::Json(json!({"version": 41, "description": "x"})),
+        )
+        .gives(409, "version_conflict"),
+        case(
+            "If-Match and version disagree",
+            Method::PATCH,
+            "/v1/schedules/keep",
+            Body::Json(json!({"version": 1, "description": "x"})),
+        )
+        .header("if-match", "\"2\"")
+        .field("version"),
+        case(
+            "bad cron in PUT",
+            Method::PUT,
+            "/v1/schedules/keep",
+            schedule(json!({"name": "keep", "cron": "61 * * * *"})),
+        )
+        .field("cron"),
+        case(
+            "rename in PUT",
+            Method::PUT,
+            "/v1/schedules/keep",
+            schedule(json!({"name": "other"})),
+        )
+        .field("name"),
+        case(
+            "bad timezone in PATCH",
+            Method::PATCH,
+            "/v1/schedules/keep",
+            Body::Json(json!({"timezone": "Nowhere/Land"})),
+        )
+        .field("timezone"),
+        case(
+            "unknown pipeline in PATCH",
+            Method::PATCH,
+            "/v1/schedules/keep",
+            Body::Json(json!({"pipeline": "no.such.pipeline"})),
+        )
+        .field("pipeline"),
+        case(
+            "PATCH of a missing schedule",
+            Method::PATCH,
+            "/v1/schedules/ghost",
+            Body::Json(json!({"description": "x"})),
+        )
+        .gives(404, "not_found"),
+        case(
+            "PUT of a missing schedule",
+            Method::PUT,
+            "/v1/schedules/ghost",
+            schedule(json!({"name": "ghost"})),
+        )
+        .gives(404, "not_found"),
+        case(
+            "DELETE of a missing schedule",
+            Method::DELETE,
+            "/v1/schedules/ghost",
+            Body::None,
+        )
+        .gives(404, "not_found"),
+        case(
+            "stale DELETE",
+            Method::DELETE,
+            "/v1/schedules/keep",
+            Body::None,
+        )
+        .header("if-match", "\"41\"")
+        .gives(409, "version_conflict"),
+        case(
+            "bad If-Match",
+            Method::DELETE,
+            "/v1/schedules/keep",
+            Body::None,
+        )
+        .header("if-match", "yesterday")
+        .field("If-Match"),
+        case(
+            "run a missing schedule",
+            Method::POST,
+            "/v1/schedules/ghost/run",
+            Body::None,
+        )
+        .gives(404, "not_found"),
+        case(
+            "pause a missing schedule",
+            Method::POST,
+            "/v1/schedules/ghost/pause",
+            Body::None,
+        )
+        .gives(404, "not_found"),
+        case(
+            "resume a missing schedule",
+            Method::POST,
+            "/v1/schedules/ghost/resume",
+            Body::None,
+        )
+        .gives(404, "not_found"),
+        case(
+            "get a missing schedule",
+            Method::GET,
+            "/v1/schedules/ghost",
+            Body::None,
+        )
+        .gives(404, "not_found"),
+        case(
+            "invalid name in the path",
+            Method::GET,
+            "/v1/schedules/bad%20name",
+            Body::None,
+        )
+        .field("name"),
+        case(
+            "run id not a UUID",
+            Method::GET,
+            "/v1/runs/not-a-uuid",
+            Body::None,
+        )
+        .field("run_id"),
+        case(
+            "missing run",
+            Method::GET,
+            "/v1/runs/01900000-0000-7000-8000-000000000000",
+            Body::None,
+        )
+        .gives(404, "not_found"),
+        case("limit 0", Method::GET, "/v1/schedules?limit=0", Body::None).field("limit"),
+        case(
+            "enabled=maybe",
+            Method::GET,
+            "/v1/schedules?enabled=maybe",
+            Body::None,
+        )
+        .gives(400, "invalid_query"),
+        case(
+            "unknown filter",
+            Method::GET,
+            "/v1/schedules?state=on",
+            Body::None,
+        )
+        .gives(400, "invalid_query"),
+        case(
+            "foreign cursor",
+            Method::GET,
+            "/v1/schedules?cursor=zzz",
+            Body::None,
+        )
+        .field("cursor"),
+        case(
+            "enabled and paused contradict",
+            Method::GET,
+            "/v1/schedules?enabled=true&paused=true",
+            Body::None,
+        )
+        .field("paused"),
+        case(
+            "unknown status",
+            Method::GET,
+            "/v1/runs?status=bogus",
+            Body::None,
+        )
+        .field("status"),
+        case(
+            "unknown trigger",
+            Method::GET,
+            "/v1/runs?trigger=cron",
+            Body::None,
+        )
+        .field("trigger"),
+        case(
+            "bad since",
+            Method::GET,
+            "/v1/runs?since=yesterday",
+            Body::None,
+        )
+        .field("since"),
+        case(
+            "runs cursor from another listing",
+            Method::GET,
+            "/v1/schedules/keep/runs?cursor=s1.6b656570",
+            Body::None,
+        )
+        .field("cursor"),
+        case(
+            "preview of a bad cron",
+            Method::GET,
+            "/v1/preview?cron=0%2025%20*%20*%20*",
+            Body::None,
+        )
+        .field("cron")
+        .says("column 3"),
+        case(
+            "preview in an unknown zone",
+            Method::GET,
+            "/v1/preview?cron=0%206%20*%20*%20*&timezone=Mars/Olympus",
+            Body::None,
+        )
+        .field("timezone"),
+        case(
+            "preview without a trigger",
+            Method::GET,
+            "/v1/preview",
+            Body::None,
+        )
+        .field("schedule"),
+        case(
+            "preview count 0",
+            Method::GET,
+            "/v1/preview?cron=@daily&count=0",
+            Body::None,
+        )
+        .field("count"),
+        case("no such route", Method::GET, "/v1/nothing", Body::None).gives(404, "not_found"),
+        case("wrong method", Method::DELETE, "/v1/schedules", Body::None)
+            .gives(405, "method_not_allowed"),
+    ];
+    for c in cases {
+        let headers: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = http
+            .call(
+                c.method.clone(),
+                &format!("{}{}", node.base, c.path),
+                Some(ADMIN),
+                &headers,
+                c.body,
+            )
+            .await;
+        let e = assert_error(c.what, &r, c.status, c.code);
+        if let Some(f) = c.field {
+            assert_eq!(e["field"], f, "{}: field; {e}", c.what);
+            assert!(
+                e["details"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|p| p["field"] == f)),
+                "{}: details name {f}: {e}",
+                c.what
+            );
+        }
+        if let Some(part) = c.message_has {
+            assert!(
+                e["message"].as_str().is_some_and(|m| m.contains(part)),
+                "{}: message should mention {part:?}: {e}",
+                c.what
+            );
+        }
+        if c.status == 405 {
+            assert!(r.header("allow").is_some(), "{}: Allow header", c.what);
+        }
+    }
+    assert_eq!(snapshot(&c).await, before, "an error changed the database");
+    assert!(node.replica.terminate(Duration::from_secs(30)));
+}

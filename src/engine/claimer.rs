@@ -250,10 +250,27 @@ async fn claim_chunk(
         elapsed_ms = on_tick_path * 1e3,
         "claimed a batch"
     );
-    // A run that waits for another of the same claim (see `claims::INSERT`)
-    // starts when that one's job ends: its `done` sender drops.
+    if !dispatch(&shared, outcome.claimed, &mut by_key, &jobs) {
+        return ChunkDone::default();
+    }
+    let db_now = outcome.db_now.unwrap_or_else(|| shared.clock.now());
+    let again = to_retry(&shared, outcome.retry, &mut by_key, db_now, retry_delay);
+    // What is left had its row already: taken by another replica, settled all the same.
+    settled.extend(by_key.into_keys());
+    ChunkDone { again, settled }
+}
+
+/// Hands the runs a claim won to the executor, in tick order, and records
+/// the ticks it wrote without running (`skipped`, `missed`). A run that waits
+/// for another of the same claim (see `claims::INSERT`) starts when that
+/// one's job ends: its `done` sender drops. False once the executor is gone.
+fn dispatch(
+    shared: &Shared,
+    mut claimed_rows: Vec<claims::Claimed>,
+    by_key: &mut HashMap<(String, DateTime<Utc>), Tick>,
+    jobs: &mpsc::UnboundedSender<Job>,
+) -> bool {
     let mut waits: HashMap<Uuid, executor::Waiting> = HashMap::new();
-    let mut claimed_rows = outcome.claimed;
     claimed_rows.sort_by_key(|c| c.scheduled_at);
     for claimed in claimed_rows {
         let Some(tick) = by_key.remove(&(claimed.schedule_name.clone(), claimed.scheduled_at))
@@ -280,7 +297,7 @@ async fn claim_chunk(
                     done: Some(done),
                 };
                 if jobs.send(job).is_err() {
-                    return ChunkDone::default();
+                    return false;
                 }
             }
             other => {
@@ -299,11 +316,20 @@ async fn claim_chunk(
             }
         }
     }
-    let db_now = outcome.db_now.unwrap_or_else(|| shared.clock.now());
+    true
+}
+
+/// When to offer again the ticks a claim handed back.
+fn to_retry(
+    shared: &Shared,
+    retry: Vec<ClaimRequest>,
+    by_key: &mut HashMap<(String, DateTime<Utc>), Tick>,
+    db_now: DateTime<Utc>,
+    retry_delay: chrono::Duration,
+) -> Vec<Retry> {
     let share = shared.share();
     let handoff = crate::timing::chrono(shared.config.handoff_delay);
-    let again = outcome
-        .retry
+    retry
         .into_iter()
         .filter_map(|req| by_key.remove(&(req.schedule_name, req.scheduled_at)))
         .map(|tick| {
@@ -321,10 +347,7 @@ async fn claim_chunk(
             };
             Retry { tick, at }
         })
-        .collect();
-    // What is left had its row already: taken by another replica, settled all the same.
-    settled.extend(by_key.into_keys());
-    ChunkDone { again, settled }
+        .collect()
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::test_cluster::{
 
 /// Held for a whole test: the tests that assert timing bounds run one at a
 /// time (also taken by `overlap`'s and `outage`'s end-to-end tests).
-pub use crate::test_cluster::SERIAL;
+use crate::test_cluster::SERIAL;
 
 /// The default handoff delay: the safety net claims a share this late.
 const HANDOFF: chrono::Duration = chrono::Duration::milliseconds(1000);

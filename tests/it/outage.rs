@@ -27,12 +27,9 @@ use spine_scheduler::store::schedules;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::failover::SERIAL;
-use crate::harness::connect;
+use crate::harness::{connect, db_now};
 use crate::replica::{audit, eventually, log_pipelines, seconds, temp_dir, ticks, Replica};
-
-/// Short lease and housekeeping, as in `cluster.rs`.
-const FAST: [&str; 4] = ["--node-lease", "3s", "--housekeeping-interval", "500ms"];
+use crate::test_cluster::{FAST, SERIAL};
 
 /// The gauge a replica exports while its database is unreachable.
 const UNREACHABLE_SINCE: &str = "spine_database_unreachable_since_seconds";
@@ -128,10 +125,6 @@ async fn crash_server(cluster: &Arc<PgCluster>) {
     })
     .await
     .expect("join");
-}
-
-async fn db_now(c: &Client) -> DateTime<Utc> {
-    c.query_one("SELECT now()", &[]).await.expect("now").get(0)
 }
 
 /// Sleeps until the local clock reads `at` (the server runs on this host,

@@ -176,7 +176,7 @@ async fn sweep_misfires(
     client: &tokio_postgres::Client,
     marks: &mut HashMap<String, Watermark>,
 ) -> Result<u64, StoreError> {
-    let schedules = shared.catalog_all();
+    let schedules = shared.catalog.enabled();
     let now = shared.clock.now();
     let current: HashSet<&str> = schedules.iter().map(|s| s.schedule.name()).collect();
     marks.retain(|name, _| current.contains(name.as_str()));

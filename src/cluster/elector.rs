@@ -31,7 +31,8 @@ pub struct Leadership {
     leading: AtomicBool,
     valid_until: Mutex<Option<Instant>>,
     changes: AtomicU64,
-    /// Woken by a resignation NOTIFY or a member vanishing: bid now.
+    /// Woken when a member vanishes from the membership: bid now. (A
+    /// resigning leader's NOTIFY reaches the election session itself.)
     pub wake: Notify,
     /// Notified when this replica becomes leader: its duties start at once.
     pub gained: Notify,
@@ -95,11 +96,22 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 backoff.reset();
                 cfg.leader_retry_interval
             };
+            // A resigning leader NOTIFYs the election sessions; a vanished
+            // member (a crashed leader, maybe) wakes us through `wake`.
+            let resigned = async {
+                match session.as_mut() {
+                    Some(s) => s.notices.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(wait) => {}
-                _ = shared.leadership.wake.notified() => {
+                Some(_) = resigned => {
                     tracing::debug!("leader resigned; bidding now");
+                }
+                _ = shared.leadership.wake.notified() => {
+                    tracing::debug!("a member vanished; bidding now");
                 }
             }
         }
@@ -115,7 +127,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         let s = match session.take() {
             Some(s) if !s.connection.is_finished() => s,
-            _ => match leader::open(&url, &cfg.session).await {
+            _ => match open_listening(&url, &cfg.session).await {
                 Ok(s) => s,
                 Err(e) => {
                     failing = true;
@@ -186,6 +198,16 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Opens the election session and listens on it for resignations.
+async fn open_listening(
+    url: &str,
+    settings: &leader::SessionSettings,
+) -> Result<LeaderSession, crate::store::StoreError> {
+    let s = leader::open(url, settings).await?;
+    leader::listen_for_resignations(&s).await?;
+    Ok(s)
 }
 
 async fn keep(shared: &Shared, s: &LeaderSession, shutdown: &mut watch::Receiver<bool>) -> Ended {

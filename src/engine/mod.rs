@@ -14,6 +14,7 @@
 //! in order (G7): stop claiming, drain in-flight runs, record the rest
 //! `abandoned`, flush results, mark the node `left`.
 
+pub mod catalog;
 mod claimer;
 pub mod clock;
 mod completions;
@@ -30,7 +31,6 @@ pub mod share;
 mod sync;
 mod timer;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -46,7 +46,6 @@ use crate::cluster;
 use crate::cluster::Leadership;
 use crate::metrics::{Metrics, MetricsOptions};
 use crate::pipeline::{Pipeline, Registry, RegistryError};
-use crate::store::schedules::StoredSchedule;
 use crate::store::{self, StoreError};
 use crate::types::NodeState;
 
@@ -86,7 +85,8 @@ pub(crate) struct Shared {
     pub unwritten: priority::Unwritten,
     /// Whether the database answers, and the claim path's retry delays.
     pub health: outage::DatabaseHealth,
-    catalog: RwLock<HashMap<String, Arc<StoredSchedule>>>,
+    /// Every schedule this replica knows (see `catalog`).
+    pub catalog: catalog::Catalog,
     /// Who is alive, from the liveness locks (see `cluster::membership`).
     pub membership: cluster::Membership,
     /// Set at SIGTERM: the instant by which the replica must have exited,
@@ -129,83 +129,12 @@ impl Shared {
         }
     }
 
-    fn catalog_write(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<StoredSchedule>>> {
-        // A panic while holding the lock cannot leave the map half-updated
-        // (single inserts/removes), so a poisoned lock is still usable.
-        self.catalog.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn set_catalog(&self, all: &[Arc<StoredSchedule>]) {
-        let map = all
-            .iter()
-            .map(|s| (s.schedule.name().to_string(), s.clone()))
-            .collect();
-        *self.catalog_write() = map;
-    }
-
-    /// Compares the database's enabled schedules (name, creation, version)
-    /// with the catalog: the names whose definition must be read again, and
-    /// the catalog's names the database no longer has enabled.
-    pub fn catalog_diff(
-        &self,
-        identities: &[(String, chrono::DateTime<chrono::Utc>, i64)],
-    ) -> (Vec<String>, Vec<String>) {
-        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        let stale = identities
-            .iter()
-            .filter(|(name, created_at, version)| {
-                catalog
-                    .get(name)
-                    .is_none_or(|s| s.created_at != *created_at || s.version != *version)
-            })
-            .map(|(name, _, _)| name.clone())
-            .collect();
-        let enabled: std::collections::HashSet<&str> =
-            identities.iter().map(|(n, _, _)| n.as_str()).collect();
-        let gone = catalog
-            .keys()
-            .filter(|n| !enabled.contains(n.as_str()))
-            .cloned()
-            .collect();
-        (stale, gone)
-    }
-
-    pub fn catalog_put(&self, s: Arc<StoredSchedule>) {
-        self.catalog_write()
-            .insert(s.schedule.name().to_string(), s);
-    }
-
-    pub fn catalog_remove(&self, name: &str) {
-        self.catalog_write().remove(name);
-    }
-
-    /// Every enabled schedule known to this replica.
-    pub fn catalog_all(&self) -> Vec<Arc<StoredSchedule>> {
-        self.catalog
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|s| s.schedule.enabled())
-            .cloned()
-            .collect()
-    }
-
     pub fn set_node_state(&self, state: NodeState) {
         *self.node_state.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     pub fn node_state(&self) -> NodeState {
         *self.node_state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn catalog_get(&self, name: &str) -> Option<Arc<StoredSchedule>> {
-        self.catalog
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
     }
 }
 
@@ -345,7 +274,7 @@ impl SchedulerBuilder {
                 claims: priority::ClaimActivity::default(),
                 unwritten: priority::Unwritten::default(),
                 health: outage::DatabaseHealth::default(),
-                catalog: RwLock::new(HashMap::new()),
+                catalog: catalog::Catalog::default(),
                 membership: cluster::Membership::default(),
                 stop_by: std::sync::OnceLock::new(),
             }),

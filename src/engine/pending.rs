@@ -51,7 +51,7 @@ pub async fn run(
         };
         for run in taken {
             // Paused schedules are not in the catalog but may still be run by hand.
-            let schedule = match shared.catalog_get(&run.schedule_name) {
+            let schedule = match shared.catalog.get(&run.schedule_name) {
                 Some(s) => Some(s),
                 None => read_schedule(&shared, &run.schedule_name).await,
             };

@@ -9,7 +9,6 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::outage::Backoff;
 use super::timer::Change;
 use super::Shared;
-use crate::store::leader::LEADER_CHANNEL;
 use crate::store::listen::{self, SCHEDULES_CHANNEL};
 use crate::store::schedules;
 use crate::store::StoreError;
@@ -60,7 +59,6 @@ pub async fn run(
                         break;
                     }
                     Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&shared, &changes, &n.payload).await,
-                    Some(n) if n.channel == LEADER_CHANNEL => shared.leadership.wake.notify_one(),
                     Some(_) => pending.notify_one(),
                 },
             }
@@ -104,7 +102,7 @@ async fn load_all(shared: &Shared) -> Result<Change, StoreError> {
     })
     .await?;
     tracing::debug!(schedules = all.len(), "loaded schedules");
-    shared.set_catalog(&all);
+    shared.catalog.replace_all(&all);
     Ok(Change::Load(all))
 }
 
@@ -115,7 +113,7 @@ async fn load_all(shared: &Shared) -> Result<Change, StoreError> {
 async fn reload_changed(shared: &Shared) -> Result<Change, StoreError> {
     let client = shared.pool.get().await?;
     let identities = schedules::enabled_identities(&**client).await?;
-    let (stale, mut gone) = shared.catalog_diff(&identities);
+    let (stale, mut gone) = shared.catalog.diff(&identities);
     drop(identities);
     let mut changed = Vec::with_capacity(stale.len());
     for names in stale.chunks(PAGE) {
@@ -133,10 +131,10 @@ async fn reload_changed(shared: &Shared) -> Result<Change, StoreError> {
         changed.extend(page.schedules.into_iter().map(Arc::new));
     }
     for s in &changed {
-        shared.catalog_put(s.clone());
+        shared.catalog.put(s.clone());
     }
     for name in &gone {
-        shared.catalog_remove(name);
+        shared.catalog.remove(name);
     }
     tracing::debug!(
         changed = changed.len(),
@@ -174,17 +172,17 @@ async fn on_schedule_notice(
         Ok(Some(s)) => {
             tracing::debug!(schedule = %name, version = s.version, "schedule changed");
             let s = Arc::new(s);
-            shared.catalog_put(s.clone());
+            shared.catalog.put(s.clone());
             let _ = changes.send(Change::Upsert(s));
         }
         Ok(None) => {
             tracing::debug!(schedule = %name, "schedule deleted");
-            shared.catalog_remove(&name);
+            shared.catalog.remove(&name);
             let _ = changes.send(Change::Remove(name));
         }
         Err(StoreError::InvalidRow { name, errors }) => {
             tracing::error!(schedule = %name, %errors, "stored schedule is invalid; it stops firing");
-            shared.catalog_remove(&name);
+            shared.catalog.remove(&name);
             let _ = changes.send(Change::Remove(name));
         }
         Err(e) => {

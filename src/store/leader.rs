@@ -20,6 +20,16 @@ pub async fn open(url: &str, s: &SessionSettings) -> Result<LeaderSession, Store
     super::session::open(url, s, "spine-scheduler leader election").await
 }
 
+/// Listens on [`LEADER_CHANNEL`] on the election session: a follower hears
+/// a resigning leader there and bids at once.
+pub async fn listen_for_resignations(session: &LeaderSession) -> Result<(), StoreError> {
+    session
+        .client
+        .batch_execute(&format!("LISTEN {LEADER_CHANNEL}"))
+        .await?;
+    Ok(())
+}
+
 /// Tries to take the leader lock without waiting.
 pub async fn try_acquire(session: &LeaderSession) -> Result<bool, StoreError> {
     let row = session

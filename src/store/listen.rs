@@ -28,11 +28,35 @@ pub struct Listener {
     pub notices: mpsc::UnboundedReceiver<Notice>,
 }
 
-/// Connects and listens on the schedules, runs and leader channels.
+/// Connects and listens on the schedules and runs channels (the leader's
+/// channel is the elector's own, on its session).
 pub async fn listen(url: &str) -> Result<Listener, StoreError> {
-    let (client, mut connection) = connect::config(url)?.connect(NoTls).await?;
+    let (client, connection) = connect::config(url)?.connect(NoTls).await?;
+    let (_task, rx) = forward_notices(connection);
+    client
+        .batch_execute(&format!(
+            "LISTEN {SCHEDULES_CHANNEL}; LISTEN {};",
+            runs::RUNS_CHANNEL
+        ))
+        .await?;
+    Ok(Listener {
+        _client: client,
+        notices: rx,
+    })
+}
+
+/// Drives `connection` on a task of its own, sending every notification it
+/// receives to the returned channel; the channel closes when the connection
+/// does, which is the reader's cue to reconnect.
+pub fn forward_notices<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<Notice>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(AsyncMessage::Notification(n))) => {
@@ -40,28 +64,17 @@ pub async fn listen(url: &str) -> Result<Listener, StoreError> {
                         channel: n.channel().to_string(),
                         payload: n.payload().to_string(),
                     };
-                    if tx.send(notice).is_err() {
-                        return;
-                    }
+                    // The reader went away: keep driving the connection.
+                    let _ = tx.send(notice);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "LISTEN connection lost");
+                    tracing::debug!(error = %e, "database connection closed");
                     return;
                 }
                 None => return,
             }
         }
     });
-    client
-        .batch_execute(&format!(
-            "LISTEN {SCHEDULES_CHANNEL}; LISTEN {}; LISTEN {};",
-            runs::RUNS_CHANNEL,
-            super::leader::LEADER_CHANNEL
-        ))
-        .await?;
-    Ok(Listener {
-        _client: client,
-        notices: rx,
-    })
+    (task, rx)
 }

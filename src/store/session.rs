@@ -51,6 +51,8 @@ pub struct Session {
     /// The backend process id: if it changes between statements, a
     /// transaction-mode pooler sits in between and session locks cannot work.
     pub backend_pid: i32,
+    /// Notifications on the channels this session LISTENs to.
+    pub notices: tokio::sync::mpsc::UnboundedReceiver<super::listen::Notice>,
 }
 
 /// Opens a dedicated session with keepalives on both ends, named
@@ -69,11 +71,7 @@ pub async fn open(
         .keepalives_retries(s.keepalive_count)
         .tcp_user_timeout(s.tcp_user_timeout);
     let (client, connection) = config.connect(NoTls).await?;
-    let connection = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "dedicated session closed");
-        }
-    });
+    let (connection, notices) = super::listen::forward_notices(connection);
     client
         .batch_execute(&format!(
             "SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {}; \
@@ -94,6 +92,7 @@ pub async fn open(
         client,
         connection,
         backend_pid,
+        notices,
     })
 }
 

@@ -2,7 +2,7 @@
 //! machine in one command.
 //!
 //! Without a database URL it starts a private PostgreSQL in a data folder
-//! (with [`PgCluster`], kept across runs), applies the migrations, loads the
+//! (with [`PgCluster`](crate::pg_cluster::PgCluster), kept across runs), applies the migrations, loads the
 //! example pipelines and schedules built into the binary (or the files
 //! given) plus a demo schedule that fires every five seconds, runs N
 //! replicas as child processes of the same binary (`serve` on consecutive
@@ -22,7 +22,7 @@
 //! daemonised by `pg_ctl` and cannot be tied to us that way; a server left
 //! over by a killed `dev` is detected at the next start and named.
 //!
-//! Where things are: [`run`] below is the whole life in order;
+//! Where things are: [`run`](crate::dev::run) below is the whole life in order;
 //! `setup.rs` checks everything before anything starts and loads the
 //! schedules, `postgres.rs` starts and stops the private server,
 //! `replica.rs` starts one `serve` child and owns its process,

@@ -1,4 +1,4 @@
-//! The private PostgreSQL of `dev` (a [`PgCluster`] in `<data_dir>/pgdata`),
+//! The private PostgreSQL of `dev` (a [`PgCluster`](crate::pg_cluster::PgCluster) in `<data_dir>/pgdata`),
 //! kept across runs: started, stopped cleanly, and a server left behind by
 //! a killed `dev` named instead of fought with.
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::engine::Shared;
+use super::context::Context;
 use crate::store::housekeeping::{self, Unclaimed};
 use crate::store::schedules::StoredSchedule;
 use crate::store::StoreError;
@@ -42,13 +42,13 @@ struct Watermark {
 }
 
 /// Runs until shutdown.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let cfg = &shared.config.cluster;
+pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = &ctx.config;
     let mut marks: HashMap<String, Watermark> = HashMap::new();
     let mut last_prune: Option<Instant> = None;
     let mut leading = false;
     let mut suspects = Suspects::default();
-    let mut membership = shared.membership.subscribe();
+    let mut membership = ctx.membership.subscribe();
     let mut next_pass = Instant::now() + cfg.housekeeping_interval;
     loop {
         // A pass every interval; sooner when a replica vanished (so its
@@ -61,10 +61,10 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep_until(wake) => {}
             Ok(()) = membership.changed() => {}
-            _ = shared.leadership.gained.notified() => {}
+            _ = ctx.leadership.gained.notified() => {}
         }
-        suspects.observe(&shared.membership.gone());
-        if !shared.leadership.is_leader() {
+        suspects.observe(&ctx.membership.gone());
+        if !ctx.leadership.is_leader() {
             if leading {
                 // A later term must not trust what this one swept.
                 marks.clear();
@@ -81,8 +81,8 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         next_pass = Instant::now() + cfg.housekeeping_interval;
-        if let Err(e) = pass(&shared, &confirmed, &mut marks, &mut last_prune).await {
-            shared.db_failed("housekeeping", &e);
+        if let Err(e) = pass(&ctx, &confirmed, &mut marks, &mut last_prune).await {
+            ctx.db_failed("housekeeping", &e);
         }
     }
 }
@@ -124,20 +124,18 @@ impl Suspects {
 }
 
 async fn pass(
-    shared: &Shared,
+    ctx: &Context,
     confirmed_gone: &[uuid::Uuid],
     marks: &mut HashMap<String, Watermark>,
     last_prune: &mut Option<Instant>,
 ) -> Result<(), StoreError> {
-    let cfg = &shared.config.cluster;
-    let client = shared.pool.get().await?;
-    let node = shared.node_id;
+    let cfg = &ctx.config;
+    let client = ctx.pool.get().await?;
+    let node = ctx.node_id;
 
-    let (dead, abandoned) =
-        housekeeping::reap(&**client, shared.config.node_lease, confirmed_gone).await?;
+    let (dead, abandoned) = housekeeping::reap(&**client, ctx.node_lease, confirmed_gone).await?;
     for schedule in &abandoned {
-        shared
-            .metrics
+        ctx.metrics
             .fired(schedule, crate::types::RunStatus::Abandoned);
     }
     if dead > 0 || !abandoned.is_empty() {
@@ -151,7 +149,7 @@ async fn pass(
     if retries > 0 {
         tracing::info!(retries, "scheduled retries");
     }
-    let missed = sweep_misfires(shared, &client, marks).await?;
+    let missed = sweep_misfires(ctx, &client, marks).await?;
     if missed > 0 {
         tracing::warn!(ticks = missed, "recorded ticks nobody claimed as missed");
     }
@@ -172,12 +170,12 @@ async fn pass(
 /// Records `missed` for every due tick of an enabled schedule that has no
 /// row once its grace (plus a margin) has passed (G2).
 async fn sweep_misfires(
-    shared: &Shared,
+    ctx: &Context,
     client: &tokio_postgres::Client,
     marks: &mut HashMap<String, Watermark>,
 ) -> Result<u64, StoreError> {
-    let schedules = shared.catalog.enabled();
-    let now = shared.clock.now();
+    let schedules = ctx.catalog.enabled();
+    let now = ctx.clock.now();
     let current: HashSet<&str> = schedules.iter().map(|s| s.schedule.name()).collect();
     marks.retain(|name, _| current.contains(name.as_str()));
     let new: Vec<&StoredSchedule> = schedules
@@ -256,8 +254,8 @@ async fn sweep_misfires(
     }
     let mut written = 0;
     for chunk in unclaimed.chunks(5000) {
-        for schedule in housekeeping::record_missed(client, shared.node_id, chunk).await? {
-            shared.metrics.missed(&schedule);
+        for schedule in housekeeping::record_missed(client, ctx.node_id, chunk).await? {
+            ctx.metrics.missed(&schedule);
             written += 1;
         }
     }

@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use super::context::Context;
 use crate::engine::outage::Backoff;
-use crate::engine::Shared;
 use crate::store::leader::{self, LeaderSession};
 
 /// This replica's view of its own leadership.
@@ -78,10 +78,10 @@ enum Ended {
 }
 
 /// Runs until shutdown; resigns on the way out.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let cfg = &shared.config.cluster;
-    let url = cfg.session_url(&shared.database_url).to_string();
-    let node = shared.node_id;
+pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = &ctx.config;
+    let url = cfg.session_url(&ctx.database_url).to_string();
+    let node = ctx.node_id;
     let mut session: Option<LeaderSession> = None;
     let mut first = true;
     // While the database does not answer, bids back off beyond the retry
@@ -110,15 +110,15 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 Some(_) = resigned => {
                     tracing::debug!("leader resigned; bidding now");
                 }
-                _ = shared.leadership.wake.notified() => {
+                _ = ctx.leadership.wake.notified() => {
                     tracing::debug!("a member vanished; bidding now");
                 }
             }
         }
         first = false;
         // Signed as everywhere else: database clock minus this replica's.
-        let offset = shared.clock.offset();
-        if shared.clock.is_calibrated()
+        let offset = ctx.clock.offset();
+        if ctx.clock.is_calibrated()
             && offset.abs().to_std().unwrap_or(Duration::MAX) > cfg.max_clock_offset
         {
             tracing::warn!(offset_ms = offset.num_milliseconds(),
@@ -162,20 +162,19 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
             Err(_) => continue,
         }
-        shared
-            .leadership
+        ctx.leadership
             .extend(Instant::now() + cfg.leader_ping_interval + cfg.leader_ping_timeout);
-        shared.leadership.set(true);
-        shared.metrics.set_leader(true);
+        ctx.leadership.set(true);
+        ctx.metrics.set_leader(true);
         if let Err(e) = leader::record_leader(&s, node).await {
             tracing::warn!(error = %e, "could not record leadership");
         }
-        tracing::info!(node_name = %shared.config.node_name, "became leader");
-        shared.leadership.gained.notify_one();
-        match keep(&shared, &s, &mut shutdown).await {
+        tracing::info!(node_name = %ctx.node_name, "became leader");
+        ctx.leadership.gained.notify_one();
+        match keep(&ctx, &s, &mut shutdown).await {
             Ended::Shutdown => {
-                shared.leadership.set(false);
-                shared.metrics.set_leader(false);
+                ctx.leadership.set(false);
+                ctx.metrics.set_leader(false);
                 // Bounded: with the database away, the lock goes with the
                 // session when the process exits.
                 match tokio::time::timeout(Duration::from_secs(1), leader::resign(&s, node)).await {
@@ -190,8 +189,8 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 return;
             }
             Ended::Lost(why) => {
-                shared.leadership.set(false);
-                shared.metrics.set_leader(false);
+                ctx.leadership.set(false);
+                ctx.metrics.set_leader(false);
                 tracing::warn!(reason = %why, "stepped down as leader");
                 // Dropping the session closes it; the server frees the lock.
                 drop(s);
@@ -210,8 +209,8 @@ async fn open_listening(
     Ok(s)
 }
 
-async fn keep(shared: &Shared, s: &LeaderSession, shutdown: &mut watch::Receiver<bool>) -> Ended {
-    let cfg = &shared.config.cluster;
+async fn keep(ctx: &Context, s: &LeaderSession, shutdown: &mut watch::Receiver<bool>) -> Ended {
+    let cfg = &ctx.config;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return Ended::Shutdown,
@@ -223,8 +222,7 @@ async fn keep(shared: &Shared, s: &LeaderSession, shutdown: &mut watch::Receiver
         let sent = Instant::now();
         match tokio::time::timeout(cfg.leader_ping_timeout, leader::ping(s)).await {
             Ok(Ok(pid)) if pid == s.backend_pid => {
-                shared
-                    .leadership
+                ctx.leadership
                     .extend(sent + cfg.leader_ping_interval + cfg.leader_ping_timeout);
             }
             Ok(Ok(pid)) => {

@@ -31,8 +31,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::context::Context;
+use super::Leadership;
 use crate::engine::outage::Backoff;
-use crate::engine::Shared;
 use crate::store::membership::{self, View};
 use crate::store::session::{self, Session};
 use crate::store::StoreError;
@@ -122,18 +123,18 @@ enum Ended {
 /// way out the session closes and the server frees the lock. `registered`
 /// is told the first time the lock is held and the view read.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     mut registered: Option<tokio::sync::oneshot::Sender<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let cfg = &shared.config.cluster;
-    let url = cfg.session_url(&shared.database_url).to_string();
+    let cfg = &ctx.config;
+    let url = cfg.session_url(&ctx.database_url).to_string();
     let mut backoff = Backoff::default();
     let mut failing_since: Option<Instant> = None;
     loop {
         let established = tokio::select! {
             _ = stop.changed() => return,
-            r = establish(&shared, &url) => r,
+            r = establish(&ctx, &url) => r,
         };
         let (mut session, key) = match established {
             Ok(s) => s,
@@ -163,22 +164,22 @@ pub(crate) async fn run(
         } else {
             tracing::debug!(key, backend_pid = session.backend_pid, "liveness lock held");
         }
-        match hold(&shared, &mut session, &mut registered, &mut stop).await {
+        match hold(&ctx, &mut session, &mut registered, &mut stop).await {
             Ended::Shutdown => return,
             Ended::Lost(why) => {
                 drop(session);
                 tracing::warn!(key, reason = %why,
                     "liveness session lost; switching to heartbeat lease mode and reconnecting");
                 failing_since = Some(Instant::now());
-                to_lease_mode(&shared, key).await;
+                to_lease_mode(&ctx, key).await;
             }
         }
     }
 }
 
 /// Opens the session, takes a fresh key's lock, records the key.
-async fn establish(shared: &Shared, url: &str) -> Result<(Session, i32), StoreError> {
-    let cfg = &shared.config.cluster;
+async fn establish(ctx: &Context, url: &str) -> Result<(Session, i32), StoreError> {
+    let cfg = &ctx.config;
     let session = session::open(url, &cfg.liveness_session, APPLICATION_NAME).await?;
     // A key another session holds (a replica that drew the same one, or our
     // own previous session the server has not dropped yet): draw again.
@@ -187,10 +188,10 @@ async fn establish(shared: &Shared, url: &str) -> Result<(Session, i32), StoreEr
         if membership::try_lock(&session.client, key).await? {
             membership::register(
                 &session.client,
-                shared.node_id,
-                &shared.config.node_name,
+                ctx.node_id,
+                &ctx.node_name,
                 crate::VERSION,
-                shared.node_state(),
+                ctx.node_state(),
                 key,
             )
             .await?;
@@ -213,21 +214,21 @@ fn random_key() -> i32 {
 /// until the session fails (closed, an error, or a read slower than the
 /// liveness timeout).
 async fn hold(
-    shared: &Shared,
+    ctx: &Context,
     session: &mut Session,
     registered: &mut Option<tokio::sync::oneshot::Sender<()>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let cfg = &shared.config.cluster;
+    let cfg = &ctx.config;
     loop {
         let sent = Instant::now();
         let read = tokio::time::timeout(
             cfg.liveness_timeout,
-            membership::read(&session.client, shared.config.node_lease),
+            membership::read(&session.client, ctx.node_lease),
         )
         .await;
         match read {
-            Ok(Ok(view)) => publish(shared, view),
+            Ok(Ok(view)) => publish(&ctx.membership, &ctx.leadership, view),
             Ok(Err(e)) => return Ended::Lost(e.to_string()),
             Err(_) => {
                 return Ended::Lost(format!(
@@ -249,21 +250,21 @@ async fn hold(
 
 /// Takes a membership read: shares follow it, and a member that vanished
 /// wakes the elector (it may have been the leader).
-pub(crate) fn publish(shared: &Shared, view: View) {
+pub(crate) fn publish(membership: &Membership, leadership: &Leadership, view: View) {
     let (members, gone) = (view.members.len(), view.gone.len());
-    let vanished = shared.membership.update(view);
+    let vanished = membership.update(view);
     if !vanished.is_empty() {
         tracing::info!(?vanished, members, gone, "replicas left the membership");
-        shared.leadership.wake.notify_one();
+        leadership.wake.notify_one();
     }
 }
 
 /// The liveness session is lost but this process lives: say so through the
 /// pool before the server frees the old lock (see the module docs).
-async fn to_lease_mode(shared: &Shared, key: i32) {
+async fn to_lease_mode(ctx: &Context, key: i32) {
     let write = async {
-        let client = shared.pool.get().await?;
-        membership::lease_mode(&**client, shared.node_id, key).await
+        let client = ctx.pool.get().await?;
+        membership::lease_mode(&**client, ctx.node_id, key).await
     };
     match tokio::time::timeout(Duration::from_secs(2), write).await {
         Ok(Ok(())) => {}

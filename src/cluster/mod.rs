@@ -9,11 +9,13 @@
 //! leaders (bounded by the session settings) does no harm.
 
 pub mod config;
+mod context;
 mod duties;
 mod elector;
 pub mod membership;
 
 pub use self::config::ClusterConfig;
+pub(crate) use self::context::Context;
 pub(crate) use self::duties::run as run_duties;
 pub(crate) use self::elector::{run as run_elector, Leadership};
 pub(crate) use self::membership::run as run_liveness;

@@ -42,7 +42,7 @@ pub async fn beat(shared: &Shared) -> bool {
         Ok((db_now, view)) => {
             shared.clock.observe(sent, Utc::now(), db_now);
             if let Some(view) = view {
-                crate::cluster::membership::publish(shared, view);
+                crate::cluster::membership::publish(&shared.membership, &shared.leadership, view);
             }
             let offset = shared.clock.offset();
             if offset.num_milliseconds().abs() > 1000 {

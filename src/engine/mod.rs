@@ -69,13 +69,13 @@ pub enum EngineError {
 /// State shared by the engine's tasks (and the cluster's).
 pub(crate) struct Shared {
     pub node_id: Uuid,
-    pub leadership: Leadership,
+    pub leadership: Arc<Leadership>,
     /// What the heartbeat records: active, draining, left.
-    pub node_state: RwLock<NodeState>,
+    pub node_state: Arc<RwLock<NodeState>>,
     pub config: EngineConfig,
     pub database_url: String,
     pub pool: Pool,
-    pub clock: DbClock,
+    pub clock: Arc<DbClock>,
     pub registry: Registry,
     pub metrics: Metrics,
     pub inflight: AtomicUsize,
@@ -84,11 +84,11 @@ pub(crate) struct Shared {
     /// Finished runs whose results are not written yet (see `priority`).
     pub unwritten: priority::Unwritten,
     /// Whether the database answers, and the claim path's retry delays.
-    pub health: outage::DatabaseHealth,
+    pub health: Arc<outage::DatabaseHealth>,
     /// Every schedule this replica knows (see `catalog`).
-    pub catalog: catalog::Catalog,
+    pub catalog: Arc<catalog::Catalog>,
     /// Who is alive, from the liveness locks (see `cluster::membership`).
-    pub membership: cluster::Membership,
+    pub membership: Arc<cluster::Membership>,
     /// Set at SIGTERM: the instant by which the replica must have exited,
     /// database or not (`shutdown_grace` + [`AFTER_GRACE`]).
     stop_by: std::sync::OnceLock<tokio::time::Instant>,
@@ -116,17 +116,13 @@ impl Shared {
 
     /// A database operation worked (ends an outage: logged and exported once).
     pub fn db_succeeded(&self) {
-        if self.health.succeeded() == outage::Transition::Up {
-            self.metrics.database_unreachable_since(None);
-        }
+        outage::succeeded(&self.health, &self.metrics);
     }
 
     /// A database operation (`what`) failed: the outage is logged once and
     /// then at most every 10 s (see `outage`).
     pub fn db_failed(&self, what: &str, error: &dyn std::fmt::Display) {
-        if let outage::Transition::Down(at) = self.health.failed(what, error) {
-            self.metrics.database_unreachable_since(Some(at));
-        }
+        outage::failed(&self.health, &self.metrics, what, error);
     }
 
     pub fn set_node_state(&self, state: NodeState) {
@@ -262,20 +258,20 @@ impl SchedulerBuilder {
         Ok(Scheduler {
             shared: Arc::new(Shared {
                 node_id: Uuid::now_v7(),
-                leadership: Leadership::default(),
-                node_state: RwLock::new(NodeState::Active),
+                leadership: Arc::default(),
+                node_state: Arc::new(RwLock::new(NodeState::Active)),
                 config: self.config,
                 database_url: self.database_url,
                 pool,
-                clock,
+                clock: Arc::new(clock),
                 registry: self.registry,
                 metrics,
                 inflight: AtomicUsize::new(0),
                 claims: priority::ClaimActivity::default(),
                 unwritten: priority::Unwritten::default(),
-                health: outage::DatabaseHealth::default(),
-                catalog: catalog::Catalog::default(),
-                membership: cluster::Membership::default(),
+                health: Arc::default(),
+                catalog: Arc::default(),
+                membership: Arc::default(),
                 stop_by: std::sync::OnceLock::new(),
             }),
         })
@@ -329,8 +325,23 @@ impl Scheduler {
         // draining replica is alive, and its in-flight runs must not be reaped.
         let (live_stop_tx, live_stop_rx) = watch::channel(false);
         let (registered_tx, registered) = tokio::sync::oneshot::channel();
+        let cluster_context = Arc::new(cluster::Context {
+            node_id: shared.node_id,
+            node_name: shared.config.node_name.clone(),
+            database_url: shared.database_url.clone(),
+            config: shared.config.cluster.clone(),
+            node_lease: shared.config.node_lease,
+            pool: shared.pool.clone(),
+            clock: shared.clock.clone(),
+            metrics: shared.metrics.clone(),
+            membership: shared.membership.clone(),
+            leadership: shared.leadership.clone(),
+            catalog: shared.catalog.clone(),
+            health: shared.health.clone(),
+            node_state: shared.node_state.clone(),
+        });
         let liveness = tokio::spawn(
-            cluster::run_liveness(shared.clone(), Some(registered_tx), live_stop_rx)
+            cluster::run_liveness(cluster_context.clone(), Some(registered_tx), live_stop_rx)
                 .in_current_span(),
         );
         // Claim as a member from the first tick; without a liveness session
@@ -396,8 +407,10 @@ impl Scheduler {
             )
             .in_current_span(),
         );
-        front.spawn(cluster::run_elector(shared.clone(), stop_rx.clone()).in_current_span());
-        front.spawn(cluster::run_duties(shared.clone(), stop_rx.clone()).in_current_span());
+        front.spawn(
+            cluster::run_elector(cluster_context.clone(), stop_rx.clone()).in_current_span(),
+        );
+        front.spawn(cluster::run_duties(cluster_context, stop_rx.clone()).in_current_span());
         // The heartbeat outlives the drain: a draining replica is alive, and
         // its in-flight runs must not be reaped.
         let beats = tokio::spawn(heartbeat::run(shared.clone(), beat_stop_rx).in_current_span());

@@ -163,6 +163,27 @@ impl DatabaseHealth {
     }
 }
 
+/// Reports a success to `health` and, at the end of an outage, to the
+/// `spine_database_unreachable_since_seconds` gauge.
+pub fn succeeded(health: &DatabaseHealth, metrics: &crate::metrics::Metrics) {
+    if health.succeeded() == Transition::Up {
+        metrics.database_unreachable_since(None);
+    }
+}
+
+/// Reports a failed database operation (`what`) to `health` and, at the
+/// start of an outage, to the gauge.
+pub fn failed(
+    health: &DatabaseHealth,
+    metrics: &crate::metrics::Metrics,
+    what: &str,
+    error: &dyn std::fmt::Display,
+) {
+    if let Transition::Down(at) = health.failed(what, error) {
+        metrics.database_unreachable_since(Some(at));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

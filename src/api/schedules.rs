@@ -21,143 +21,15 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{etag, if_match, Json, Path, Query};
 use super::runs::{RunStatusName, TriggerName};
 use super::{cursor, page_limit, AppState};
-use crate::schedule::spec::parse_schedule;
-use crate::schedule::{validate_name, Schedule, Trigger, ValidationError, ValidationErrors};
+use crate::schedule::spec::{key, parse_schedule, Definition, Key, KEYS};
+use crate::schedule::{validate_name, Schedule, ScheduleType, ValidationError, ValidationErrors};
 use crate::store::api_queries::{self, LastRun};
 use crate::store::runs;
 use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
 
-/// Keys of a schedule's definition that say when it fires; a PATCH that
-/// names one of them replaces the whole trigger rather than adding to it.
-const TRIGGER_KEYS: &[&str] = &[
-    "schedule_type",
-    "cron",
-    "cron_expression",
-    "interval",
-    "interval_seconds",
-    "interval_minutes",
-    "interval_hours",
-    "run_at",
-];
-const INTERVAL_KEYS: &[&str] = &[
-    "interval",
-    "interval_seconds",
-    "interval_minutes",
-    "interval_hours",
-];
 /// Keys a GET returns that are not part of the definition. PUT and PATCH
 /// ignore them, so a GET's output can be edited and sent back.
 const READ_ONLY_KEYS: &[&str] = &["created_at", "updated_at", "next_run", "last_run"];
-
-/// A schedule's retry policy (durations in seconds).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RetryView {
-    /// Attempts in all, the first included (1: no retry).
-    pub max_attempts: u32,
-    /// Delay before the first retry, in seconds; doubles per attempt.
-    pub backoff: u64,
-    /// Longest delay between attempts, in seconds.
-    pub backoff_max: u64,
-}
-
-/// `cron`, `interval` or `date`.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ScheduleTypeName {
-    /// A crontab expression.
-    Cron,
-    /// Every N seconds from `start_at`.
-    Interval,
-    /// Once, at `run_at`.
-    Date,
-}
-
-/// A schedule's definition in canonical form: the keys of the schedules
-/// file, every one present (`null` when unset).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Definition {
-    /// Unique name: 1–128 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
-    #[schema(example = "finra_otc_t1")]
-    pub name: String,
-    /// The pipeline a run executes (defined in the replicas' pipelines file).
-    #[schema(example = "finra.otc_transparency.ingest_week")]
-    pub pipeline: String,
-    /// Which trigger it has.
-    pub schedule_type: ScheduleTypeName,
-    /// The crontab expression (cron schedules).
-    #[schema(example = "0 6 * * 1-5")]
-    pub cron: Option<String>,
-    /// Seconds between ticks (interval schedules).
-    pub interval_seconds: Option<u64>,
-    /// The instant interval ticks are counted from (interval schedules).
-    pub start_at: Option<DateTime<Utc>>,
-    /// The one instant it fires at (date schedules).
-    pub run_at: Option<DateTime<Utc>>,
-    /// IANA zone the cron fields are read in.
-    #[schema(example = "America/New_York")]
-    pub timezone: String,
-    /// Handed to the pipeline.
-    #[schema(value_type = Object)]
-    pub params: Map<String, Value>,
-    /// False while paused.
-    pub enabled: bool,
-    /// Runs of it allowed at once across the cluster.
-    pub max_instances: u32,
-    /// Seconds a tick may be late and still start (else it is recorded `missed`).
-    pub misfire_grace_time: u64,
-    /// A backlog of missed ticks runs once rather than once per tick.
-    pub coalesce: bool,
-    /// Seconds a run may take before it is cancelled.
-    pub timeout: Option<u64>,
-    /// Retries of failed runs.
-    pub retry: RetryView,
-    /// Free text.
-    pub description: Option<String>,
-}
-
-impl Definition {
-    fn of(s: &Schedule) -> Self {
-        let (schedule_type, cron, interval_seconds, start_at, run_at) = match s.trigger() {
-            Trigger::Cron(expr) => (
-                ScheduleTypeName::Cron,
-                Some(expr.as_str().to_string()),
-                None,
-                None,
-                None,
-            ),
-            Trigger::Interval { every, start_at } => (
-                ScheduleTypeName::Interval,
-                None,
-                Some(every.as_secs()),
-                Some(*start_at),
-                None,
-            ),
-            Trigger::Once { run_at } => (ScheduleTypeName::Date, None, None, None, Some(*run_at)),
-        };
-        Definition {
-            name: s.name().to_string(),
-            pipeline: s.pipeline().to_string(),
-            schedule_type,
-            cron,
-            interval_seconds,
-            start_at,
-            run_at,
-            timezone: s.timezone().name().to_string(),
-            params: s.params().clone(),
-            enabled: s.enabled(),
-            max_instances: s.max_instances(),
-            misfire_grace_time: s.misfire_grace().as_secs(),
-            coalesce: s.coalesce(),
-            timeout: s.timeout().map(|t| t.as_secs()),
-            retry: RetryView {
-                max_attempts: s.retry().max_attempts(),
-                backoff: s.retry().backoff().as_secs(),
-                backoff_max: s.retry().backoff_max().as_secs(),
-            },
-            description: s.description().map(str::to_string),
-        }
-    }
-}
 
 /// The newest run of a schedule.
 #[derive(Debug, Serialize, ToSchema)]
@@ -478,12 +350,12 @@ fn patched(current: &Schedule, patch: &Map<String, Value>) -> Result<Value, ApiE
     let mut base = serde_json::to_value(Definition::of(current))
         .map_err(|e| ApiError::internal(format!("serialising the stored schedule: {e}")))?;
     if let Value::Object(b) = &mut base {
-        if TRIGGER_KEYS.iter().any(|k| patch.contains_key(*k)) {
-            for k in TRIGGER_KEYS {
-                b.remove(*k);
+        let named = |want: fn(&Key) -> bool| patch.keys().any(|k| key(k).is_some_and(want));
+        if named(Key::sets_trigger) {
+            for k in KEYS.iter().filter(|k| k.sets_trigger()) {
+                b.remove(k.name);
             }
-            let new_is_interval = INTERVAL_KEYS.iter().any(|k| patch.contains_key(*k));
-            if !new_is_interval {
+            if !named(|k| k.makes() == Some(ScheduleType::Interval)) {
                 b.remove("start_at");
             }
         }
@@ -893,6 +765,7 @@ pub async fn run_now(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::Trigger;
     use serde_json::json;
 
     #[test]

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Unauthorized};
 use super::AppState;
 use crate::store::nodes::{self, Node};
 
@@ -77,7 +77,7 @@ fn age_seconds(n: &Node) -> f64 {
     tag = "cluster",
     responses(
         (status = 200, description = "Replicas and leader", body = ClusterView),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn get(State(app): State<AppState>) -> Result<axum::Json<ClusterView>, ApiError> {

@@ -28,6 +28,30 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// 401: no token, or a wrong one (every operation but the probes).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 401, description = "No or wrong token")]
+#[allow(dead_code)] // documentation only
+pub struct Unauthorized(ErrorBody);
+
+/// 403: a read-only token asked for a change.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 403, description = "Read-only token")]
+#[allow(dead_code)] // documentation only
+pub struct ReadOnly(ErrorBody);
+
+/// 413: the body is over the limit.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 413, description = "Body over the limit")]
+#[allow(dead_code)] // documentation only
+pub struct TooLarge(ErrorBody);
+
+/// 415: the body is not JSON.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 415, description = "Body is not JSON")]
+#[allow(dead_code)] // documentation only
+pub struct NotJson(ErrorBody);
+
 /// What went wrong, for programs (`code`) and for people (`message`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Unauthorized};
 
 /// Name of the bearer security scheme in the document (also spelled out in
 /// `ApiDoc`, whose macro wants a literal).
@@ -76,7 +76,7 @@ static DOCUMENT: LazyLock<Result<String, String>> =
     tag = "operations",
     responses(
         (status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json"),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn get() -> Response {

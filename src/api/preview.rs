@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, Unauthorized};
 use super::extract::Query;
 use super::AppState;
 use crate::schedule::spec::parse_schedule;
@@ -77,7 +77,7 @@ pub struct Preview {
     responses(
         (status = 200, description = "The next fire times", body = Preview),
         (status = 400, description = "Invalid expression, zone or instant", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn get(

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, Unauthorized};
 use super::extract::{Path, Query};
 use super::{cursor, page_limit, AppState};
 use crate::schedule::validate_name;
@@ -274,7 +274,7 @@ async fn page(app: &AppState, filter: RunFilter) -> Result<axum::Json<RunPage>, 
     responses(
         (status = 200, description = "A page of runs", body = RunPage),
         (status = 400, description = "Invalid name, filter or cursor", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn list_for_schedule(
@@ -298,7 +298,7 @@ pub async fn list_for_schedule(
     responses(
         (status = 200, description = "A page of runs", body = RunPage),
         (status = 400, description = "Invalid filter or cursor", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
+        Unauthorized,
     )
 )]
 pub async fn list(
@@ -329,7 +329,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The run", body = RunView),
         (status = 400, description = "Not a UUID", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
+        Unauthorized,
         (status = 404, description = "No such run", body = ErrorBody),
     )
 )]

@@ -31,7 +31,6 @@ use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -39,8 +38,8 @@ use serde_json::{Map, Value};
 use super::command::{CommandConfig, CommandPipeline};
 use super::http::{build_client, HttpConfig, HttpPipeline};
 use super::{LogPipeline, Registry, RegistryError};
-use crate::schedule::spec::{duration_value, kind_of};
-use crate::schedule::{ValidationError, ValidationErrors};
+use crate::schedule::fields::{kind_of, Fields};
+use crate::schedule::ValidationError;
 
 /// The kinds of pipeline a file can define.
 const KINDS: &[&str] = &["http", "command", "log"];
@@ -260,10 +259,7 @@ fn build(
     env: &dyn Fn(&str) -> Option<OsString>,
     client: &mut Option<reqwest::Client>,
 ) -> Result<(String, Built), Vec<ValidationError>> {
-    let mut item = Item {
-        map,
-        errors: Vec::new(),
-    };
+    let mut item = Fields::new(map).refusing_blank_strings();
     let name = item.required_str("name").map(str::to_string);
     if let Some(name) = &name {
         if let Err(e) = crate::schedule::validate_pipeline(name) {
@@ -305,20 +301,20 @@ fn build(
         _ => None,
     };
     match (name, built) {
-        (Some(name), Some(built)) if item.errors.is_empty() => Ok((name, built)),
-        _ => Err(item.errors),
+        (Some(name), Some(built)) if item.errors().is_empty() => Ok((name, built)),
+        _ => Err(item.into_errors()),
     }
 }
 
 fn http(
-    item: &mut Item<'_>,
+    item: &mut Fields<'_>,
     env: &dyn Fn(&str) -> Option<OsString>,
     client: &mut Option<reqwest::Client>,
 ) -> Option<HttpPipeline> {
     let url = item.required_str("url");
     let method = item.opt_str("method");
     let headers = item.opt_string_map("headers");
-    let timeout = item.opt_duration("timeout");
+    let timeout = item.opt_duration_secs("timeout");
     let secret = item
         .opt_str("hmac_secret_env")
         .and_then(|var| match env(var) {
@@ -369,11 +365,11 @@ fn http(
     }
 }
 
-fn command(item: &mut Item<'_>) -> Option<CommandPipeline> {
+fn command(item: &mut Fields<'_>) -> Option<CommandPipeline> {
     let argv = item.required_string_list("argv");
     let working_dir = item.opt_str("working_dir").map(PathBuf::from);
     let env = item.opt_string_map("env");
-    let timeout = item.opt_duration("timeout");
+    let timeout = item.opt_duration_secs("timeout");
     let argv_given = argv.is_some();
     let mut config = CommandConfig::new(argv.unwrap_or_default());
     config.working_dir = working_dir;
@@ -390,55 +386,19 @@ fn command(item: &mut Item<'_>) -> Option<CommandPipeline> {
     }
 }
 
-fn log(item: &mut Item<'_>) -> Option<LogPipeline> {
-    let sleep = item.opt_duration("sleep").unwrap_or_default();
+fn log(item: &mut Fields<'_>) -> Option<LogPipeline> {
+    let sleep = item.opt_duration_secs("sleep").unwrap_or_default();
     Some(LogPipeline { sleep })
 }
 
-/// One item being checked: typed getters that record a problem instead of failing.
-struct Item<'a> {
-    map: &'a Map<String, Value>,
-    errors: Vec<ValidationError>,
+/// The getters only pipelines need, beside the schedules' (one item is read
+/// by [`Fields`], blank strings refused).
+trait PipelineFields {
+    fn required_string_list(&mut self, key: &str) -> Option<Vec<String>>;
+    fn opt_string_map(&mut self, key: &str) -> Option<BTreeMap<String, String>>;
 }
 
-impl<'a> Item<'a> {
-    fn fail(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(ValidationError::new(field, message));
-    }
-
-    /// Takes over a pipeline constructor's problems, except those `keep` rejects.
-    fn absorb(&mut self, errors: ValidationErrors, keep: impl Fn(&str) -> bool) {
-        self.errors
-            .extend(errors.0.into_iter().filter(|e| keep(&e.field)));
-    }
-
-    /// The value of `key`, treating YAML `~` like an absent key.
-    fn present(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn required_str(&mut self, key: &str) -> Option<&'a str> {
-        if self.present(key).is_none() {
-            self.fail(key, "is required");
-            return None;
-        }
-        self.opt_str(key)
-    }
-
-    fn opt_str(&mut self, key: &str) -> Option<&'a str> {
-        match self.present(key)? {
-            Value::String(s) if s.trim().is_empty() => {
-                self.fail(key, "must not be empty");
-                None
-            }
-            Value::String(s) => Some(s),
-            other => {
-                self.fail(key, format!("must be a string, got {}", kind_of(other)));
-                None
-            }
-        }
-    }
-
+impl PipelineFields for Fields<'_> {
     fn required_string_list(&mut self, key: &str) -> Option<Vec<String>> {
         let Some(value) = self.present(key) else {
             self.fail(key, "is required");
@@ -492,18 +452,6 @@ impl<'a> Item<'a> {
             }
         }
         (out.len() == entries.len()).then_some(out)
-    }
-
-    /// Seconds as a number, or a duration string (`30s`, `5m`, `1h 30m`).
-    fn opt_duration(&mut self, key: &str) -> Option<Duration> {
-        let v = self.present(key)?;
-        match duration_value(v, 1) {
-            Ok(d) => Some(d),
-            Err(message) => {
-                self.fail(key, message);
-                None
-            }
-        }
     }
 }
 

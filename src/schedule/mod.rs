@@ -8,6 +8,7 @@
 
 pub mod cron;
 mod error;
+pub(crate) mod fields;
 mod retry;
 pub mod spec;
 
@@ -40,14 +41,15 @@ pub const MAX_POLICY_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default misfire grace, as in the seed (APScheduler's job default).
 pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(60);
 
-/// The three kinds of schedule, as the seed names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// `cron`, `interval` or `date`: the three kinds of schedule, as the seed names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum ScheduleType {
     /// A crontab expression.
     Cron,
-    /// Every N seconds from an anchor.
+    /// Every N seconds from `start_at`.
     Interval,
-    /// Once, at a fixed instant.
+    /// Once, at `run_at`.
     Date,
 }
 
@@ -59,6 +61,17 @@ impl ScheduleType {
             ScheduleType::Interval => "interval",
             ScheduleType::Date => "date",
         }
+    }
+
+    /// The type [`as_str`](Self::as_str) names, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            ScheduleType::Cron,
+            ScheduleType::Interval,
+            ScheduleType::Date,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
     }
 }
 

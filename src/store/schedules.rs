@@ -1,17 +1,18 @@
 //! Schedule definitions in `scheduler_schedules`.
 //!
-//! Rows are turned back into [`Schedule`]s through the same validation as
-//! files and API bodies, so a row edited by hand into nonsense is reported as
+//! Rows are read as typed columns into a schedule's canonical
+//! [`Definition`] and turned back into [`Schedule`]s through the same
+//! validation as files and API bodies, so a row edited by hand into nonsense is reported as
 //! [`StoreError::InvalidRow`] rather than trusted.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::StoreError;
-use crate::schedule::spec::parse_schedule;
-use crate::schedule::{Schedule, Trigger};
+use crate::schedule::spec::{Definition, RetryDefinition};
+use crate::schedule::{Schedule, ScheduleType, ValidationError, ValidationErrors};
 
 /// A schedule as stored, with its bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,8 +318,8 @@ struct Columns {
 
 /// Every bound on the model keeps these conversions in range (a week of
 /// seconds fits an i32 many times over), so saturating is never observed.
-fn secs_i32(d: std::time::Duration) -> i32 {
-    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+fn int4(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 impl Columns {
@@ -347,106 +348,117 @@ impl Columns {
     }
 
     fn of(s: &Schedule) -> Self {
-        let (cron_expression, interval_seconds, start_at, run_at) = match s.trigger() {
-            Trigger::Cron(expr) => (Some(expr.as_str().to_string()), None, None, None),
-            Trigger::Interval { every, start_at } => (
-                None,
-                Some(i64::try_from(every.as_secs()).unwrap_or(i64::MAX)),
-                Some(*start_at),
-                None,
-            ),
-            Trigger::Once { run_at } => (None, None, None, Some(*run_at)),
-        };
+        let d = Definition::of(s);
         Columns {
-            name: s.name().to_string(),
-            pipeline: s.pipeline().to_string(),
-            schedule_type: s.schedule_type().as_str(),
-            cron_expression,
-            interval_seconds,
-            start_at,
-            run_at,
-            timezone: s.timezone().name().to_string(),
-            params: Value::Object(s.params().clone()),
-            enabled: s.enabled(),
-            max_instances: i32::try_from(s.max_instances()).unwrap_or(i32::MAX),
-            misfire_grace_time: secs_i32(s.misfire_grace()),
-            coalesce: s.coalesce(),
-            timeout_seconds: s.timeout().map(secs_i32),
-            retry_max_attempts: i32::try_from(s.retry().max_attempts()).unwrap_or(i32::MAX),
-            retry_backoff_seconds: secs_i32(s.retry().backoff()),
-            retry_backoff_max_seconds: secs_i32(s.retry().backoff_max()),
-            description: s.description().map(str::to_string),
+            name: d.name,
+            pipeline: d.pipeline,
+            schedule_type: d.schedule_type.as_str(),
+            cron_expression: d.cron,
+            interval_seconds: d
+                .interval_seconds
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            start_at: d.start_at,
+            run_at: d.run_at,
+            timezone: d.timezone,
+            params: Value::Object(d.params),
+            enabled: d.enabled,
+            max_instances: int4(d.max_instances.into()),
+            misfire_grace_time: int4(d.misfire_grace_time),
+            coalesce: d.coalesce,
+            timeout_seconds: d.timeout.map(int4),
+            retry_max_attempts: int4(d.retry.max_attempts.into()),
+            retry_backoff_seconds: int4(d.retry.backoff),
+            retry_backoff_max_seconds: int4(d.retry.backoff_max),
+            description: d.description,
         }
     }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// Rebuilds a schedule from a row through the common validation path.
+/// Rebuilds a schedule from a row: the typed columns as its canonical
+/// [`Definition`], then the same checks as files and API bodies. A column
+/// out of the model's range names itself; nothing here panics.
 fn from_row(row: &Row) -> Result<StoredSchedule, StoreError> {
     let name: String = row.try_get("name")?;
-    let mut m = Map::new();
-    m.insert("name".into(), json!(name));
-    m.insert(
-        "pipeline".into(),
-        json!(row.try_get::<_, String>("pipeline")?),
-    );
-    m.insert(
-        "schedule_type".into(),
-        json!(row.try_get::<_, String>("schedule_type")?),
-    );
-    if let Some(c) = row.try_get::<_, Option<String>>("cron_expression")? {
-        m.insert("cron".into(), json!(c));
-    }
-    if let Some(i) = row.try_get::<_, Option<i64>>("interval_seconds")? {
-        m.insert("interval_seconds".into(), json!(i));
-    }
-    if let Some(t) = row.try_get::<_, Option<DateTime<Utc>>>("start_at")? {
-        m.insert("start_at".into(), json!(rfc3339(t)));
-    }
-    if let Some(t) = row.try_get::<_, Option<DateTime<Utc>>>("run_at")? {
-        m.insert("run_at".into(), json!(rfc3339(t)));
-    }
-    m.insert(
-        "timezone".into(),
-        json!(row.try_get::<_, String>("timezone")?),
-    );
-    m.insert("params".into(), row.try_get::<_, Value>("params")?);
-    m.insert("enabled".into(), json!(row.try_get::<_, bool>("enabled")?));
-    m.insert(
-        "max_instances".into(),
-        json!(row.try_get::<_, i32>("max_instances")?),
-    );
-    m.insert(
-        "misfire_grace_time".into(),
-        json!(row.try_get::<_, i32>("misfire_grace_time")?),
-    );
-    m.insert(
-        "coalesce".into(),
-        json!(row.try_get::<_, bool>("coalesce")?),
-    );
-    if let Some(t) = row.try_get::<_, Option<i32>>("timeout_seconds")? {
-        m.insert("timeout".into(), json!(t));
-    }
-    m.insert(
-        "retry".into(),
-        json!({
-            "max_attempts": row.try_get::<_, i32>("retry_max_attempts")?,
-            "backoff": row.try_get::<_, i32>("retry_backoff_seconds")?,
-            "backoff_max": row.try_get::<_, i32>("retry_backoff_max_seconds")?,
+    let mut checked = Unsigned(Vec::new());
+    let schedule_type: String = row.try_get("schedule_type")?;
+    let definition = Definition {
+        name: name.clone(),
+        pipeline: row.try_get("pipeline")?,
+        schedule_type: ScheduleType::parse(&schedule_type).unwrap_or_else(|| {
+            checked.0.push(ValidationError::new(
+                "schedule_type",
+                format!("is {schedule_type:?}; expected cron, interval or date"),
+            ));
+            ScheduleType::Cron
         }),
-    );
-    if let Some(d) = row.try_get::<_, Option<String>>("description")? {
-        m.insert("description".into(), json!(d));
-    }
-    let parsed = parse_schedule(&Value::Object(m))
-        .map_err(|errors| StoreError::InvalidRow { name, errors })?;
+        cron: row.try_get("cron_expression")?,
+        interval_seconds: row
+            .try_get::<_, Option<i64>>("interval_seconds")?
+            .map(|n| checked.of("interval_seconds", n)),
+        start_at: row.try_get("start_at")?,
+        run_at: row.try_get("run_at")?,
+        timezone: row.try_get("timezone")?,
+        params: match row.try_get::<_, Value>("params")? {
+            Value::Object(m) => m,
+            _ => {
+                checked
+                    .0
+                    .push(ValidationError::new("params", "must be a mapping"));
+                Map::new()
+            }
+        },
+        enabled: row.try_get("enabled")?,
+        max_instances: checked.of("max_instances", row.try_get::<_, i32>("max_instances")?),
+        misfire_grace_time: checked.of(
+            "misfire_grace_time",
+            row.try_get::<_, i32>("misfire_grace_time")?,
+        ),
+        coalesce: row.try_get("coalesce")?,
+        timeout: row
+            .try_get::<_, Option<i32>>("timeout_seconds")?
+            .map(|n| checked.of("timeout", n)),
+        retry: RetryDefinition {
+            max_attempts: checked.of(
+                "retry.max_attempts",
+                row.try_get::<_, i32>("retry_max_attempts")?,
+            ),
+            backoff: checked.of(
+                "retry.backoff",
+                row.try_get::<_, i32>("retry_backoff_seconds")?,
+            ),
+            backoff_max: checked.of(
+                "retry.backoff_max",
+                row.try_get::<_, i32>("retry_backoff_max_seconds")?,
+            ),
+        },
+        description: row.try_get("description")?,
+    };
+    let schedule = match checked.0 {
+        errors if !errors.is_empty() => Err(ValidationErrors(errors)),
+        _ => definition.to_schedule(),
+    };
     Ok(StoredSchedule {
-        schedule: parsed.schedule,
+        schedule: schedule.map_err(|errors| StoreError::InvalidRow { name, errors })?,
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// The problems of columns outside the model's types (negative counts or
+/// seconds), which the schema's checks keep out unless edited away.
+struct Unsigned(Vec<ValidationError>);
+
+impl Unsigned {
+    /// `n` as the model's unsigned type, or 0 with the problem recorded.
+    fn of<T: TryFrom<i64> + Default>(&mut self, field: &str, n: impl Into<i64>) -> T {
+        let n = n.into();
+        T::try_from(n).unwrap_or_else(|_| {
+            self.0.push(ValidationError::new(
+                field,
+                format!("must be a whole number ≥ 0 in range, got {n}"),
+            ));
+            T::default()
+        })
+    }
 }

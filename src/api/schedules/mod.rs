@@ -1,0 +1,470 @@
+//! `/v1/schedules`: the seed's operations (list, create, delete, run now,
+//! pause, resume) plus get, full and partial update.
+//!
+//! Bodies use the keys of the schedules file (`spec::parse_schedule` reads
+//! both), so what works in YAML works here, and every problem is reported at
+//! once. Updates take the expected `version` from `If-Match` (or a `version`
+//! key); a stale one is a 409, and nothing is written on any error.
+//!
+//! Here: the handlers. `types.rs`: what they return and the documented
+//! input; `patch.rs`: PUT/PATCH bodies and the merge patch.
+
+mod patch;
+mod types;
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use self::patch::{body_map, patched, pin_name, take_version};
+use self::types::{
+    InvalidName, InvalidScheduleView, ListQuery, NoSuchSchedule, RunNowAccepted, ScheduleInput,
+    SchedulePage, ScheduleView, StaleVersion,
+};
+use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
+use super::extract::{etag, if_match, Json, Path, Query};
+use super::{cursor, page_limit, AppState};
+use crate::schedule::spec::parse_schedule;
+use crate::schedule::{validate_name, Schedule, ValidationError, ValidationErrors};
+use crate::store::api_queries::{self, LastRun};
+use crate::store::runs;
+use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
+
+/// Checks a schedule name taken from the path.
+fn path_name(name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|e| ApiError::from(ValidationErrors::from(e)))
+}
+
+/// Parses a definition and checks its pipeline against this replica's
+/// registry, reporting every problem at once.
+fn parse_definition(app: &AppState, body: &Value) -> Result<Schedule, ApiError> {
+    let parsed = parse_schedule(body);
+    let mut errors = match &parsed {
+        Ok(_) => Vec::new(),
+        Err(ValidationErrors(e)) => e.clone(),
+    };
+    let pipeline = body.get("pipeline").and_then(Value::as_str);
+    if let Some(p) = pipeline {
+        if !errors.iter().any(|e| e.field == "pipeline") && !app.registry().contains(p) {
+            errors.push(unknown_pipeline(app, p));
+        }
+    }
+    match parsed {
+        Ok(p) if errors.is_empty() => Ok(p.schedule),
+        _ => Err(ValidationErrors(errors).into()),
+    }
+}
+
+fn unknown_pipeline(app: &AppState, name: &str) -> ValidationError {
+    let mut known: Vec<&str> = app.registry().names().collect();
+    known.sort_unstable();
+    let listed = if known.is_empty() {
+        "none are defined (start the replicas with --pipelines)".to_string()
+    } else if known.len() > 20 {
+        format!("defined: {}, …", known[..20].join(", "))
+    } else {
+        format!("defined: {}", known.join(", "))
+    };
+    ValidationError::new("pipeline", format!("unknown pipeline {name:?}; {listed}"))
+}
+
+/// The response for one schedule, with its `ETag`.
+async fn respond(
+    db: &deadpool_postgres::Object,
+    status: StatusCode,
+    stored: &StoredSchedule,
+) -> Result<Response, ApiError> {
+    let (now, last) = api_queries::last_runs(&***db, &[stored.schedule.name()]).await?;
+    let view = ScheduleView::of(stored, now, last.get(stored.schedule.name()));
+    let mut response = (status, axum::Json(view)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag(stored.version)) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    if status == StatusCode::CREATED {
+        let location = format!("/v1/schedules/{}", stored.schedule.name());
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    Ok(response)
+}
+
+/// List schedules.
+///
+/// By name, filtered, a page at a time; each with its next fire time and its
+/// newest run.
+#[utoipa::path(
+    get,
+    path = "/v1/schedules",
+    operation_id = "list_schedules",
+    tag = "schedules",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of schedules", body = SchedulePage),
+        (status = 400, description = "Invalid filter or cursor", body = ErrorBody),
+        Unauthorized,
+    )
+)]
+pub async fn list(
+    State(app): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<SchedulePage>, ApiError> {
+    let enabled = match (q.enabled, q.paused) {
+        (Some(e), Some(p)) if e == p => {
+            return Err(ApiError::invalid(
+                "paused",
+                "contradicts enabled; give one of them",
+            ))
+        }
+        (e, p) => e.or(p.map(|p| !p)),
+    };
+    let filter = ScheduleFilter {
+        enabled,
+        pipeline: q.pipeline,
+        name_prefix: q.name_prefix,
+        after: q
+            .cursor
+            .as_deref()
+            .map(|c| cursor::decode('s', c))
+            .transpose()?,
+        limit: Some(page_limit(q.limit)?),
+    };
+    let db = app.db().await?;
+    let page = schedules::list(&**db, &filter).await?;
+    let names: Vec<&str> = page.schedules.iter().map(|s| s.schedule.name()).collect();
+    let (now, last): (_, HashMap<String, LastRun>) = api_queries::last_runs(&**db, &names).await?;
+    Ok(axum::Json(SchedulePage {
+        items: page
+            .schedules
+            .iter()
+            .map(|s| ScheduleView::of(s, now, last.get(s.schedule.name())))
+            .collect(),
+        invalid: page
+            .invalid
+            .iter()
+            .map(|r| InvalidScheduleView {
+                name: r.name.clone(),
+                error: r.error.to_string(),
+            })
+            .collect(),
+        next_cursor: page.next_after.as_deref().map(|n| cursor::encode('s', n)),
+    }))
+}
+
+/// Create a schedule.
+///
+/// The body has the keys of the schedules file. Its pipeline must be defined
+/// on the replicas.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules",
+    operation_id = "create_schedule",
+    tag = "schedules",
+    request_body = ScheduleInput,
+    responses(
+        (status = 201, description = "Created", body = ScheduleView,
+         headers(("ETag" = String, description = "The version"), ("Location" = String))),
+        (status = 400, description = "Invalid definition (every problem listed in `details`)", body = ErrorBody),
+        Unauthorized,
+        ReadOnly,
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        TooLarge,
+        NotJson,
+    )
+)]
+pub async fn create(
+    State(app): State<AppState>,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let schedule = parse_definition(&app, &body)?;
+    let db = app.db().await?;
+    let stored = schedules::insert(&**db, &schedule).await?;
+    tracing::info!(schedule = %schedule.name(), "schedule created through the API");
+    respond(&db, StatusCode::CREATED, &stored).await
+}
+
+/// Get a schedule.
+#[utoipa::path(
+    get,
+    path = "/v1/schedules/{name}",
+    operation_id = "get_schedule",
+    tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name")),
+    responses(
+        (status = 200, description = "The schedule", body = ScheduleView,
+         headers(("ETag" = String, description = "The version, for If-Match"))),
+        InvalidName,
+        Unauthorized,
+        NoSuchSchedule,
+    )
+)]
+pub async fn get(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    path_name(&name)?;
+    let db = app.db().await?;
+    let stored = schedules::get(&**db, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("schedule {name:?} not found")))?;
+    respond(&db, StatusCode::OK, &stored).await
+}
+
+/// The stored schedule, or 404.
+async fn current(db: &deadpool_postgres::Object, name: &str) -> Result<StoredSchedule, ApiError> {
+    schedules::get(&***db, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("schedule {name:?} not found")))
+}
+
+/// 409 unless the caller's version (if any) is the stored one.
+fn check_version(stored: &StoredSchedule, expected: Option<i64>) -> Result<(), ApiError> {
+    match expected {
+        Some(v) if v != stored.version => {
+            Err(ApiError::from(crate::store::StoreError::VersionConflict {
+                name: stored.schedule.name().to_string(),
+                expected: v,
+                current: stored.version,
+            }))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Replace a schedule's definition.
+///
+/// Keys left out take their defaults, except `enabled`, which stays as it is
+/// (a schedule paused through the API stays paused). With `If-Match` (or
+/// `version`), a stale version is a 409; without, the change is still made
+/// against the version read, so a concurrent change is never overwritten
+/// silently.
+#[utoipa::path(
+    put,
+    path = "/v1/schedules/{name}",
+    operation_id = "replace_schedule",
+    tag = "schedules",
+    params(
+        ("name" = String, Path, description = "The schedule's name"),
+        ("If-Match" = Option<String>, Header, description = "The version it is based on, as in the ETag"),
+    ),
+    request_body = ScheduleInput,
+    responses(
+        (status = 200, description = "Updated", body = ScheduleView),
+        (status = 400, description = "Invalid definition", body = ErrorBody),
+        Unauthorized,
+        ReadOnly,
+        NoSuchSchedule,
+        StaleVersion,
+        TooLarge,
+        NotJson,
+    )
+)]
+pub async fn replace(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    path_name(&name)?;
+    let mut map = body_map(body)?;
+    let expected = take_version(&mut map, &headers)?;
+    pin_name(&mut map, &name)?;
+    let db = app.db().await?;
+    let stored = current(&db, &name).await?;
+    check_version(&stored, expected)?;
+    if map.get("enabled").is_none_or(Value::is_null) {
+        map.insert("enabled".into(), Value::Bool(stored.schedule.enabled()));
+    }
+    let schedule = parse_definition(&app, &Value::Object(map))?;
+    let updated = schedules::update(&**db, &schedule, Some(stored.version)).await?;
+    tracing::info!(schedule = %name, version = updated.version, "schedule replaced through the API");
+    respond(&db, StatusCode::OK, &updated).await
+}
+
+/// Change some keys of a schedule.
+///
+/// A JSON merge patch (RFC 7396) onto the current definition: keys given
+/// replace, `null` resets to the default, nested objects (`params`, `retry`)
+/// merge. Naming a trigger key (`cron`, `interval`, `run_at`, …) replaces
+/// the trigger. The result is validated as a whole.
+#[utoipa::path(
+    patch,
+    path = "/v1/schedules/{name}",
+    operation_id = "patch_schedule",
+    tag = "schedules",
+    params(
+        ("name" = String, Path, description = "The schedule's name"),
+        ("If-Match" = Option<String>, Header, description = "The version it is based on, as in the ETag"),
+    ),
+    request_body(content = ScheduleInput, content_type = "application/merge-patch+json",
+                 description = "Any subset of the schedule's keys (also accepted as application/json)"),
+    responses(
+        (status = 200, description = "Updated", body = ScheduleView),
+        (status = 400, description = "The result is invalid", body = ErrorBody),
+        Unauthorized,
+        ReadOnly,
+        NoSuchSchedule,
+        StaleVersion,
+        TooLarge,
+        NotJson,
+    )
+)]
+pub async fn patch(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    path_name(&name)?;
+    let mut map = body_map(body)?;
+    let expected = take_version(&mut map, &headers)?;
+    if map.contains_key("name") {
+        pin_name(&mut map, &name)?;
+    }
+    let db = app.db().await?;
+    let stored = current(&db, &name).await?;
+    check_version(&stored, expected)?;
+    let merged = patched(&stored.schedule, &map)?;
+    let schedule = parse_definition(&app, &merged)?;
+    let updated = schedules::update(&**db, &schedule, Some(stored.version)).await?;
+    tracing::info!(schedule = %name, version = updated.version, "schedule patched through the API");
+    respond(&db, StatusCode::OK, &updated).await
+}
+
+/// Delete a schedule.
+///
+/// Its run history stays. With `If-Match`, only that version is deleted.
+#[utoipa::path(
+    delete,
+    path = "/v1/schedules/{name}",
+    operation_id = "delete_schedule",
+    tag = "schedules",
+    params(
+        ("name" = String, Path, description = "The schedule's name"),
+        ("If-Match" = Option<String>, Header, description = "Delete only this version"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        InvalidName,
+        Unauthorized,
+        ReadOnly,
+        NoSuchSchedule,
+        StaleVersion,
+    )
+)]
+pub async fn delete(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    path_name(&name)?;
+    let expected = if_match(&headers)?;
+    let db = app.db().await?;
+    schedules::delete(&**db, &name, expected).await?;
+    tracing::info!(schedule = %name, "schedule deleted through the API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_enabled(app: AppState, name: String, enabled: bool) -> Result<Response, ApiError> {
+    path_name(&name)?;
+    let db = app.db().await?;
+    let stored = schedules::set_enabled(&**db, &name, enabled).await?;
+    tracing::info!(schedule = %name, enabled, "schedule paused/resumed through the API");
+    respond(&db, StatusCode::OK, &stored).await
+}
+
+/// Pause a schedule.
+///
+/// Its ticks stop firing on every replica. Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/pause",
+    operation_id = "pause_schedule",
+    tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name")),
+    responses(
+        (status = 200, description = "Paused", body = ScheduleView),
+        InvalidName,
+        Unauthorized,
+        ReadOnly,
+        NoSuchSchedule,
+    )
+)]
+pub async fn pause(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    set_enabled(app, name, false).await
+}
+
+/// Resume a paused schedule.
+///
+/// Firing restarts from the next tick (ticks missed while paused are not
+/// made up). Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/resume",
+    operation_id = "resume_schedule",
+    tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name")),
+    responses(
+        (status = 200, description = "Resumed", body = ScheduleView),
+        InvalidName,
+        Unauthorized,
+        ReadOnly,
+        NoSuchSchedule,
+    )
+)]
+pub async fn resume(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    set_enabled(app, name, true).await
+}
+
+/// Run a schedule now.
+///
+/// Records a `pending` run with trigger `manual`; a replica picks it up
+/// within about a second. Works on paused schedules too.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/run",
+    operation_id = "run_schedule_now",
+    tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name")),
+    responses(
+        (status = 202, description = "Accepted", body = RunNowAccepted,
+         headers(("Location" = String, description = "The run"))),
+        InvalidName,
+        Unauthorized,
+        ReadOnly,
+        NoSuchSchedule,
+    )
+)]
+pub async fn run_now(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    path_name(&name)?;
+    let db = app.db().await?;
+    let stored = current(&db, &name).await?;
+    let run = runs::insert_manual(&**db, &name, stored.schedule.pipeline()).await?;
+    tracing::info!(schedule = %name, run_id = %run.run_id, "run requested through the API");
+    let mut response = (
+        StatusCode::ACCEPTED,
+        axum::Json(RunNowAccepted {
+            run_id: run.run_id,
+            schedule: run.schedule_name,
+            status: run.status.into(),
+            scheduled_at: run.scheduled_at,
+        }),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{}", run.run_id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}

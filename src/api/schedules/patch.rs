@@ -1,0 +1,169 @@
+//! PUT and PATCH bodies: the read-only keys a GET adds, the version they
+//! are based on, the name they may not change, and RFC 7396 merge patches
+//! onto the canonical [`Definition`].
+
+use axum::http::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::api::error::ApiError;
+use crate::api::extract::if_match;
+use crate::schedule::spec::{key, Definition, Key, KEYS};
+use crate::schedule::{Schedule, ScheduleType};
+
+/// Keys a GET returns that are not part of the definition. PUT and PATCH
+/// ignore them, so a GET's output can be edited and sent back.
+const READ_ONLY_KEYS: &[&str] = &["created_at", "updated_at", "next_run", "last_run"];
+
+/// Takes `version` out of a PUT/PATCH body and reconciles it with `If-Match`.
+pub(super) fn take_version(
+    body: &mut Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<Option<i64>, ApiError> {
+    let header = if_match(headers)?;
+    let in_body = match body.remove("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ApiError::invalid("version", format!("must be a whole number, got {v}"))
+        })?),
+    };
+    match (header, in_body) {
+        (Some(h), Some(b)) if h != b => Err(ApiError::invalid(
+            "version",
+            format!("is {b} but If-Match says {h}; send one of them"),
+        )),
+        (h, b) => Ok(h.or(b)),
+    }
+}
+
+/// The body of a PUT/PATCH as a mapping, without the read-only keys.
+pub(super) fn body_map(body: Value) -> Result<Map<String, Value>, ApiError> {
+    let Value::Object(mut map) = body else {
+        return Err(ApiError::invalid(
+            "schedule",
+            "the body must be a JSON object of schedule keys",
+        ));
+    };
+    for key in READ_ONLY_KEYS {
+        map.remove(*key);
+    }
+    Ok(map)
+}
+
+/// Refuses a body that names another schedule than the path (renaming is
+/// not an update), and fills the name in when the body leaves it out.
+pub(super) fn pin_name(map: &mut Map<String, Value>, name: &str) -> Result<(), ApiError> {
+    match map.get("name") {
+        None | Some(Value::Null) => {
+            map.insert("name".into(), Value::String(name.to_string()));
+            Ok(())
+        }
+        Some(Value::String(n)) if n == name => Ok(()),
+        Some(other) => Err(ApiError::invalid(
+            "name",
+            format!(
+                "is {other} but the path names {name:?}; schedules cannot be renamed \
+                 (create the new one, then delete this one)"
+            ),
+        )),
+    }
+}
+
+/// RFC 7396 JSON merge patch: objects merge key by key, `null` removes,
+/// anything else replaces.
+pub(super) fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                t.remove(key);
+            } else {
+                merge_patch(t.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// The current definition with a patch applied. A patch naming a trigger
+/// key replaces the trigger (so `{"interval": "5m"}` turns a cron schedule
+/// into an interval one), dropping the old anchor unless the new trigger is
+/// an interval too.
+pub(super) fn patched(current: &Schedule, patch: &Map<String, Value>) -> Result<Value, ApiError> {
+    let mut base = serde_json::to_value(Definition::of(current))
+        .map_err(|e| ApiError::internal(format!("serialising the stored schedule: {e}")))?;
+    if let Value::Object(b) = &mut base {
+        let named = |want: fn(&Key) -> bool| patch.keys().any(|k| key(k).is_some_and(want));
+        if named(Key::sets_trigger) {
+            for k in KEYS.iter().filter(|k| k.sets_trigger()) {
+                b.remove(k.name);
+            }
+            if !named(|k| k.makes() == Some(ScheduleType::Interval)) {
+                b.remove("start_at");
+            }
+        }
+    }
+    merge_patch(&mut base, &Value::Object(patch.clone()));
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::spec::parse_schedule;
+    use crate::schedule::Trigger;
+    use crate::schedule::ValidationErrors;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        merge_patch(
+            &mut doc,
+            &json!({"a": null, "b": {"c": 9}, "e": [2], "f": "x"}),
+        );
+        assert_eq!(doc, json!({"b": {"c": 9, "d": 3}, "e": [2], "f": "x"}));
+    }
+
+    #[test]
+    fn patching_a_trigger_replaces_it() -> Result<(), ApiError> {
+        let cron = Schedule::cron("s", "p", "0 6 * * *").map_err(ValidationErrors::from)?;
+        let map = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let to_interval = patched(&cron, &map(json!({"interval": "15m"})))?;
+        let parsed = parse_schedule(&to_interval).map_err(ApiError::from)?;
+        assert!(matches!(
+            parsed.schedule.trigger(),
+            Trigger::Interval { .. }
+        ));
+        let back = patched(&parsed.schedule, &map(json!({"cron": "*/5 * * * *"})))?;
+        let parsed = parse_schedule(&back).map_err(ApiError::from)?;
+        assert_eq!(
+            Definition::of(&parsed.schedule).cron.as_deref(),
+            Some("*/5 * * * *")
+        );
+        let tz_only = patched(&parsed.schedule, &map(json!({"timezone": "Europe/Berlin"})))?;
+        let parsed = parse_schedule(&tz_only).map_err(ApiError::from)?;
+        assert_eq!(parsed.schedule.timezone().name(), "Europe/Berlin");
+        assert_eq!(parsed.schedule.schedule_type().as_str(), "cron");
+        Ok(())
+    }
+
+    #[test]
+    fn canonical_definition_round_trips() -> Result<(), ApiError> {
+        let body = json!({
+            "name": "finra_otc_t1", "pipeline": "finra.ingest", "cron": "0 6 * * 1-5",
+            "timezone": "America/New_York", "params": {"tier": "T1"}, "timeout": "1h",
+            "retry": {"max_attempts": 3, "backoff": "30s"}, "description": "d"
+        });
+        let first = parse_schedule(&body).map_err(ApiError::from)?.schedule;
+        let canonical = serde_json::to_value(Definition::of(&first))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let again = parse_schedule(&canonical).map_err(ApiError::from)?.schedule;
+        assert_eq!(first, again);
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! The shapes of `/v1/schedules`: what it returns, its list query, and its
+//! documented input (bodies themselves are read by `spec::parse_schedule`,
+//! whose key table [`KEYS`](crate::schedule::spec::KEYS) the input is
+//! checked against), and the error responses its operations share.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
+use uuid::Uuid;
+
+use crate::api::error::ErrorBody;
+use crate::api::runs::{RunStatusName, TriggerName};
+use crate::schedule::spec::Definition;
+use crate::store::api_queries::LastRun;
+use crate::store::schedules::StoredSchedule;
+
+/// The newest run of a schedule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastRunView {
+    /// The run.
+    pub run_id: Uuid,
+    /// Where it is.
+    pub status: RunStatusName,
+    /// Why it exists.
+    pub trigger: TriggerName,
+    /// Its tick.
+    pub scheduled_at: DateTime<Utc>,
+    /// When it reached its final status.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&LastRun> for LastRunView {
+    fn from(r: &LastRun) -> Self {
+        LastRunView {
+            run_id: r.run_id,
+            status: r.status.into(),
+            trigger: r.trigger.into(),
+            scheduled_at: r.scheduled_at,
+            completed_at: r.completed_at,
+        }
+    }
+}
+
+/// A stored schedule: its definition, bookkeeping and what comes next.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleView {
+    /// The definition.
+    #[serde(flatten)]
+    pub definition: Definition,
+    /// Bumped by every change; send it back in `If-Match` to update safely.
+    pub version: i64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Its next tick on the database clock (`null` when paused or when a
+    /// one-time schedule has passed).
+    pub next_run: Option<DateTime<Utc>>,
+    /// Its newest run, if it has one.
+    pub last_run: Option<LastRunView>,
+}
+
+impl ScheduleView {
+    pub(super) fn of(s: &StoredSchedule, now: DateTime<Utc>, last: Option<&LastRun>) -> Self {
+        let next_run = s
+            .schedule
+            .enabled()
+            .then(|| s.schedule.next_fire_after(now))
+            .flatten();
+        ScheduleView {
+            definition: Definition::of(&s.schedule),
+            version: s.version,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            next_run,
+            last_run: last.map(LastRunView::from),
+        }
+    }
+}
+
+/// A stored row that no longer passes validation (edited by hand).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvalidScheduleView {
+    /// Its name.
+    pub name: String,
+    /// What is wrong with it.
+    pub error: String,
+}
+
+/// One page of schedules, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchedulePage {
+    /// The schedules.
+    pub items: Vec<ScheduleView>,
+    /// Rows on this page that could not be read; fix or delete them.
+    pub invalid: Vec<InvalidScheduleView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters and paging of the schedule list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only enabled (`true`) or only paused (`false`) schedules.
+    pub enabled: Option<bool>,
+    /// Only paused (`true`) or only enabled (`false`) schedules.
+    pub paused: Option<bool>,
+    /// Only schedules of this pipeline.
+    pub pipeline: Option<String>,
+    /// Only names starting with this.
+    pub name_prefix: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Seconds as a number, or a duration such as `90s`, `15m`, `1h 30m`.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documentation only: bodies are read by `spec::parse_schedule`
+pub enum SecondsOrDuration {
+    /// Seconds (for `interval`: minutes, as in the seed's files).
+    Number(u64),
+    /// A duration.
+    Text(String),
+}
+
+/// Retry policy input.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct RetryInput {
+    /// Attempts in all, the first included (default 1: no retry).
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry (default 10s).
+    pub backoff: Option<SecondsOrDuration>,
+    /// Longest delay between attempts (default 1h).
+    pub backoff_max: Option<SecondsOrDuration>,
+}
+
+/// A schedule definition: the keys of the schedules file. Exactly one of
+/// `cron` (or `cron_expression`), `interval` (or `interval_seconds`,
+/// `interval_minutes`, `interval_hours`) and `run_at`. Unknown keys are
+/// refused. PUT and PATCH also accept `version` (like `If-Match`) and ignore
+/// the read-only keys a GET returns (`created_at`, `updated_at`, `next_run`,
+/// `last_run`); in a PATCH every key is optional and `null` resets a key to
+/// its default.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct ScheduleInput {
+    /// Unique name: 1–128 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+    #[schema(example = "finra_otc_t1")]
+    pub name: String,
+    /// A pipeline defined in the replicas' pipelines file.
+    #[schema(example = "finra.otc_transparency.ingest_week")]
+    pub pipeline: String,
+    /// Optional; must agree with the trigger key given.
+    pub schedule_type: Option<String>,
+    /// Crontab expression: 5 fields, or 6 with leading seconds, or `@daily` etc.
+    #[schema(example = "0 6 * * 1-5")]
+    pub cron: Option<String>,
+    /// Alias of `cron`.
+    pub cron_expression: Option<String>,
+    /// Minutes as a number (the seed's format), or a duration string.
+    pub interval: Option<SecondsOrDuration>,
+    /// Interval in seconds.
+    pub interval_seconds: Option<u64>,
+    /// Interval in minutes.
+    pub interval_minutes: Option<u64>,
+    /// Interval in hours.
+    pub interval_hours: Option<u64>,
+    /// RFC 3339 anchor of interval ticks (default the Unix epoch).
+    pub start_at: Option<String>,
+    /// RFC 3339 instant, or local `YYYY-MM-DDTHH:MM:SS` in `timezone`: fires once.
+    pub run_at: Option<String>,
+    /// IANA zone (default `UTC`).
+    #[schema(example = "America/New_York")]
+    pub timezone: Option<String>,
+    /// Handed to the pipeline (at most 64 KiB as JSON).
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<Map<String, Value>>,
+    /// Default true; false creates it paused. Omitted in a PUT: unchanged.
+    pub enabled: Option<bool>,
+    /// Runs allowed at once across the cluster, 1–1000 (default 1).
+    pub max_instances: Option<u32>,
+    /// How late a tick may start (default 60 seconds).
+    pub misfire_grace_time: Option<SecondsOrDuration>,
+    /// Run a backlog of missed ticks once (default true).
+    pub coalesce: Option<bool>,
+    /// Cancel runs that take longer (default none).
+    pub timeout: Option<SecondsOrDuration>,
+    /// Retries of failed runs.
+    pub retry: Option<RetryInput>,
+    /// Free text, up to 1000 characters.
+    pub description: Option<String>,
+    /// PUT/PATCH only: the version the change is based on (409 if stale).
+    pub version: Option<i64>,
+}
+
+/// The answer to a run-now request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunNowAccepted {
+    /// The new run; follow it at `/v1/runs/{run_id}`.
+    pub run_id: Uuid,
+    /// The schedule.
+    pub schedule: String,
+    /// `pending` until a replica picks it up (within about a second).
+    pub status: RunStatusName,
+    /// When it was asked for (database clock).
+    pub scheduled_at: DateTime<Utc>,
+}
+
+/// 400: the name in the path is not a schedule name.
+#[derive(IntoResponses)]
+#[response(status = 400, description = "Invalid name")]
+#[allow(dead_code)] // documentation only
+pub struct InvalidName(ErrorBody);
+
+/// 404: no schedule has the name in the path.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such schedule")]
+#[allow(dead_code)] // documentation only
+pub struct NoSuchSchedule(ErrorBody);
+
+/// 409: the version given (`If-Match` or `version`) is not the stored one.
+#[derive(IntoResponses)]
+#[response(status = 409, description = "Stale version")]
+#[allow(dead_code)] // documentation only
+pub struct StaleVersion(ErrorBody);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::spec::{KEYS, RETRY_KEYS};
+
+    fn properties<T: utoipa::PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+        let mut keys: Vec<String> = schema["properties"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_documented_input_is_the_key_table() {
+        let mut want: Vec<String> = KEYS.iter().map(|k| k.name.to_string()).collect();
+        want.push("version".into());
+        want.sort();
+        assert_eq!(properties::<ScheduleInput>(), want);
+        let mut retry: Vec<String> = RETRY_KEYS.iter().map(|k| k.to_string()).collect();
+        retry.sort();
+        assert_eq!(properties::<RetryInput>(), retry);
+    }
+}

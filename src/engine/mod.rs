@@ -440,14 +440,28 @@ impl Scheduler {
         // The executor drains (within the grace) and drops its senders, which
         // lets the completion writer flush and end (by `stop_by`).
         let _ = executor.await;
-        let _ = tokio::time::timeout_at(stop_by + STEP, writer).await;
-        let _ = beat_stop_tx.send(true);
-        let _ = tokio::time::timeout(STEP, beats).await;
-        shared.set_node_state(NodeState::Left);
-        bounded("recording left", STEP, heartbeat::beat(&shared)).await;
-        // Left: the lock can go now.
-        let _ = live_stop_tx.send(true);
-        let _ = tokio::time::timeout(STEP, liveness).await;
+        // From here on one budget for the rest: the process is gone by
+        // `stop_by` + STEP (grace + 7 s), below the orchestrators' usual
+        // termination grace (Kubernetes manifest: grace + 15 s).
+        let last = stop_by + STEP;
+        let _ = tokio::time::timeout_at(last, writer).await;
+        let leave = async {
+            let _ = beat_stop_tx.send(true);
+            let _ = tokio::time::timeout(STEP, beats).await;
+            shared.set_node_state(NodeState::Left);
+            bounded("recording left", STEP, heartbeat::beat(&shared)).await;
+            // Left: the lock can go now.
+            let _ = live_stop_tx.send(true);
+            let _ = tokio::time::timeout(STEP, liveness).await;
+        };
+        // At least a moment to record `left`, even when the writer used it all.
+        let leave_by =
+            last.max(tokio::time::Instant::now() + std::time::Duration::from_millis(500));
+        if tokio::time::timeout_at(leave_by, leave).await.is_err() {
+            tracing::warn!(
+                "leaving the cluster did not finish in time; the lock goes with the process"
+            );
+        }
         tracing::info!("replica left the cluster");
         Ok(())
     }

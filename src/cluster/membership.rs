@@ -95,8 +95,7 @@ impl Membership {
     pub fn update(&self, view: View) -> Vec<Uuid> {
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         known.read_at = Some(Instant::now());
-        if known.view.members == view.members && known.view.gone == view.gone {
-            known.view.db_now = view.db_now;
+        if known.view == view {
             return Vec::new();
         }
         let vanished = known
@@ -220,11 +219,16 @@ async fn hold(
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
     let cfg = &ctx.config;
+    // Prepared once per session: the read repeats ten times a second.
+    let statement = match membership::prepare(&session.client).await {
+        Ok(st) => st,
+        Err(e) => return Ended::Lost(e.to_string()),
+    };
     loop {
         let sent = Instant::now();
         let read = tokio::time::timeout(
             cfg.liveness_timeout,
-            membership::read(&session.client, ctx.node_lease),
+            membership::read_prepared(&session.client, &statement, ctx.node_lease),
         )
         .await;
         match read {
@@ -293,11 +297,7 @@ mod tests {
         let m = Membership::default();
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let rx = m.subscribe();
-        let view = |members: Vec<Uuid>, gone: Vec<Uuid>| View {
-            db_now: None,
-            members,
-            gone,
-        };
+        let view = |members: Vec<Uuid>, gone: Vec<Uuid>| View { members, gone };
         assert!(m.update(view(vec![a, b], vec![])).is_empty());
         assert_eq!(*rx.borrow(), 1);
         assert!(m.update(view(vec![a, b], vec![])).is_empty());

@@ -76,8 +76,10 @@ impl Settled {
 /// owner's digest matches what this replica expects of it, and returns the
 /// rest (its own ticks, and others' that still need the per-tick check).
 pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Vec<Tick> {
-    let share = shared.share();
+    // One read of the membership for both: the owner of a tick and this
+    // replica's own share must come from the same view.
     let peers = shared.peers();
+    let share = share::Share::of(&peers, shared.node_id);
     let mut groups: HashMap<(Uuid, DateTime<Utc>), Vec<Tick>> = HashMap::new();
     let mut rest = Vec::with_capacity(batch.len());
     for tick in batch {

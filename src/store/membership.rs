@@ -13,8 +13,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Statement};
 use uuid::Uuid;
 
 use super::{locks, StoreError};
@@ -41,8 +40,6 @@ END";
 /// The cluster as one read sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct View {
-    /// The database clock at the read.
-    pub db_now: Option<DateTime<Utc>>,
     /// Alive replicas in state `active`, sorted by id: they share the ticks.
     pub members: Vec<Uuid>,
     /// Replicas recorded `active` or `draining` that are not alive: their
@@ -51,26 +48,45 @@ pub struct View {
     pub gone: Vec<Uuid>,
 }
 
-/// Reads the membership: one statement, one row.
-pub async fn read(client: &impl GenericClient, lease: Duration) -> Result<View, StoreError> {
-    let sql = format!(
+/// The membership read: one statement, one row. `$1` the liveness class,
+/// `$2` the lease in seconds.
+fn read_sql() -> String {
+    format!(
         "WITH {HELD}, nodes AS ( \
              SELECT n.node_id, n.state, {ALIVE} AS alive \
              FROM scheduler_nodes n WHERE n.state IN ('active', 'draining')) \
-         SELECT now() AS db_now, \
-                coalesce(array_agg(node_id ORDER BY node_id) \
+         SELECT coalesce(array_agg(node_id ORDER BY node_id) \
                          FILTER (WHERE alive AND state = 'active'), '{{}}') AS members, \
                 coalesce(array_agg(node_id ORDER BY node_id) FILTER (WHERE NOT alive), '{{}}') AS gone \
          FROM nodes"
-    );
+    )
+}
+
+/// Prepares the membership read once, for a session that repeats it (the
+/// liveness session reads ten times a second).
+pub async fn prepare(client: &impl GenericClient) -> Result<Statement, StoreError> {
+    Ok(client.prepare(&read_sql()).await?)
+}
+
+/// Reads the membership with a statement from [`prepare`].
+pub async fn read_prepared(
+    client: &impl GenericClient,
+    statement: &Statement,
+    lease: Duration,
+) -> Result<View, StoreError> {
     let row = client
-        .query_one(&sql, &[&locks::LIVENESS_CLASS, &lease.as_secs_f64()])
+        .query_one(statement, &[&locks::LIVENESS_CLASS, &lease.as_secs_f64()])
         .await?;
     Ok(View {
-        db_now: Some(row.try_get("db_now")?),
         members: row.try_get("members")?,
         gone: row.try_get("gone")?,
     })
+}
+
+/// Reads the membership once (the heartbeat's fallback in lease mode).
+pub async fn read(client: &impl GenericClient, lease: Duration) -> Result<View, StoreError> {
+    let statement = prepare(client).await?;
+    read_prepared(client, &statement, lease).await
 }
 
 /// Takes the liveness lock `key` on `session` without waiting: false when

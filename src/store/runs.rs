@@ -12,7 +12,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use super::StoreError;
-pub use crate::types::{RunStatus, RunTrigger};
+use crate::types::{RunStatus, RunTrigger};
 
 /// One ledger row.
 #[derive(Debug, Clone, PartialEq)]

@@ -261,6 +261,37 @@ pub async fn audit_all(
     wins
 }
 
+/// The `skipped` rows of ticks in `[from, to]` that break the audit's rule
+/// "none skipped unless a run really overlapped": the run a skip names
+/// (`overlapped_run_id`) must have started before the skip was claimed and
+/// not finished before it (`completed_at` is when the run ended, which its
+/// replica may write a little later). One line per offending row.
+pub async fn false_skips(c: &Client, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+    c.query(
+        "SELECT s.schedule_name, s.scheduled_at, s.claimed_at, o.run_id, o.started_at, o.completed_at \
+         FROM scheduler_runs s LEFT JOIN scheduler_runs o ON o.run_id = s.overlapped_run_id \
+         WHERE s.status = 'skipped' AND s.scheduled_at > $1 AND s.scheduled_at <= $2 \
+           AND NOT (o.started_at IS NOT NULL AND o.started_at <= s.claimed_at \
+                    AND (o.completed_at IS NULL OR o.completed_at >= s.claimed_at))",
+        &[&from, &to],
+    )
+    .await
+    .expect("skipped rows")
+    .iter()
+    .map(|r| {
+        format!(
+            "{} {} skipped at {} over run {:?} (started {:?}, ended {:?})",
+            r.get::<_, String>(0),
+            r.get::<_, DateTime<Utc>>(1),
+            r.get::<_, DateTime<Utc>>(2),
+            r.get::<_, Option<uuid::Uuid>>(3),
+            r.get::<_, Option<DateTime<Utc>>>(4),
+            r.get::<_, Option<DateTime<Utc>>>(5),
+        )
+    })
+    .collect()
+}
+
 /// How many ledger rows have `status`.
 pub async fn rows_with_status(c: &Client, status: &str) -> i64 {
     c.query_one(

@@ -21,28 +21,50 @@ fn help_flags(help: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The files the build of the binary under test read, as cargo records them
-/// in the dep-info file beside it: its sources and every file they embed.
+/// The files the builds of this crate read, as cargo records them in the
+/// dep-info files beside its artifacts (`target/<profile>/deps/
+/// spine_scheduler-<hash>.d`: the library's and the binary's sources and
+/// every file they embed). Only the per-artifact files are certain to exist:
+/// cargo writes the `target/<profile>/spine-scheduler.d` copy only for a
+/// `cargo build`, not for the binary `cargo test` builds. Files listed by an
+/// older build that are gone since are left out.
 fn build_inputs() -> Vec<PathBuf> {
-    let dep_info = PathBuf::from(format!("{}.d", binary()));
-    let text = read(&dep_info);
-    let (_, inputs) = text
-        .lines()
-        .next()
-        .and_then(|l| l.split_once(": "))
-        .unwrap_or_else(|| panic!("{}: no `target: inputs` line", dep_info.display()));
-    // A space inside a path is written `\ `.
-    let inputs: Vec<PathBuf> = inputs
-        .replace("\\ ", "\0")
-        .split_whitespace()
-        .map(|p| PathBuf::from(p.replace('\0', " ")))
-        .collect();
-    assert!(
-        inputs.iter().any(|p| p.ends_with("src/main.rs")),
-        "{} does not list the sources: {inputs:?}",
-        dep_info.display()
-    );
-    inputs
+    let deps = Path::new(binary())
+        .parent()
+        .map(|profile| profile.join("deps"))
+        .unwrap_or_else(|| panic!("{}: no parent directory", binary()));
+    let entries =
+        std::fs::read_dir(&deps).unwrap_or_else(|e| panic!("read {}: {e}", deps.display()));
+    let mut inputs = BTreeSet::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("spine_scheduler-") && name.ends_with(".d")) {
+            continue;
+        }
+        let dep_info = entry.path();
+        let text = read(&dep_info);
+        let (_, listed) = text
+            .lines()
+            .next()
+            .and_then(|l| l.split_once(": "))
+            .unwrap_or_else(|| panic!("{}: no `target: inputs` line", dep_info.display()));
+        // A space inside a path is written `\ `; relative paths are the
+        // package's.
+        for p in listed.replace("\\ ", "\0").split_whitespace() {
+            let path = Path::new(ROOT).join(p.replace('\0', " "));
+            if path.exists() {
+                inputs.insert(path);
+            }
+        }
+    }
+    for must in ["src/main.rs", "src/lib.rs"] {
+        assert!(
+            inputs.iter().any(|p| p.ends_with(must)),
+            "the dep-info files in {} do not list {must}: {inputs:?}",
+            deps.display()
+        );
+    }
+    inputs.into_iter().collect()
 }
 
 /// `${VAR:-default}` as compose resolves it with VAR unset.

@@ -221,14 +221,34 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct DbArgs {
-    /// PostgreSQL connection URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
-        hide_env_values = true
-    )]
-    database_url: String,
+    /// PostgreSQL connection string, a URL or libpq's key=value form, with libpq's TLS keywords (sslmode, sslrootcert, sslcert, sslkey). Without it: libpq's PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY; without those, postgres://postgres@127.0.0.1:5432/postgres.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// A file holding the database password (a mounted Secret); it replaces any password in the URL or PGPASSWORD, and is used for --leader-database-url too.
+    #[arg(long, env = "SPINE_DATABASE_PASSWORD_FILE")]
+    database_password_file: Option<PathBuf>,
+}
+
+/// The database when neither a URL nor libpq's variables name one.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl DbArgs {
+    /// The connection string, from the flags and libpq's variables (see
+    /// `store::conninfo` for the order).
+    fn conninfo(&self) -> anyhow::Result<String> {
+        self.with_password(self.database_url.as_deref())
+    }
+
+    /// `url` (or, when `None`, libpq's variables) with the password file
+    /// applied.
+    fn with_password(&self, url: Option<&str>) -> anyhow::Result<String> {
+        Ok(store::conninfo::resolve(
+            url,
+            self.database_password_file.as_deref(),
+            DEFAULT_DATABASE_URL,
+            |var| std::env::var(var).ok(),
+        )?)
+    }
 }
 
 #[tokio::main]
@@ -285,7 +305,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             from,
         } => next(&expression, &tz, count, from.as_deref()),
         Command::Migrate { db } => {
-            let mut client = store::connect(&db.database_url).await?;
+            let mut client = store::connect(&db.conninfo()?).await?;
             let report = store::migrate::migrate(&mut client).await?;
             if report.applied.is_empty() {
                 println!(
@@ -336,7 +356,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "nothing was applied",
             )?;
             let plan = apply::connect_and_apply(
-                &db.database_url,
+                &db.conninfo()?,
                 &checked.schedules,
                 ApplyOptions { prune, dry_run },
             )
@@ -426,6 +446,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "no pipelines defined (--pipelines / SPINE_PIPELINES_FILE): every run will fail"
         );
     }
+    let database = args.db.conninfo()?;
+    let leader_database = match &args.leader_database_url {
+        Some(url) => Some(args.db.with_password(Some(url))?),
+        None => None,
+    };
     if let Some(path) = &args.schedules {
         let checked = checked_file(
             path,
@@ -439,7 +464,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "not starting",
         )?;
         let plan = apply::connect_and_apply(
-            &args.db.database_url,
+            &database,
             &checked.schedules,
             ApplyOptions {
                 prune: args.prune_schedules,
@@ -466,7 +491,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: args.shutdown_grace.0,
         test_clock_skew: args.test_clock_skew,
         cluster: ClusterConfig {
-            leader_database_url: args.leader_database_url,
+            leader_database_url: leader_database,
             leader_retry_interval: args.leader_retry_interval.0,
             leader_ping_interval: args.leader_ping_interval.0,
             leader_ping_timeout: args.leader_ping_timeout.0,
@@ -481,7 +506,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         ..defaults
     };
-    let scheduler = Scheduler::builder(&args.db.database_url)
+    let scheduler = Scheduler::builder(&database)
         .pipelines(registry)?
         .config(config)
         .metrics(metrics.clone())
@@ -492,7 +517,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let api_options = ApiOptions {
         listen: args.listen,
         auth,
-        database_url: args.db.database_url.clone(),
+        database_url: database.clone(),
         pool_size: api::DEFAULT_POOL_SIZE,
         node_lease: args.node_lease.0,
         metrics,

@@ -257,7 +257,7 @@ impl From<StoreError> for ApiError {
             // A row someone edited into nonsense: the stored state is at
             // fault, not the request, and an operator has to fix it.
             e @ StoreError::InvalidRow { .. } => Self::internal(e.to_string()),
-            e @ (StoreError::Config(_) | StoreError::Schema(_)) => {
+            e @ (StoreError::Config(_) | StoreError::Settings(_) | StoreError::Schema(_)) => {
                 tracing::error!(error = %e, "admin API: store error");
                 Self::internal(e.to_string())
             }

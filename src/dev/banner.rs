@@ -128,7 +128,7 @@ pub(super) fn print(setup: &Setup, url: &str, cluster: Option<&PgCluster>, repli
 
 /// host:port/database of a URL, without the user or password.
 fn describe_url(url: &str) -> String {
-    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+    let Ok((config, _)) = crate::store::settings(url) else {
         return "the database in DATABASE_URL".to_string();
     };
     let host = match config.get_hosts().first() {

@@ -3,29 +3,45 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::conninfo::Conninfo;
+use super::tls::TlsSettings;
 use super::StoreError;
 
-/// Parses a `postgres://` URL (or key=value string) and applies our defaults:
-/// an application name and a connect timeout, unless the URL sets them.
-pub fn config(url: &str) -> Result<Config, StoreError> {
-    let mut config: Config = url
+/// Parses a `postgres://` URL (or key=value string) with libpq's TLS
+/// keywords (see `store::tls`) and applies our defaults: an application name
+/// and a connect timeout, unless the URL sets them. Reads no file.
+pub fn settings(url: &str) -> Result<(Config, TlsSettings), StoreError> {
+    let mut info = Conninfo::parse(url)?;
+    let tls = TlsSettings::take_from(&mut info)?;
+    let mut config: Config = info
+        .to_string()
         .parse()
         .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+    config.ssl_mode(tls.postgres_mode());
     if config.get_application_name().is_none() {
         config.application_name("spine-scheduler");
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
-    Ok(config)
+    Ok((config, tls))
+}
+
+/// [`settings`], and the TLS connector they call for (certificate files are
+/// read now, so a rotated certificate counts from the next connection).
+pub fn config(url: &str) -> Result<(Config, MakeRustlsConnect), StoreError> {
+    let (config, tls) = settings(url)?;
+    Ok((config, tls.connector()?))
 }
 
 /// One dedicated connection (for one-shot commands and the leader's lock).
 /// The connection's I/O runs on a spawned task; it ends when the client drops.
 pub async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = config(url)?.connect(NoTls).await?;
+    let (config, tls) = config(url)?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "database connection closed with an error");
@@ -41,7 +57,7 @@ pub async fn connect(url: &str) -> Result<Client, StoreError> {
 /// claim would otherwise hold its schedules' advisory locks — and block every
 /// other replica's claim of them — for as long as it stays paused.
 pub fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
-    let mut config = config(url)?;
+    let (mut config, tls) = config(url)?;
     let mut options = config.get_options().unwrap_or_default().to_string();
     if !options.contains("idle_in_transaction_session_timeout") {
         options.push_str(" -c idle_in_transaction_session_timeout=5s");
@@ -49,7 +65,7 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     config.options(options.trim());
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig {
             // Fast: no round trip per checkout (Verified would cost a query
             // on every claim). A connection that died is dropped on its first

@@ -2,7 +2,7 @@
 //! announced with NOTIFY, and every replica hears them within milliseconds.
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::{connect, runs, StoreError};
 
@@ -31,7 +31,8 @@ pub struct Listener {
 /// Connects and listens on the schedules and runs channels (the leader's
 /// channel is the elector's own, on its session).
 pub async fn listen(url: &str) -> Result<Listener, StoreError> {
-    let (client, connection) = connect::config(url)?.connect(NoTls).await?;
+    let (config, tls) = connect::config(url)?;
+    let (client, connection) = config.connect(tls).await?;
     let (_task, rx) = forward_notices(connection);
     client
         .batch_execute(&format!(

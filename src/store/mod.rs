@@ -8,6 +8,7 @@
 pub mod api_queries;
 pub mod claims;
 mod connect;
+pub mod conninfo;
 pub mod digests;
 pub mod housekeeping;
 pub mod leader;
@@ -19,8 +20,9 @@ pub mod nodes;
 pub mod runs;
 pub mod schedules;
 pub mod session;
+pub mod tls;
 
-pub use connect::{connect, pool, with_database};
+pub use connect::{connect, pool, settings, with_database};
 
 use crate::schedule::ValidationErrors;
 
@@ -33,9 +35,13 @@ pub enum StoreError {
     /// No connection could be taken from the pool.
     #[error("database pool: {0}")]
     Pool(String),
-    /// The connection string is malformed.
+    /// The connection string is malformed, or its settings contradict each other.
     #[error("invalid database URL: {0}")]
     Config(String),
+    /// A file the connection settings name (password, certificate, key)
+    /// could not be read or used.
+    #[error("database connection settings: {0}")]
+    Settings(String),
     /// A schedule with this name already exists.
     #[error("schedule {0:?} already exists")]
     AlreadyExists(String),

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{connect, StoreError};
 
@@ -62,7 +62,7 @@ pub async fn open(
     s: &SessionSettings,
     application_name: &str,
 ) -> Result<Session, StoreError> {
-    let mut config = connect::config(url)?;
+    let (mut config, tls) = connect::config(url)?;
     config
         .application_name(application_name)
         .keepalives(true)
@@ -70,7 +70,7 @@ pub async fn open(
         .keepalives_interval(s.keepalive_interval)
         .keepalives_retries(s.keepalive_count)
         .tcp_user_timeout(s.tcp_user_timeout);
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, connection) = config.connect(tls).await?;
     let (connection, notices) = super::listen::forward_notices(connection);
     client
         .batch_execute(&format!(

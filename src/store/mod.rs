@@ -29,9 +29,11 @@ use crate::schedule::ValidationErrors;
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be reached or a statement failed.
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    /// The database could not be reached or a statement failed. Shown with
+    /// its causes (tokio-postgres's own message is only the kind: "db
+    /// error", "error performing TLS handshake"), so it carries no source.
+    #[error("database error: {}", with_causes(.0))]
+    Db(tokio_postgres::Error),
     /// No connection could be taken from the pool.
     #[error("database pool: {0}")]
     Pool(String),
@@ -71,6 +73,24 @@ pub enum StoreError {
     /// The database has migrations this binary does not know, or a known one was edited.
     #[error("schema mismatch: {0}")]
     Schema(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+/// "error performing TLS handshake: invalid peer certificate: UnknownIssuer".
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {

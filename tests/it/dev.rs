@@ -76,7 +76,7 @@ fn alive(p: &Proc) -> bool {
 /// A base port with it and the next `n - 1` ports free on 127.0.0.1, below
 /// the kernel's ephemeral range (32768 and up), so that no other test's
 /// `bind(0)` or outgoing connection takes one between this check and `dev`.
-fn free_ports(n: u16) -> u16 {
+pub(crate) fn free_ports(n: u16) -> u16 {
     for _ in 0..200 {
         // A v7 id ends in random bits.
         let random = uuid::Uuid::now_v7().as_u128();
@@ -101,7 +101,7 @@ fn postmaster_pid(pgdata: &Path) -> Option<i32> {
 /// A running `spine-scheduler dev`. On drop (a failed test) it is stopped
 /// with SIGINT and then SIGKILL, and a PostgreSQL left in *its* data folder
 /// is stopped by the PID in that folder's postmaster.pid.
-struct Dev {
+pub(crate) struct Dev {
     child: Child,
     data: PathBuf,
     out: PathBuf,
@@ -109,7 +109,7 @@ struct Dev {
 }
 
 impl Dev {
-    fn start(dir: &Path, base_port: u16, database_url: Option<&str>) -> Dev {
+    pub(crate) fn start(dir: &Path, base_port: u16, database_url: Option<&str>) -> Dev {
         let data = dir.join("data");
         let out = dir.join("dev.out");
         let err = dir.join("dev.err");
@@ -144,7 +144,7 @@ impl Dev {
         i32::try_from(self.child.id()).expect("pid fits in i32")
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 
@@ -152,14 +152,14 @@ impl Dev {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let text = self.stderr();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     /// Fails the test if dev has exited.
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!(
                 "spine-scheduler dev exited early ({status}):\n{}\n{}",
@@ -169,14 +169,14 @@ impl Dev {
         }
     }
 
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         // SAFETY: kill has no memory-safety preconditions; the pid is our child.
         let rc = unsafe { libc::kill(self.pid(), sig) };
         assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
     }
 
     /// Waits for the exit; panics after `limit`.
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -230,7 +230,7 @@ fn http() -> reqwest::Client {
 
 /// Polls the API of the second replica (any replica answers anything) until
 /// the demo schedule has a completed scheduled run; returns its runs.
-async fn wait_for_demo_fire(dev: &mut Dev, base: u16, limit: Duration) -> Vec<Value> {
+pub(crate) async fn wait_for_demo_fire(dev: &mut Dev, base: u16, limit: Duration) -> Vec<Value> {
     let client = http();
     let url = format!(
         "http://127.0.0.1:{}/v1/schedules/demo_every_5s/runs?limit=50",

@@ -28,3 +28,4 @@ mod pg_cluster;
 mod pipelines;
 mod runs;
 mod schedules;
+mod tls;

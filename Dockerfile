@@ -4,11 +4,12 @@
 #
 # Two stages: a Rust toolchain builds the release binary, and a slim Debian
 # of the same release (same glibc) runs it. The runtime image holds the
-# binary, CA certificates (for `http` pipelines to https URLs) and tini, and
-# runs as an unprivileged user. No HEALTHCHECK: Kubernetes probes /readyz and
-# /healthz itself, and docker compose has no curl in this image to call them.
+# binary, CA certificates (for `http` pipelines to https URLs, and for
+# `sslrootcert=system` in the database URL) and tini, and runs as an
+# unprivileged user. No HEALTHCHECK: Kubernetes probes /readyz and /healthz
+# itself, and docker compose has no curl in this image to call them.
 
-# Keep at or above `rust-version` in Cargo.toml (tests/it/deploy.rs checks).
+# Keep at or above `rust-version` in Cargo.toml (tests/it/deploy/docker.rs checks).
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 

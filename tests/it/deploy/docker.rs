@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::{
     accepted_env, assert_validates, duration, help, hmac_env, port_of, read, repo, yaml, ROOT,
+    SERIES_LABEL,
 };
 use crate::harness::binary;
 
@@ -255,12 +256,15 @@ fn compose_file_matches_what_the_binary_accepts() {
             inside.display()
         );
     }
+    // The replicas' job carries the label the alerts select by (its name is
+    // free).
+    let (label, value) = SERIES_LABEL;
     let job = config["scrape_configs"]
         .as_array()
         .expect("scrape_configs")
         .iter()
-        .find(|j| j["job_name"] == "spine-scheduler")
-        .expect("job spine-scheduler");
+        .find(|j| j["static_configs"][0]["labels"][label] == value)
+        .unwrap_or_else(|| panic!("no scrape job labels its targets {label}={value:?}"));
     let scraped: BTreeSet<String> = job["static_configs"][0]["targets"]
         .as_array()
         .expect("targets")

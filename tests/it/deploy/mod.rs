@@ -30,6 +30,11 @@ mod readme;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The label (and value) the alerts select the replicas' series by: the
+/// ServiceMonitor's relabeling and the compose Prometheus set it on every
+/// series of the replicas' targets, whatever the job or Deployment is named.
+const SERIES_LABEL: (&str, &str) = ("spine_scheduler", "true");
+
 fn repo(path: &str) -> PathBuf {
     Path::new(ROOT).join(path)
 }
@@ -168,7 +173,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     unquoted
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .filter(|w| {
-            w.starts_with("spine_")
+            (w.starts_with("spine_") && *w != SERIES_LABEL.0)
                 || w.starts_with("process_")
                 || w.starts_with("kube_")
                 || *w == "up"

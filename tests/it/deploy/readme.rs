@@ -1,6 +1,7 @@
 //! The README's quick start and its list of variables.
 
-use super::{help, help_env, read, repo};
+use super::kubernetes::documented_secret;
+use super::{help, help_env, read, repo, SERIES_LABEL};
 
 #[test]
 fn readme_leads_with_the_local_mode_and_documents_every_variable() {
@@ -90,4 +91,47 @@ fn help_defaults(help: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// The README's Kubernetes steps say what the manifests do: the same
+/// Secrets as the base's own instructions (the TLS example, no signing key),
+/// the opt-in signing component, and the label the alerts select.
+#[test]
+fn readme_deployment_sections_match_the_manifests() {
+    let readme = read(&repo("README.md"));
+    let section = |title: &str| -> String {
+        let start = readme
+            .find(title)
+            .unwrap_or_else(|| panic!("README lacks {title}"));
+        let rest = &readme[start + title.len()..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    };
+    let kubernetes = section("## Deploying to Kubernetes");
+    let manifests = read(&repo("deploy/kubernetes/kustomization.yaml"));
+    for secret in ["spine-scheduler", "spine-db-ca"] {
+        assert_eq!(
+            documented_secret(&kubernetes, secret),
+            documented_secret(&manifests, secret),
+            "README and kustomization.yaml create {secret} differently"
+        );
+    }
+    for needed in [
+        "components/hmac-signing",
+        "startupProbe",
+        "topology.kubernetes.io/zone",
+        "SPINE_DATABASE_PASSWORD_FILE",
+    ] {
+        assert!(
+            kubernetes.contains(needed),
+            "Kubernetes section lacks {needed}"
+        );
+    }
+    assert!(repo("deploy/kubernetes/components/hmac-signing/kustomization.yaml").is_file());
+    let (label, value) = SERIES_LABEL;
+    let alerts = section("## Alerts and dashboard");
+    assert!(
+        alerts.contains(&format!("`{label}=\"{value}\"`")),
+        "the alerts section names the label the rules select"
+    );
+    assert!(!alerts.contains("job=\"spine-scheduler\""));
 }

@@ -3,17 +3,24 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::executor::{self, Job};
 use super::handoff;
+use super::outage::Reporter;
+use super::priority::{ClaimActivity, Unwritten};
 use super::queue::Tick;
+use super::share::Share;
 use super::timer::Retry;
-use super::Shared;
+use super::DbClock;
+use crate::cluster::Membership;
+use crate::metrics::Metrics;
 use crate::store::claims::{self, ClaimRequest};
 use crate::store::locks;
 use crate::types::{RunStatus, RunTrigger};
@@ -22,9 +29,40 @@ use crate::types::{RunStatus, RunTrigger};
 /// INSERT checks) agrees the tick is due despite clock-estimate jitter.
 const DUE_MARGIN: chrono::Duration = chrono::Duration::milliseconds(1);
 
+/// What the claimer (and each chunk's claim) uses of the replica.
+pub(crate) struct Deps {
+    /// The claims' owner.
+    pub node_id: Uuid,
+    /// About how many ticks one claim transaction takes.
+    pub claim_batch_size: usize,
+    /// Claim transactions open at once (`EngineConfig::claim_chunks_at_once`).
+    pub claim_chunks_at_once: usize,
+    /// How soon a tick of our own share locked by another replica is asked again.
+    pub claim_retry_delay: Duration,
+    /// The claim transactions' idle-in-transaction timeout
+    /// (`EngineConfig::claim_idle_timeout`).
+    pub claim_idle_timeout: Duration,
+    /// How soon others' ticks locked by another replica are asked again.
+    pub handoff_delay: Duration,
+    /// The engine's pool.
+    pub pool: Pool,
+    /// The database clock the claims wait on (and calibrate).
+    pub clock: Arc<DbClock>,
+    /// Who is alive: the share, and whose runs no longer count.
+    pub membership: Arc<Membership>,
+    /// Claims, skipped and missed ticks, handoff checks.
+    pub metrics: Metrics,
+    /// Whether the database answers, and the claim path's retry delays.
+    pub db: Reporter,
+    /// Marked while a claim executes, so results wait (see `priority`).
+    pub claims: Arc<ClaimActivity>,
+    /// Finished runs a claim must not count as running (see `priority`).
+    pub unwritten: Arc<Unwritten>,
+}
+
 /// Runs until shutdown or until the timer goes away.
 pub async fn run(
-    shared: Arc<Shared>,
+    deps: Arc<Deps>,
     mut ticks: mpsc::UnboundedReceiver<Vec<Tick>>,
     retries: mpsc::UnboundedSender<Vec<Retry>>,
     jobs: mpsc::UnboundedSender<Job>,
@@ -40,7 +78,7 @@ pub async fn run(
     // claim statements at once: past the tick the database is busy anyway,
     // and chunks executed side by side only contend for the same index
     // pages while results wait for them (`priority`).
-    let open_at_most = shared.config.claim_chunks_at_once();
+    let open_at_most = deps.claim_chunks_at_once;
     loop {
         let mut batch = tokio::select! {
             biased;
@@ -52,37 +90,45 @@ pub async fn run(
             batch.extend(more);
         }
         // Others' ticks their owner's digest shows settled need no probe.
-        let batch = handoff::confirm(&shared, batch).await;
+        let batch = handoff::confirm(
+            deps.node_id,
+            &deps.membership,
+            &deps.pool,
+            &deps.metrics,
+            batch,
+        )
+        .await;
         let mut claiming = tokio::task::JoinSet::new();
-        for chunk in chunks(batch, shared.config.claim_batch_size) {
+        for chunk in chunks(batch, deps.claim_batch_size) {
             while claiming.len() >= open_at_most {
                 let Some(done) = claiming.join_next().await else {
                     break;
                 };
-                if !take(&shared, done, &mut settled, &retries) {
+                if !take(&deps, done, &mut settled, &retries) {
                     return;
                 }
             }
             let (waits, waiting_for_tick) = oneshot::channel();
-            claiming
-                .spawn(claim_chunk(shared.clone(), chunk, jobs.clone(), waits).in_current_span());
+            claiming.spawn(claim_chunk(deps.clone(), chunk, jobs.clone(), waits).in_current_span());
             // One claim statement at a time: the next chunk starts once this
             // one only waits for its tick, or is done (the sender dropped).
             let _ = waiting_for_tick.await;
         }
         while let Some(done) = claiming.join_next().await {
-            if !take(&shared, done, &mut settled, &retries) {
+            if !take(&deps, done, &mut settled, &retries) {
                 return;
             }
         }
-        settled.publish(&shared).await;
+        settled
+            .publish(deps.node_id, &deps.pool, &deps.clock, &deps.db)
+            .await;
     }
 }
 
 /// Takes in what a chunk's claim left: its settled ticks, and the ticks to
 /// offer again. False once the timer is gone.
 fn take(
-    shared: &Shared,
+    deps: &Deps,
     done: Result<ChunkDone, tokio::task::JoinError>,
     settled: &mut handoff::Settled,
     retries: &mpsc::UnboundedSender<Vec<Retry>>,
@@ -95,7 +141,7 @@ fn take(
         }
     };
     settled.record(
-        shared,
+        Share::current(&deps.membership, deps.node_id),
         done.settled.iter().map(|(name, at)| (name.as_str(), *at)),
     );
     done.again.is_empty() || retries.send(done.again).is_ok()
@@ -141,7 +187,7 @@ struct ChunkDone {
 /// told when the chunk's rows are written and it only waits for its tick
 /// (dropped unsent when it ends without waiting).
 async fn claim_chunk(
-    shared: Arc<Shared>,
+    deps: Arc<Deps>,
     chunk: Vec<Tick>,
     jobs: mpsc::UnboundedSender<Job>,
     waits: oneshot::Sender<()>,
@@ -162,36 +208,36 @@ async fn claim_chunk(
         });
         by_key.insert((s.name().to_string(), tick.at), tick);
     }
-    let retry_delay = crate::timing::chrono(shared.config.claim_retry_delay);
+    let retry_delay = crate::timing::chrono(deps.claim_retry_delay);
     // The batch may arrive up to the claim lead early: the INSERT waits
     // until its newest tick is due on our estimate of the database clock.
     let due = by_key.values().map(|t| t.at).max();
     let begun = std::time::Instant::now();
     let resumed = std::sync::OnceLock::new();
     // Executing, except while it waits for the tick (see `priority`).
-    let mut executing = Some(shared.claims.executing());
+    let mut executing = Some(deps.claims.executing());
     let result = {
         let until_due = async {
             let _ = waits.send(());
             if let Some(due) = due {
                 executing = None;
-                tokio::time::sleep(shared.clock.until(due + DUE_MARGIN)).await;
-                executing = Some(shared.claims.executing());
+                tokio::time::sleep(deps.clock.until(due + DUE_MARGIN)).await;
+                executing = Some(deps.claims.executing());
             }
             // What follows is the part of the claim on the tick path.
             let _ = resumed.set(std::time::Instant::now());
         };
-        match shared.pool.get().await {
+        match deps.pool.get().await {
             Ok(mut client) => {
-                let finished = |names: &[&str]| shared.unwritten.of(names.iter().copied());
-                let gone = shared.membership.gone();
+                let finished = |names: &[&str]| deps.unwritten.of(names.iter().copied());
+                let gone = deps.membership.gone();
                 claims::claim_with_idle_timeout(
                     &mut client,
-                    shared.node_id,
+                    deps.node_id,
                     requests,
                     finished,
                     &gone,
-                    shared.config.claim_idle_timeout(),
+                    deps.claim_idle_timeout,
                     until_due,
                 )
                 .await
@@ -204,12 +250,12 @@ async fn claim_chunk(
     let outcome = match result {
         Ok(o) => o,
         Err(error) => {
-            shared.db_failed("claim", &error);
+            deps.db.failed("claim", &error);
             tracing::debug!(%error, ticks = by_key.len(), "claim failed; will retry");
             // Backed off (and shared by the chunks): a database that is
             // down is not asked again hundreds of times a second.
-            let now = shared.clock.now();
-            let at = now + crate::timing::chrono(shared.health.claim_retry_delay());
+            let now = deps.clock.now();
+            let at = now + crate::timing::chrono(deps.db.health().claim_retry_delay());
             // Held up by the database: overdue ticks are a backlog now.
             let again = by_key
                 .into_values()
@@ -229,14 +275,13 @@ async fn claim_chunk(
             };
         }
     };
-    shared.db_succeeded();
+    deps.db.succeeded();
     let on_tick_path = resumed.get().unwrap_or(&begun).elapsed().as_secs_f64();
-    shared.metrics.claim_round_trip(on_tick_path);
-    shared
-        .metrics
+    deps.metrics.claim_round_trip(on_tick_path);
+    deps.metrics
         .claims(outcome.claimed.len() as u64, outcome.taken as u64);
     if let Some((sent, received, db_now)) = outcome.clock_sample {
-        shared.clock.observe(sent, received, db_now);
+        deps.clock.observe(sent, received, db_now);
     }
     let mut settled: Vec<(String, DateTime<Utc>)> = outcome
         .claimed
@@ -250,11 +295,11 @@ async fn claim_chunk(
         elapsed_ms = on_tick_path * 1e3,
         "claimed a batch"
     );
-    if !dispatch(&shared, outcome.claimed, &mut by_key, &jobs) {
+    if !dispatch(&deps.metrics, outcome.claimed, &mut by_key, &jobs) {
         return ChunkDone::default();
     }
-    let db_now = outcome.db_now.unwrap_or_else(|| shared.clock.now());
-    let again = to_retry(&shared, outcome.retry, &mut by_key, db_now, retry_delay);
+    let db_now = outcome.db_now.unwrap_or_else(|| deps.clock.now());
+    let again = to_retry(&deps, outcome.retry, &mut by_key, db_now, retry_delay);
     // What is left had its row already: taken by another replica, settled all the same.
     settled.extend(by_key.into_keys());
     ChunkDone { again, settled }
@@ -265,7 +310,7 @@ async fn claim_chunk(
 /// for another of the same claim (see `claims::INSERT`) starts when that
 /// one's job ends: its `done` sender drops. False once the executor is gone.
 fn dispatch(
-    shared: &Shared,
+    metrics: &Metrics,
     mut claimed_rows: Vec<claims::Claimed>,
     by_key: &mut HashMap<(String, DateTime<Utc>), Tick>,
     jobs: &mpsc::UnboundedSender<Job>,
@@ -302,9 +347,9 @@ fn dispatch(
             }
             other => {
                 if other == RunStatus::Skipped {
-                    shared.metrics.skipped(&claimed.schedule_name);
+                    metrics.skipped(&claimed.schedule_name);
                 } else {
-                    shared.metrics.missed(&claimed.schedule_name);
+                    metrics.missed(&claimed.schedule_name);
                 }
                 tracing::info!(
                     run_id = %claimed.run_id,
@@ -321,14 +366,14 @@ fn dispatch(
 
 /// When to offer again the ticks a claim handed back.
 fn to_retry(
-    shared: &Shared,
+    deps: &Deps,
     retry: Vec<ClaimRequest>,
     by_key: &mut HashMap<(String, DateTime<Utc>), Tick>,
     db_now: DateTime<Utc>,
     retry_delay: chrono::Duration,
 ) -> Vec<Retry> {
-    let share = shared.share();
-    let handoff = crate::timing::chrono(shared.config.handoff_delay);
+    let share = Share::current(&deps.membership, deps.node_id);
+    let handoff = crate::timing::chrono(deps.handoff_delay);
     retry
         .into_iter()
         .filter_map(|req| by_key.remove(&(req.schedule_name, req.scheduled_at)))

@@ -3,13 +3,17 @@
 //! row compare-and-set on `status = 'running' AND node_id = me`. A batch
 //! waits while this replica is executing a claim (see `priority`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
 
-use super::outage::Backoff;
-use super::Shared;
+use super::outage::{Backoff, Reporter};
+use super::priority::{ClaimActivity, Unwritten};
+use crate::metrics::Metrics;
 use crate::store::runs::{self, Completion};
 
 /// Most rows per UPDATE.
@@ -22,38 +26,56 @@ const GATHER: Duration = Duration::from_millis(2);
 const MAX_HOLD: Duration = crate::timing::RESULT_HOLD;
 
 /// Hands finished runs' results to the writer. Each is listed in
-/// `Shared::unwritten` until it is written, so that the claim's overlap
-/// count does not take it for a running run meanwhile.
+/// `unwritten` until it is written, so that the claim's overlap count does
+/// not take it for a running run meanwhile.
 #[derive(Clone)]
 pub struct Results {
     tx: mpsc::UnboundedSender<Completion>,
-    shared: Arc<Shared>,
+    unwritten: Arc<Unwritten>,
 }
 
 impl Results {
-    /// The sender and the writer's end.
-    pub fn channel(shared: Arc<Shared>) -> (Self, mpsc::UnboundedReceiver<Completion>) {
+    /// The sender and the writer's end; results sent are listed in `unwritten`.
+    pub fn channel(unwritten: Arc<Unwritten>) -> (Self, mpsc::UnboundedReceiver<Completion>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx, shared }, rx)
+        (Self { tx, unwritten }, rx)
     }
 
     /// Queues a result for the writer.
     pub fn send(&self, completion: Completion) {
-        self.shared
-            .unwritten
+        self.unwritten
             .finished(&completion.schedule_name, completion.run_id);
         // The writer is gone only after every sender is dropped.
         let _ = self.tx.send(completion);
     }
 }
 
+/// What the completion writer uses of the replica.
+pub(crate) struct Deps {
+    /// The rows are compare-and-set on being this replica's.
+    pub node_id: Uuid,
+    /// The engine's pool.
+    pub pool: Pool,
+    /// Runs by final status.
+    pub metrics: Metrics,
+    /// Whether the database answers.
+    pub db: Reporter,
+    /// Batches wait while a claim executes (see `priority`).
+    pub claims: Arc<ClaimActivity>,
+    /// Results sent and not yet written (see [`Results`]).
+    pub unwritten: Arc<Unwritten>,
+    /// Set at the shutdown signal: the instant by which the replica must
+    /// have exited, database or not. The writer stops retrying there.
+    pub stop_by: Arc<OnceLock<Instant>>,
+}
+
 /// Runs until every sender is gone and everything received is written.
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+pub async fn run(deps: Arc<Deps>, mut rx: mpsc::UnboundedReceiver<Completion>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         if !batch[0].urgent {
             // Claims first — unless an urgent result comes in meanwhile.
-            let hold = shared.claims.idle_or(MAX_HOLD);
+            let hold = deps.claims.idle_or(MAX_HOLD);
             tokio::pin!(hold);
             while batch.len() < MAX_BATCH {
                 tokio::select! {
@@ -78,28 +100,28 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion
                 _ => break,
             }
         }
-        write(&shared, &batch).await;
+        write(&deps, &batch).await;
     }
 }
 
 /// Writes one batch, retrying (with backoff) until the database takes it: a
 /// final status is never dropped because the database blinked. Once the
-/// replica is shutting down, only until its deadline (`Shared::stop_by`):
+/// replica is shutting down, only until its deadline (`Deps::stop_by`):
 /// then each result is logged and left `running` for the leader, which
 /// records it `abandoned` when this replica is gone — a shutdown never
 /// hangs on a database that is away.
-async fn write(shared: &Shared, batch: &[Completion]) {
+async fn write(deps: &Deps, batch: &[Completion]) {
     let mut backoff = Backoff::default();
     loop {
         let attempt = async {
-            match shared.pool.get().await {
-                Ok(client) => runs::finish_batch(&client, shared.node_id, batch)
+            match deps.pool.get().await {
+                Ok(client) => runs::finish_batch(&client, deps.node_id, batch)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         };
-        let result = match shared.stop_by() {
+        let result = match deps.stop_by.get().copied() {
             Some(deadline) => tokio::time::timeout_at(deadline, attempt)
                 .await
                 .unwrap_or_else(|_| Err("timed out at the shutdown deadline".to_string())),
@@ -107,11 +129,10 @@ async fn write(shared: &Shared, batch: &[Completion]) {
         };
         match result {
             Ok(lost) => {
-                shared
-                    .unwritten
+                deps.unwritten
                     .written(batch.iter().map(|c| (c.schedule_name.as_str(), c.run_id)));
                 for c in batch.iter().filter(|c| !lost.contains(&c.run_id)) {
-                    shared.metrics.fired(&c.schedule_name, c.status);
+                    deps.metrics.fired(&c.schedule_name, c.status);
                 }
                 for run_id in lost {
                     tracing::warn!(
@@ -122,13 +143,14 @@ async fn write(shared: &Shared, batch: &[Completion]) {
                 return;
             }
             Err(error) => {
-                shared.db_failed("recording run results", &error);
+                deps.db.failed("recording run results", &error);
                 let delay = backoff.next_delay();
-                if shared
-                    .stop_by()
-                    .is_some_and(|deadline| tokio::time::Instant::now() + delay >= deadline)
+                if deps
+                    .stop_by
+                    .get()
+                    .is_some_and(|deadline| tokio::time::Instant::now() + delay >= *deadline)
                 {
-                    give_up(shared, batch, &error);
+                    give_up(&deps.unwritten, batch, &error);
                     return;
                 }
                 tokio::time::sleep(delay).await;
@@ -141,7 +163,7 @@ async fn write(shared: &Shared, batch: &[Completion]) {
 /// rows stay `running` under this replica's id; once it is gone the
 /// leader's reaper records them `abandoned` (and retries them as their
 /// schedule's policy says).
-fn give_up(shared: &Shared, batch: &[Completion], error: &str) {
+fn give_up(unwritten: &Unwritten, batch: &[Completion], error: &str) {
     for c in batch {
         tracing::error!(
             run_id = %c.run_id, schedule = %c.schedule_name,
@@ -149,7 +171,5 @@ fn give_up(shared: &Shared, batch: &[Completion], error: &str) {
             "could not record the run's result before shutting down; the leader will record it abandoned"
         );
     }
-    shared
-        .unwritten
-        .written(batch.iter().map(|c| (c.schedule_name.as_str(), c.run_id)));
+    unwritten.written(batch.iter().map(|c| (c.schedule_name.as_str(), c.run_id)));
 }

@@ -7,8 +7,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -17,8 +19,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::completions::Results;
-use super::Shared;
-use crate::pipeline::{PipelineError, PipelineOutcome, RunContext};
+use super::DbClock;
+use crate::metrics::Metrics;
+use crate::pipeline::{PipelineError, PipelineOutcome, Registry, RunContext};
 use crate::store::runs::Completion;
 use crate::store::schedules::StoredSchedule;
 use crate::types::{RunStatus, RunTrigger};
@@ -53,26 +56,47 @@ pub struct Waiting {
     pub finished: oneshot::Receiver<()>,
 }
 
+/// What the executor uses of the replica.
+pub(crate) struct Deps {
+    /// Named in the error of a run whose pipeline this replica lacks.
+    pub node_id: Uuid,
+    /// Named with it.
+    pub node_name: String,
+    /// Runs executing at once.
+    pub max_concurrent_runs: usize,
+    /// How long running jobs may finish after the shutdown signal.
+    pub shutdown_grace: Duration,
+    /// The pipelines the runs execute.
+    pub registry: Arc<Registry>,
+    /// Start and finish instants, on the database clock.
+    pub clock: Arc<DbClock>,
+    /// Fire lag, run durations, runs in flight.
+    pub metrics: Metrics,
+    /// Runs executing now, kept here; read by the pending-run taker (how
+    /// many it may take) and by `EngineHandle::in_flight`.
+    pub inflight: Arc<AtomicUsize>,
+}
+
 /// Runs until shutdown, then drains. Returns when every job is finished or abandoned.
 pub async fn run(
-    shared: Arc<Shared>,
+    deps: Arc<Deps>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     completions: Results,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_runs));
+    let permits = Arc::new(Semaphore::new(deps.max_concurrent_runs));
     let mut running: JoinSet<()> = JoinSet::new();
     let mut owners: HashMap<tokio::task::Id, Owner> = HashMap::new();
     let spawn =
         |job: Job, running: &mut JoinSet<()>, owners: &mut HashMap<tokio::task::Id, Owner>| {
             let owner = (job.run_id, job.schedule.schedule.name().to_string());
-            let task = execute(shared.clone(), job, permits.clone(), completions.clone());
+            let task = execute(deps.clone(), job, permits.clone(), completions.clone());
             let handle = running.spawn(task.in_current_span());
             owners.insert(handle.id(), owner);
-            let n = shared
+            let n = deps
                 .inflight
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            shared.metrics.runs_in_flight(n + 1);
+            deps.metrics.runs_in_flight(n + 1);
         };
     loop {
         tokio::select! {
@@ -80,7 +104,7 @@ pub async fn run(
             _ = shutdown.changed() => break,
             Some(job) = jobs.recv() => spawn(job, &mut running, &mut owners),
             Some(done) = running.join_next_with_id(), if !running.is_empty() => {
-                finished(&shared, &mut owners, done);
+                finished(&deps, &mut owners, done);
             }
         }
     }
@@ -88,9 +112,9 @@ pub async fn run(
     // claimer and the pending-run taker have finished what they were doing
     // (a claim committed during the signal is ours to run) and dropped their
     // senders, which closes the channel.
-    let grace = tokio::time::sleep(shared.config.shutdown_grace);
+    let grace = tokio::time::sleep(deps.shutdown_grace);
     tokio::pin!(grace);
-    tracing::info!(in_flight = running.len(), grace = ?shared.config.shutdown_grace, "draining in-flight runs");
+    tracing::info!(in_flight = running.len(), grace = ?deps.shutdown_grace, "draining in-flight runs");
     let mut open = true;
     while open || !running.is_empty() {
         tokio::select! {
@@ -100,7 +124,7 @@ pub async fn run(
             },
             done = running.join_next_with_id(), if !running.is_empty() => {
                 if let Some(done) = done {
-                    finished(&shared, &mut owners, done);
+                    finished(&deps, &mut owners, done);
                 }
             }
             _ = &mut grace => break,
@@ -108,7 +132,7 @@ pub async fn run(
     }
     running.abort_all();
     while let Some(done) = running.join_next_with_id().await {
-        finished(&shared, &mut owners, done);
+        finished(&deps, &mut owners, done);
     }
     // Claimed after the grace ran out: never started, recorded abandoned too.
     jobs.close();
@@ -124,7 +148,7 @@ pub async fn run(
             status: RunStatus::Abandoned,
             error: Some(format!(
                 "the replica shut down before the run finished (grace {})",
-                humantime::format_duration(shared.config.shutdown_grace)
+                humantime::format_duration(deps.shutdown_grace)
             )),
             result: None,
             started_at: None,
@@ -139,7 +163,7 @@ type Owner = (Uuid, String);
 
 /// Forgets a task that ended; a cancelled one stays in `owners` to be abandoned.
 fn finished(
-    shared: &Shared,
+    deps: &Deps,
     owners: &mut HashMap<tokio::task::Id, Owner>,
     done: Result<(tokio::task::Id, ()), JoinError>,
 ) {
@@ -149,13 +173,13 @@ fn finished(
         Err(e) => e.id(),
     };
     owners.remove(&id);
-    let n = shared
+    let n = deps
         .inflight
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    shared.metrics.runs_in_flight(n.saturating_sub(1));
+    deps.metrics.runs_in_flight(n.saturating_sub(1));
 }
 
-async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, completions: Results) {
+async fn execute(deps: Arc<Deps>, mut job: Job, permits: Arc<Semaphore>, completions: Results) {
     let (after, _done) = (job.after.take(), job.done.take());
     let schedule = &job.schedule.schedule;
     let span = tracing::info_span!(
@@ -170,7 +194,7 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
         if let Some(waiting) = after {
             let _ = waiting.finished.await;
             let grace = crate::timing::misfire_grace(schedule);
-            let now = shared.clock.now();
+            let now = deps.clock.now();
             if now - job.scheduled_at > grace {
                 // Waited past its grace: recorded missed, not run.
                 let error = format!(
@@ -195,21 +219,21 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
             }
         }
         let _permit = permits.acquire().await;
-        let started_at = shared.clock.now();
+        let started_at = deps.clock.now();
         let started = std::time::Instant::now();
         let lag_ms = (started_at - job.scheduled_at).num_milliseconds();
         if job.trigger == RunTrigger::Schedule {
-            shared.metrics.fire_lag(lag_ms as f64 / 1000.0);
+            deps.metrics.fire_lag(lag_ms as f64 / 1000.0);
         }
         tracing::info!(tick = %job.scheduled_at, lag_ms, "run started");
-        let outcome = run_pipeline(&shared, &job).await;
+        let outcome = run_pipeline(&deps, &job).await;
         // The clock estimate may have been corrected meanwhile: never before the start.
-        let finished = shared.clock.now().max(started_at);
+        let finished = deps.clock.now().max(started_at);
         let completed_at = Some(finished);
         let urgent = schedule
             .next_fire_after(finished)
             .is_some_and(|next| next - finished < crate::timing::URGENT_WITHIN);
-        shared
+        deps
             .metrics
             .run_duration(schedule.name(), started.elapsed().as_secs_f64());
         let completion = match outcome {
@@ -246,14 +270,14 @@ async fn execute(shared: Arc<Shared>, mut job: Job, permits: Arc<Semaphore>, com
     .await
 }
 
-async fn run_pipeline(shared: &Shared, job: &Job) -> PipelineOutcome {
+async fn run_pipeline(deps: &Deps, job: &Job) -> PipelineOutcome {
     let schedule = &job.schedule.schedule;
-    let Some(pipeline) = shared.registry.get(schedule.pipeline()) else {
+    let Some(pipeline) = deps.registry.get(schedule.pipeline()) else {
         return Err(PipelineError::new(format!(
             "pipeline {:?} is not defined on replica {} ({}); define it in the pipelines file",
             schedule.pipeline(),
-            shared.config.node_name,
-            shared.node_id
+            deps.node_name,
+            deps.node_id
         )));
     };
     let ctx = RunContext {

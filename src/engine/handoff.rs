@@ -10,11 +10,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use super::digest::TickDigest;
+use super::outage::Reporter;
 use super::queue::Tick;
-use super::{share, Shared};
+use super::{share, DbClock};
+use crate::cluster::Membership;
+use crate::metrics::Metrics;
 use crate::store::digests;
 
 /// How long an owner keeps (and publishes) the digest of an instant. A check
@@ -31,13 +35,12 @@ pub struct Settled {
 
 impl Settled {
     /// Records ticks that now have a committed row, keeping those of this
-    /// replica's own share (as it sees the share now).
+    /// replica's own `share` (as it sees the share now).
     pub fn record<'a>(
         &mut self,
-        shared: &Shared,
+        share: share::Share,
         ticks: impl IntoIterator<Item = (&'a str, DateTime<Utc>)>,
     ) {
-        let share = shared.share();
         for (name, at) in ticks {
             if share.prefers(name) {
                 self.by_instant.entry(at).or_default().add(name);
@@ -46,45 +49,52 @@ impl Settled {
         }
     }
 
-    /// Writes the digests that changed since the last call. A failure only
-    /// means that the others probe these ticks one by one.
-    pub async fn publish(&mut self, shared: &Shared) {
+    /// Writes the digests that changed since the last call, as `node_id`'s.
+    /// A failure only means that the others probe these ticks one by one.
+    pub async fn publish(&mut self, node_id: Uuid, pool: &Pool, clock: &DbClock, db: &Reporter) {
         if self.changed.is_empty() {
             return;
         }
-        let forget_before = shared.clock.now() - KEEP;
+        let forget_before = clock.now() - KEEP;
         self.by_instant = self.by_instant.split_off(&forget_before);
         let changed: Vec<(DateTime<Utc>, digests::Parts)> = self
             .changed
             .drain()
             .filter_map(|at| self.by_instant.get(&at).map(|d| (at, d.to_parts())))
             .collect();
-        let result = match shared.pool.get().await {
-            Ok(client) => digests::publish(&client, shared.node_id, &changed, forget_before)
+        let result = match pool.get().await {
+            Ok(client) => digests::publish(&client, node_id, &changed, forget_before)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(error) = result {
             // Only means that the others probe these ticks one by one.
-            shared.db_failed("publishing settled-tick digests", &error);
+            db.failed("publishing settled-tick digests", &error);
         }
     }
 }
 
 /// The checker's side: drops from `batch` the other replicas' ticks whose
-/// owner's digest matches what this replica expects of it, and returns the
-/// rest (its own ticks, and others' that still need the per-tick check).
-pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Vec<Tick> {
+/// owner's digest matches what this replica (`node_id`) expects of it, and
+/// returns the rest (its own ticks, and others' that still need the
+/// per-tick check).
+pub async fn confirm(
+    node_id: Uuid,
+    membership: &Membership,
+    pool: &Pool,
+    metrics: &Metrics,
+    batch: Vec<Tick>,
+) -> Vec<Tick> {
     // One read of the membership for both: the owner of a tick and this
     // replica's own share must come from the same view.
-    let peers = shared.peers();
-    let share = share::Share::of(&peers, shared.node_id);
+    let peers = membership.members();
+    let share = share::Share::of(&peers, node_id);
     let mut groups: HashMap<(Uuid, DateTime<Utc>), Vec<Tick>> = HashMap::new();
     let mut rest = Vec::with_capacity(batch.len());
     for tick in batch {
         match share::owner(&peers, tick.name()) {
-            Some(owner) if !share.prefers(tick.name()) && *owner != shared.node_id => {
+            Some(owner) if !share.prefers(tick.name()) && *owner != node_id => {
                 groups.entry((*owner, tick.at)).or_default().push(tick)
             }
             _ => rest.push(tick),
@@ -94,7 +104,7 @@ pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Vec<Tick> {
         return rest;
     }
     let keys: Vec<(Uuid, DateTime<Utc>)> = groups.keys().copied().collect();
-    let published = match shared.pool.get().await {
+    let published = match pool.get().await {
         Ok(client) => digests::fetch(&client, &keys)
             .await
             .map_err(|e| e.to_string()),
@@ -117,7 +127,7 @@ pub async fn confirm(shared: &Shared, batch: Vec<Tick>) -> Vec<Tick> {
             rest.extend(ticks);
         }
     }
-    shared.metrics.handoff_checks(by_digest, probed);
-    shared.metrics.claims(0, by_digest);
+    metrics.handoff_checks(by_digest, probed);
+    metrics.claims(0, by_digest);
     rest
 }

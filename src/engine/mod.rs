@@ -33,7 +33,7 @@ mod timer;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch, Notify};
@@ -66,7 +66,10 @@ pub enum EngineError {
     Metrics(String),
 }
 
-/// State shared by the engine's tasks (and the cluster's).
+/// The replica's state, as the [`Scheduler`] (and its [`EngineHandle`]s)
+/// keep it for start-up, probes and the ordered shutdown. No task sees it:
+/// each is handed the pieces it uses (`timer::Deps`, `cluster::Context`...),
+/// built from it here, so what a task can touch is visible where it starts.
 pub(crate) struct Shared {
     pub node_id: Uuid,
     pub leadership: Arc<Leadership>,
@@ -76,13 +79,14 @@ pub(crate) struct Shared {
     pub database_url: String,
     pub pool: Pool,
     pub clock: Arc<DbClock>,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub metrics: Metrics,
-    pub inflight: AtomicUsize,
+    /// Runs executing now (kept by the executor).
+    pub inflight: Arc<AtomicUsize>,
     /// Claims executing now: results wait for them (see `priority`).
-    pub claims: priority::ClaimActivity,
+    pub claims: Arc<priority::ClaimActivity>,
     /// Finished runs whose results are not written yet (see `priority`).
-    pub unwritten: priority::Unwritten,
+    pub unwritten: Arc<priority::Unwritten>,
     /// Whether the database answers, and the claim path's retry delays.
     pub health: Arc<outage::DatabaseHealth>,
     /// Every schedule this replica knows (see `catalog`).
@@ -91,7 +95,7 @@ pub(crate) struct Shared {
     pub membership: Arc<cluster::Membership>,
     /// Set at SIGTERM: the instant by which the replica must have exited,
     /// database or not (`shutdown_grace` + [`AFTER_GRACE`]).
-    stop_by: std::sync::OnceLock<tokio::time::Instant>,
+    stop_by: Arc<OnceLock<tokio::time::Instant>>,
 }
 
 /// How long after the shutdown grace a replica may still spend writing
@@ -99,38 +103,112 @@ pub(crate) struct Shared {
 pub const AFTER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Shared {
-    /// The live replicas as this one sees them (sorted ids).
-    pub fn peers(&self) -> Vec<Uuid> {
-        self.membership.members()
-    }
-
-    /// This replica's share of the ticks: (its index, number of live replicas).
-    pub fn share(&self) -> share::Share {
-        share::Share::of(&self.membership.members(), self.node_id)
-    }
-
-    /// The shutdown deadline, once shutting down.
-    pub fn stop_by(&self) -> Option<tokio::time::Instant> {
-        self.stop_by.get().copied()
-    }
-
-    /// A database operation worked (ends an outage: logged and exported once).
-    pub fn db_succeeded(&self) {
-        outage::succeeded(&self.health, &self.metrics);
-    }
-
-    /// A database operation (`what`) failed: the outage is logged once and
-    /// then at most every 10 s (see `outage`).
-    pub fn db_failed(&self, what: &str, error: &dyn std::fmt::Display) {
-        outage::failed(&self.health, &self.metrics, what, error);
-    }
-
+    /// Sets the state the heartbeat records next (the shutdown's steps).
     pub fn set_node_state(&self, state: NodeState) {
         *self.node_state.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
-    pub fn node_state(&self) -> NodeState {
-        *self.node_state.read().unwrap_or_else(|p| p.into_inner())
+    /// Where the tasks report their database operations.
+    fn db(&self) -> outage::Reporter {
+        outage::Reporter::new(self.health.clone(), self.metrics.clone())
+    }
+
+    /// What the heartbeat uses (the shutdown's beats too).
+    fn heartbeat(&self) -> heartbeat::Deps {
+        heartbeat::Deps {
+            node_id: self.node_id,
+            node_name: self.config.node_name.clone(),
+            heartbeat_interval: self.config.heartbeat_interval,
+            node_lease: self.config.node_lease,
+            node_state: self.node_state.clone(),
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            membership: self.membership.clone(),
+            leadership: self.leadership.clone(),
+            db: self.db(),
+        }
+    }
+
+    /// What the schedule sync uses.
+    fn sync(&self) -> sync::Deps {
+        sync::Deps {
+            database_url: self.database_url.clone(),
+            resync_interval: self.config.resync_interval,
+            pool: self.pool.clone(),
+            catalog: self.catalog.clone(),
+            db: self.db(),
+        }
+    }
+
+    /// What the timer uses.
+    fn timer(&self) -> timer::Deps {
+        timer::Deps {
+            node_id: self.node_id,
+            claim_lead: self.config.claim_lead,
+            handoff_delay: self.config.handoff_delay,
+            clock: self.clock.clone(),
+            membership: self.membership.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// What the claimer uses.
+    fn claimer(&self) -> claimer::Deps {
+        claimer::Deps {
+            node_id: self.node_id,
+            claim_batch_size: self.config.claim_batch_size,
+            claim_chunks_at_once: self.config.claim_chunks_at_once(),
+            claim_retry_delay: self.config.claim_retry_delay,
+            claim_idle_timeout: self.config.claim_idle_timeout(),
+            handoff_delay: self.config.handoff_delay,
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            membership: self.membership.clone(),
+            metrics: self.metrics.clone(),
+            db: self.db(),
+            claims: self.claims.clone(),
+            unwritten: self.unwritten.clone(),
+        }
+    }
+
+    /// What the pending-run taker uses.
+    fn pending(&self) -> pending::Deps {
+        pending::Deps {
+            node_id: self.node_id,
+            pending_poll_interval: self.config.pending_poll_interval,
+            max_concurrent_runs: self.config.max_concurrent_runs,
+            inflight: self.inflight.clone(),
+            pool: self.pool.clone(),
+            catalog: self.catalog.clone(),
+            db: self.db(),
+        }
+    }
+
+    /// What the executor uses.
+    fn executor(&self) -> executor::Deps {
+        executor::Deps {
+            node_id: self.node_id,
+            node_name: self.config.node_name.clone(),
+            max_concurrent_runs: self.config.max_concurrent_runs,
+            shutdown_grace: self.config.shutdown_grace,
+            registry: self.registry.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            inflight: self.inflight.clone(),
+        }
+    }
+
+    /// What the completion writer uses.
+    fn completions(&self) -> completions::Deps {
+        completions::Deps {
+            node_id: self.node_id,
+            pool: self.pool.clone(),
+            metrics: self.metrics.clone(),
+            db: self.db(),
+            claims: self.claims.clone(),
+            unwritten: self.unwritten.clone(),
+            stop_by: self.stop_by.clone(),
+        }
     }
 }
 
@@ -264,15 +342,15 @@ impl SchedulerBuilder {
                 database_url: self.database_url,
                 pool,
                 clock: Arc::new(clock),
-                registry: self.registry,
+                registry: Arc::new(self.registry),
                 metrics,
-                inflight: AtomicUsize::new(0),
-                claims: priority::ClaimActivity::default(),
-                unwritten: priority::Unwritten::default(),
+                inflight: Arc::default(),
+                claims: Arc::default(),
+                unwritten: Arc::default(),
                 health: Arc::default(),
                 catalog: Arc::default(),
                 membership: Arc::default(),
-                stop_by: std::sync::OnceLock::new(),
+                stop_by: Arc::default(),
             }),
         })
     }
@@ -320,7 +398,8 @@ impl Scheduler {
             let mut client = shared.pool.get().await.map_err(StoreError::from)?;
             store::migrate::migrate(&mut client).await?;
         }
-        heartbeat::beat(&shared).await;
+        let beat = Arc::new(shared.heartbeat());
+        heartbeat::beat(&beat).await;
         // The liveness lock outlives the drain, as the heartbeat does: a
         // draining replica is alive, and its in-flight runs must not be reaped.
         let (live_stop_tx, live_stop_rx) = watch::channel(false);
@@ -364,13 +443,13 @@ impl Scheduler {
         let (tick_tx, tick_rx) = mpsc::unbounded_channel();
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let (job_tx, job_rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = completions::Results::channel(shared.clone());
+        let (done_tx, done_rx) = completions::Results::channel(shared.unwritten.clone());
         let pending_wake = Arc::new(Notify::new());
 
         let mut front = tokio::task::JoinSet::new();
         front.spawn(
             sync::run(
-                shared.clone(),
+                Arc::new(shared.sync()),
                 change_tx,
                 pending_wake.clone(),
                 stop_rx.clone(),
@@ -379,7 +458,7 @@ impl Scheduler {
         );
         front.spawn(
             timer::run(
-                shared.clone(),
+                Arc::new(shared.timer()),
                 change_rx,
                 retry_rx,
                 tick_tx,
@@ -389,7 +468,7 @@ impl Scheduler {
         );
         front.spawn(
             claimer::run(
-                shared.clone(),
+                Arc::new(shared.claimer()),
                 tick_rx,
                 retry_tx,
                 job_tx.clone(),
@@ -399,7 +478,7 @@ impl Scheduler {
         );
         front.spawn(
             pending::run(
-                shared.clone(),
+                Arc::new(shared.pending()),
                 pending_wake,
                 job_tx,
                 done_tx.clone(),
@@ -413,10 +492,13 @@ impl Scheduler {
         front.spawn(cluster::run_duties(cluster_context, stop_rx.clone()).in_current_span());
         // The heartbeat outlives the drain: a draining replica is alive, and
         // its in-flight runs must not be reaped.
-        let beats = tokio::spawn(heartbeat::run(shared.clone(), beat_stop_rx).in_current_span());
-        let executor =
-            tokio::spawn(executor::run(shared.clone(), job_rx, done_tx, stop_rx).in_current_span());
-        let writer = tokio::spawn(completions::run(shared.clone(), done_rx).in_current_span());
+        let beats = tokio::spawn(heartbeat::run(beat.clone(), beat_stop_rx).in_current_span());
+        let executor = tokio::spawn(
+            executor::run(Arc::new(shared.executor()), job_rx, done_tx, stop_rx).in_current_span(),
+        );
+        let writer = tokio::spawn(
+            completions::run(Arc::new(shared.completions()), done_rx).in_current_span(),
+        );
 
         shutdown.await;
         // Every step below is bounded, so the process exits by `stop_by`
@@ -427,7 +509,7 @@ impl Scheduler {
         tracing::info!("shutting down: claiming stopped");
         shared.set_node_state(NodeState::Draining);
         let _ = stop_tx.send(true);
-        bounded("recording draining", STEP, heartbeat::beat(&shared)).await;
+        bounded("recording draining", STEP, heartbeat::beat(&beat)).await;
         // Stops claiming (a claim already sent commits; its runs are ours)
         // and resigns leadership (the elector NOTIFYs followers).
         let joined = bounded("stopping the claim path", STEP, async {
@@ -449,7 +531,7 @@ impl Scheduler {
             let _ = beat_stop_tx.send(true);
             let _ = tokio::time::timeout(STEP, beats).await;
             shared.set_node_state(NodeState::Left);
-            bounded("recording left", STEP, heartbeat::beat(&shared)).await;
+            bounded("recording left", STEP, heartbeat::beat(&beat)).await;
             // Left: the lock can go now.
             let _ = live_stop_tx.send(true);
             let _ = tokio::time::timeout(STEP, liveness).await;

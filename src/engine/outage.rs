@@ -12,12 +12,14 @@
 //! [`Backoff`] delay between attempts, and reports through
 //! [`DatabaseHealth`] instead of logging each failure itself.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
+
+use crate::metrics::Metrics;
 
 /// How often, at most, a replica repeats that the database is unreachable.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -160,6 +162,39 @@ impl DatabaseHealth {
     /// by any success).
     pub fn claim_retry_delay(&self) -> Duration {
         self.state().claims.next_delay()
+    }
+}
+
+/// Where a task reports how its database operations went. The health and
+/// the gauge travel together so that one call updates both: a task cannot
+/// end an outage in the log and leave it on the dashboard.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    health: Arc<DatabaseHealth>,
+    metrics: Metrics,
+}
+
+impl Reporter {
+    /// Reports into the replica's `health` and its `metrics`.
+    pub fn new(health: Arc<DatabaseHealth>, metrics: Metrics) -> Self {
+        Reporter { health, metrics }
+    }
+
+    /// A database operation worked (ends an outage: logged and exported once).
+    pub fn succeeded(&self) {
+        succeeded(&self.health, &self.metrics);
+    }
+
+    /// A database operation (`what`) failed: the outage is logged once and
+    /// then at most every [`REPORT_EVERY`].
+    pub fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        failed(&self.health, &self.metrics, what, error);
+    }
+
+    /// The health reported into: the claim path takes its retry delays
+    /// from it, so they start over with any success.
+    pub fn health(&self) -> &DatabaseHealth {
+        &self.health
     }
 }
 

@@ -1,22 +1,45 @@
 //! Picks up runs waiting in the ledger — run-now requests and retries past
 //! their backoff — when a NOTIFY says there is one, or every poll interval.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch, Notify};
+use uuid::Uuid;
 
+use super::catalog::Catalog;
 use super::completions::Results;
 use super::executor::Job;
-use super::Shared;
+use super::outage::Reporter;
 use crate::store::runs::{self, Completion};
 use crate::types::RunStatus;
 
 /// Most runs taken per poll.
 const MAX_TAKE: i64 = 100;
 
+/// What the pending-run taker uses of the replica.
+pub(crate) struct Deps {
+    /// The runs taken become this replica's.
+    pub node_id: Uuid,
+    /// How often to look without a NOTIFY.
+    pub pending_poll_interval: Duration,
+    /// With `inflight`, how many runs there is room for.
+    pub max_concurrent_runs: usize,
+    /// Runs executing now (kept by the executor).
+    pub inflight: Arc<AtomicUsize>,
+    /// The engine's pool.
+    pub pool: Pool,
+    /// The taken runs' schedules, as far as this replica knows them.
+    pub catalog: Arc<Catalog>,
+    /// Whether the database answers.
+    pub db: Reporter,
+}
+
 /// Runs until shutdown.
 pub async fn run(
-    shared: Arc<Shared>,
+    deps: Arc<Deps>,
     wake: Arc<Notify>,
     jobs: mpsc::UnboundedSender<Job>,
     completions: Results,
@@ -27,33 +50,32 @@ pub async fn run(
             biased;
             _ = shutdown.changed() => return,
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(shared.config.pending_poll_interval) => {}
+            _ = tokio::time::sleep(deps.pending_poll_interval) => {}
         }
-        let free = shared
-            .config
+        let free = deps
             .max_concurrent_runs
-            .saturating_sub(shared.inflight.load(std::sync::atomic::Ordering::Relaxed));
+            .saturating_sub(deps.inflight.load(Ordering::Relaxed));
         if free == 0 {
             continue;
         }
         let limit = i64::try_from(free).unwrap_or(MAX_TAKE).min(MAX_TAKE);
         let taken = async {
-            let client = shared.pool.get().await?;
-            runs::take_pending(&**client, shared.node_id, limit).await
+            let client = deps.pool.get().await?;
+            runs::take_pending(&**client, deps.node_id, limit).await
         }
         .await;
         let taken = match taken {
             Ok(t) => t,
             Err(e) => {
-                shared.db_failed("looking for pending runs", &e);
+                deps.db.failed("looking for pending runs", &e);
                 continue;
             }
         };
         for run in taken {
             // Paused schedules are not in the catalog but may still be run by hand.
-            let schedule = match shared.catalog.get(&run.schedule_name) {
+            let schedule = match deps.catalog.get(&run.schedule_name) {
                 Some(s) => Some(s),
-                None => read_schedule(&shared, &run.schedule_name).await,
+                None => read_schedule(&deps.pool, &run.schedule_name).await,
             };
             match schedule {
                 Some(schedule) => {
@@ -91,11 +113,11 @@ pub async fn run(
 }
 
 async fn read_schedule(
-    shared: &Shared,
+    pool: &Pool,
     name: &str,
 ) -> Option<Arc<crate::store::schedules::StoredSchedule>> {
     let read = async {
-        let client = shared.pool.get().await?;
+        let client = pool.get().await?;
         crate::store::schedules::get(&**client, name).await
     }
     .await;

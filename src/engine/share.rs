@@ -15,6 +15,7 @@
 
 use uuid::Uuid;
 
+use crate::cluster::Membership;
 use crate::store::locks;
 
 /// This replica's slot among the live replicas.
@@ -35,6 +36,12 @@ impl Share {
             },
             None => Share { index: 0, of: 1 },
         }
+    }
+
+    /// The share of `me` as `membership` stands now. Read afresh at each
+    /// use, never kept: the membership changes under the tasks that ask.
+    pub(crate) fn current(membership: &Membership, me: Uuid) -> Share {
+        Share::of(&membership.members(), me)
     }
 
     /// Whether this replica is the first to claim `schedule`'s ticks.

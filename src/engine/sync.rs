@@ -3,19 +3,35 @@
 //! reload everything periodically and after every reconnect as the safety net.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::outage::Backoff;
+use super::catalog::Catalog;
+use super::outage::{Backoff, Reporter};
 use super::timer::Change;
-use super::Shared;
 use crate::store::listen::{self, SCHEDULES_CHANNEL};
 use crate::store::schedules;
 use crate::store::StoreError;
 
+/// What the sync task uses of the replica.
+pub(crate) struct Deps {
+    /// LISTEN needs a session of its own, outside the pool.
+    pub database_url: String,
+    /// How often everything is compared again, NOTIFY or not.
+    pub resync_interval: Duration,
+    /// The engine's pool (the reads).
+    pub pool: Pool,
+    /// The schedules this replica knows, kept current here.
+    pub catalog: Arc<Catalog>,
+    /// Whether the database answers.
+    pub db: Reporter,
+}
+
 /// Runs until shutdown. `pending` is woken when a run-now or retry is announced.
 pub async fn run(
-    shared: Arc<Shared>,
+    deps: Arc<Deps>,
     changes: mpsc::UnboundedSender<Change>,
     pending: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
@@ -25,12 +41,12 @@ pub async fn run(
     loop {
         let listener = tokio::select! {
             _ = shutdown.changed() => return,
-            l = listen::listen(&shared.database_url) => l,
+            l = listen::listen(&deps.database_url) => l,
         };
         let mut listener = match listener {
             Ok(l) => l,
             Err(e) => {
-                shared.db_failed("LISTEN", &e);
+                deps.db.failed("LISTEN", &e);
                 tokio::select! {
                     _ = shutdown.changed() => return,
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -40,25 +56,25 @@ pub async fn run(
         };
         backoff.reset();
         // Anything that changed while we were not listening is picked up here.
-        if resync(&shared, &changes, first).await.is_ok() {
+        if resync(&deps, &changes, first).await.is_ok() {
             first = false;
         }
         // A run-now may have been announced while we were not listening.
         pending.notify_one();
-        let mut every = tokio::time::interval(shared.config.resync_interval);
+        let mut every = tokio::time::interval(deps.resync_interval);
         every.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = every.tick() => {
-                    let _ = resync(&shared, &changes, first).await.map(|_| first = false);
+                    let _ = resync(&deps, &changes, first).await.map(|_| first = false);
                 }
                 notice = listener.notices.recv() => match notice {
                     None => {
                         tracing::debug!("LISTEN connection closed; reconnecting");
                         break;
                     }
-                    Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&shared, &changes, &n.payload).await,
+                    Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&deps, &changes, &n.payload).await,
                     Some(_) => pending.notify_one(),
                 },
             }
@@ -70,14 +86,14 @@ pub async fn run(
 const PAGE: usize = 1000;
 
 async fn resync(
-    shared: &Shared,
+    deps: &Deps,
     changes: &mpsc::UnboundedSender<Change>,
     first: bool,
 ) -> Result<(), StoreError> {
     let change = if first {
-        load_all(shared).await
+        load_all(deps).await
     } else {
-        reload_changed(shared).await
+        reload_changed(deps).await
     };
     match change {
         Ok(change) => {
@@ -85,7 +101,7 @@ async fn resync(
             Ok(())
         }
         Err(e) => {
-            shared.db_failed("schedule resync", &e);
+            deps.db.failed("schedule resync", &e);
             Err(e)
         }
     }
@@ -93,8 +109,8 @@ async fn resync(
 
 /// Reads every enabled schedule, a page at a time, so a large catalog's rows
 /// are never all held next to their parsed definitions.
-async fn load_all(shared: &Shared) -> Result<Change, StoreError> {
-    let mut client = shared.pool.get().await?;
+async fn load_all(deps: &Deps) -> Result<Change, StoreError> {
+    let mut client = deps.pool.get().await?;
     let mut all = Vec::new();
     schedules::each_enabled_page(&mut client, PAGE as i32, |page| {
         log_invalid(&page.invalid);
@@ -102,7 +118,7 @@ async fn load_all(shared: &Shared) -> Result<Change, StoreError> {
     })
     .await?;
     tracing::debug!(schedules = all.len(), "loaded schedules");
-    shared.catalog.replace_all(&all);
+    deps.catalog.replace_all(&all);
     Ok(Change::Load(all))
 }
 
@@ -110,10 +126,10 @@ async fn load_all(shared: &Shared) -> Result<Change, StoreError> {
 /// creation, version) with what this replica holds, and reads only the
 /// definitions that differ. A quiet catalog costs one narrow query, not a
 /// re-read and re-parse of every schedule.
-async fn reload_changed(shared: &Shared) -> Result<Change, StoreError> {
-    let client = shared.pool.get().await?;
+async fn reload_changed(deps: &Deps) -> Result<Change, StoreError> {
+    let client = deps.pool.get().await?;
     let identities = schedules::enabled_identities(&**client).await?;
-    let (stale, mut gone) = shared.catalog.diff(&identities);
+    let (stale, mut gone) = deps.catalog.diff(&identities);
     drop(identities);
     let mut changed = Vec::with_capacity(stale.len());
     for names in stale.chunks(PAGE) {
@@ -131,10 +147,10 @@ async fn reload_changed(shared: &Shared) -> Result<Change, StoreError> {
         changed.extend(page.schedules.into_iter().map(Arc::new));
     }
     for s in &changed {
-        shared.catalog.put(s.clone());
+        deps.catalog.put(s.clone());
     }
     for name in &gone {
-        shared.catalog.remove(name);
+        deps.catalog.remove(name);
     }
     tracing::debug!(
         changed = changed.len(),
@@ -150,11 +166,7 @@ fn log_invalid(invalid: &[schedules::InvalidRow]) {
     }
 }
 
-async fn on_schedule_notice(
-    shared: &Shared,
-    changes: &mpsc::UnboundedSender<Change>,
-    payload: &str,
-) {
+async fn on_schedule_notice(deps: &Deps, changes: &mpsc::UnboundedSender<Change>, payload: &str) {
     let Some(name) = serde_json::from_str::<serde_json::Value>(payload)
         .ok()
         .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
@@ -164,7 +176,7 @@ async fn on_schedule_notice(
     };
     // Re-read the row: the notification only says that something changed.
     let read = async {
-        let client = shared.pool.get().await?;
+        let client = deps.pool.get().await?;
         schedules::get(&**client, &name).await
     }
     .await;
@@ -172,17 +184,17 @@ async fn on_schedule_notice(
         Ok(Some(s)) => {
             tracing::debug!(schedule = %name, version = s.version, "schedule changed");
             let s = Arc::new(s);
-            shared.catalog.put(s.clone());
+            deps.catalog.put(s.clone());
             let _ = changes.send(Change::Upsert(s));
         }
         Ok(None) => {
             tracing::debug!(schedule = %name, "schedule deleted");
-            shared.catalog.remove(&name);
+            deps.catalog.remove(&name);
             let _ = changes.send(Change::Remove(name));
         }
         Err(StoreError::InvalidRow { name, errors }) => {
             tracing::error!(schedule = %name, %errors, "stored schedule is invalid; it stops firing");
-            shared.catalog.remove(&name);
+            deps.catalog.remove(&name);
             let _ = changes.send(Change::Remove(name));
         }
         Err(e) => {

@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
 
 use super::queue::{DueQueue, Tick};
-use super::Shared;
+use super::share::Share;
+use super::DbClock;
+use crate::cluster::Membership;
+use crate::metrics::Metrics;
 use crate::store::schedules::StoredSchedule;
 use crate::timing;
 
@@ -43,9 +47,25 @@ pub struct Retry {
     pub at: DateTime<Utc>,
 }
 
+/// What the timer uses of the replica: no pool, on purpose (see the module docs).
+pub(crate) struct Deps {
+    /// Whose share this replica's is.
+    pub node_id: Uuid,
+    /// How long before they fall due batches go to the claimer.
+    pub claim_lead: Duration,
+    /// How long after their tick the others' ticks are offered.
+    pub handoff_delay: Duration,
+    /// The database clock the ticks fall due on.
+    pub clock: Arc<DbClock>,
+    /// Who is alive: the share, and when it changes.
+    pub membership: Arc<Membership>,
+    /// Each schedule's next due instant.
+    pub metrics: Metrics,
+}
+
 /// Runs until shutdown.
 pub async fn run(
-    shared: Arc<Shared>,
+    deps: Arc<Deps>,
     mut changes: mpsc::UnboundedReceiver<Change>,
     mut retries_in: mpsc::UnboundedReceiver<Vec<Retry>>,
     claims: mpsc::UnboundedSender<Vec<Tick>>,
@@ -53,10 +73,10 @@ pub async fn run(
 ) {
     let mut queue = DueQueue::new();
     let mut retries: Vec<Retry> = Vec::new();
-    let mut membership = shared.membership.subscribe();
+    let mut membership = deps.membership.subscribe();
     // Batches go to the claimer this long before they fall due: it locks
     // ahead and inserts at the due instant (see `store::claims`).
-    let lead = timing::chrono(shared.config.claim_lead);
+    let lead = timing::chrono(deps.claim_lead);
     loop {
         let next_tick = queue.next_due();
         let next_retry = retries.iter().map(|r| r.at).min();
@@ -65,13 +85,13 @@ pub async fn run(
             (a, b) => a.or(b),
         };
         let sleep = wake_at
-            .map(|t| shared.clock.until(t - lead))
+            .map(|t| deps.clock.until(t - lead))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             biased;
             _ = shutdown.changed() => return,
             Some(change) = changes.recv() => {
-                apply(&shared, &mut queue, change);
+                apply(&deps, &mut queue, change);
                 continue;
             }
             Some(more) = retries_in.recv() => {
@@ -79,12 +99,12 @@ pub async fn run(
                 continue;
             }
             Ok(()) = membership.changed() => {
-                take_over(&shared, &mut retries);
+                take_over(&deps, &mut retries);
                 continue;
             }
             _ = tokio::time::sleep(sleep) => {}
         }
-        let now = shared.clock.now();
+        let now = deps.clock.now();
         let horizon = now + lead;
         let mut due = queue.take_due(horizon);
         for t in &mut due {
@@ -93,12 +113,12 @@ pub async fn run(
         let mut seen = std::collections::HashSet::new();
         for t in &due {
             if seen.insert(t.name()) {
-                publish_next(&shared, &queue, t.name());
+                publish_next(&deps.metrics, &queue, t.name());
             }
         }
         // Our share goes now; the rest waits the handoff delay (see `share`).
-        let share = shared.share();
-        let handoff = timing::chrono(shared.config.handoff_delay);
+        let share = Share::current(&deps.membership, deps.node_id);
+        let handoff = timing::chrono(deps.handoff_delay);
         let (mut batch, others): (Vec<Tick>, Vec<Tick>) =
             due.into_iter().partition(|t| share.prefers(t.name()));
         tracing::trace!(
@@ -137,9 +157,9 @@ pub async fn run(
 /// fall due — at once for those already due. That is how a dead replica's
 /// tick in flight is late by one membership read rather than a handoff
 /// delay, even when the change arrives in the claim lead before the tick.
-fn take_over(shared: &Shared, retries: &mut [Retry]) {
-    let share = shared.share();
-    let now = shared.clock.now();
+fn take_over(deps: &Deps, retries: &mut [Retry]) {
+    let share = Share::current(&deps.membership, deps.node_id);
+    let now = deps.clock.now();
     let mut moved = 0;
     for r in retries.iter_mut() {
         let due = r.tick.at.max(now);
@@ -158,19 +178,19 @@ fn take_over(shared: &Shared, retries: &mut [Retry]) {
 }
 
 /// Exports a schedule's next due instant (kube-state-metrics style).
-fn publish_next(shared: &Shared, queue: &DueQueue, name: &str) {
+fn publish_next(metrics: &Metrics, queue: &DueQueue, name: &str) {
     let next = queue
         .next_of(name)
         .map(|t| t.timestamp_millis() as f64 / 1000.0);
-    shared.metrics.next_fire(name, next);
+    metrics.next_fire(name, next);
 }
 
-fn apply(shared: &Shared, queue: &mut DueQueue, change: Change) {
+fn apply(deps: &Deps, queue: &mut DueQueue, change: Change) {
     let touched: Vec<String> = match &change {
         Change::Load(all) => all.iter().map(|s| s.schedule.name().to_string()).collect(),
         Change::Resync { changed, gone } => {
             for name in gone {
-                shared.metrics.forget_schedule(name);
+                deps.metrics.forget_schedule(name);
             }
             changed
                 .iter()
@@ -179,18 +199,18 @@ fn apply(shared: &Shared, queue: &mut DueQueue, change: Change) {
         }
         Change::Upsert(s) => vec![s.schedule.name().to_string()],
         Change::Remove(name) => {
-            shared.metrics.forget_schedule(name);
+            deps.metrics.forget_schedule(name);
             Vec::new()
         }
     };
-    apply_change(shared, queue, change);
+    apply_change(&deps.clock, queue, change);
     for name in touched {
-        publish_next(shared, queue, &name);
+        publish_next(&deps.metrics, queue, &name);
     }
 }
 
-fn apply_change(shared: &Shared, queue: &mut DueQueue, change: Change) {
-    let now = shared.clock.now();
+fn apply_change(clock: &DbClock, queue: &mut DueQueue, change: Change) {
+    let now = clock.now();
     match change {
         Change::Load(all) => {
             for s in all {

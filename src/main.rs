@@ -322,8 +322,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate { file, pipelines } => {
             let registry = optional_pipelines(pipelines.as_deref())?;
             // Problems are the answer here, so they go to stdout; only an
-            // unreadable file is an error.
-            match schedule_file::load_checked(&file, registry.as_ref().map(|(r, p)| (r, *p))) {
+            // unreadable file is an error. With the clock: a `run_at` past its
+            // grace is a problem too (apply keeps one already stored).
+            let pipelines = registry.as_ref().map(|(r, p)| (r, *p));
+            match schedule_file::load_checked_at(&file, pipelines, Utc::now()) {
                 Ok(checked) => {
                     println!(
                         "{}: {} schedules, all valid",
@@ -427,6 +429,7 @@ fn checked_file(
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = shutdown_signal();
     // Refuse a missing token before touching anything (not even --schedules).
     let auth = Auth::load(&AuthSources::from_env(
         args.api_token_file.clone(),
@@ -528,34 +531,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         scheduler.registry().clone(),
     )
     .await?;
-    scheduler.run(api.draining_on(shutdown_signal())).await?;
+    scheduler.run(api.draining_on(shutdown)).await?;
     api.stop().await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on the first SIGTERM or SIGINT; a second one exits at once.
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now and returns what completes on
+/// the first signal; a second one exits at once. Installed at the start of
+/// `serve`: a signal while it migrates, applies its schedules file or waits
+/// for its liveness session (when /readyz may already say ready) is then
+/// held until the engine runs and drains it, instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("signal received: draining (send it again to exit at once)");
-    tokio::spawn(async move {
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        eprintln!("second signal: exiting immediately");
-        std::process::exit(130);
-    });
+        tracing::info!("signal received: draining (send it again to exit at once)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("second signal: exiting immediately");
+            std::process::exit(130);
+        });
+    }
 }
 
 /// A duration written as people write it (`100ms`, `2s`, `30days`): the

@@ -448,8 +448,9 @@ impl Metrics {
     }
 
     /// Since when (Unix time) the database has not answered this replica,
-    /// or `None` once it answers again. Engine: `Shared::db_failed` and
-    /// `Shared::db_succeeded`, at the start and the end of an outage.
+    /// or `None` once it answers again. Engine: `outage::failed` and
+    /// `outage::succeeded` (through `outage::Reporter` and the cluster's
+    /// `Context`), at the start and the end of an outage.
     pub fn database_unreachable_since(&self, since: Option<chrono::DateTime<chrono::Utc>>) {
         self.inner
             .database_down_since

@@ -417,3 +417,49 @@ async fn timeouts_and_missing_pipelines_fail_runs_clearly() {
         "expected run lines in the log, found {run_lines}"
     );
 }
+
+/// A SIGTERM while a replica is still starting — here waiting (up to 5 s)
+/// for its liveness session, on a server that accepts and never answers,
+/// while its API may already say ready — is held and drained once the
+/// engine runs: the process exits 0 and records `left`, instead of dying of
+/// the signal (the handlers are installed when `serve` starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_start_up_is_drained_not_fatal() {
+    let mut cluster = TestCluster::new("early-term", &[("test.record", "0s")]).await;
+    let c = cluster.client().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a silent server");
+    let port = silent.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let silent_url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
+    cluster.add("early", &["--leader-database-url", &silent_url]);
+    eventually(
+        Duration::from_secs(20),
+        "the starting replica has written its node row",
+        || async {
+            crate::test_cluster::node_states(&c)
+                .await
+                .iter()
+                .any(|(name, _)| name == "early")
+        },
+    )
+    .await;
+    let replica = cluster.take("early");
+    let log = replica.log.clone();
+    assert!(
+        replica.terminate(Duration::from_secs(30)),
+        "a SIGTERM during start-up killed the replica instead of draining it; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let states = crate::test_cluster::node_states(&c).await;
+    assert!(
+        states.iter().any(|(n, s)| n == "early" && s == "left"),
+        "the replica did not record leaving: {states:?}"
+    );
+}

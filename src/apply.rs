@@ -5,16 +5,22 @@
 //! the file are deleted. One exception keeps operators' pauses: a schedule
 //! paused through the API stays paused unless the file states `enabled`.
 //!
+//! A one-time schedule is refused when the file would create it, or move its
+//! `run_at`, to more than its misfire grace in the past ([`check_at`]); one
+//! already stored with that `run_at` is kept, so a file re-applied at every
+//! restart keeps working after its one-time schedules have run.
+//!
 //! The whole sync is one transaction under an advisory lock, so replicas that
 //! apply the same ConfigMap at start-up queue up and the later ones find
 //! nothing to do; a failure leaves the database as it was.
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
 use crate::schedule::spec::ParsedSchedule;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, ValidationError};
 use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
 use crate::store::{locks, StoreError};
 
@@ -143,6 +149,37 @@ pub fn plan(desired: &[ParsedSchedule], current: &[StoredSchedule], prune: bool)
     out
 }
 
+/// What only the present can refuse in a plan, at `now`: a schedule it
+/// creates, or changes, with a `run_at` more than its misfire grace in the
+/// past ([`Schedule::validate_change_at`]). A one-time schedule whose stored
+/// `run_at` the file keeps is never refused, changed or not otherwise: it was
+/// checked when it was set, may have run since, and `serve --schedules`
+/// re-applies the same file at every start. Pure; every problem, by name.
+pub fn check_at(
+    plan: &Plan,
+    current: &[StoredSchedule],
+    now: DateTime<Utc>,
+) -> Vec<(String, ValidationError)> {
+    plan.changes
+        .iter()
+        .filter_map(|change| {
+            let (schedule, stored) = match change {
+                Change::Create(s) => (s, None),
+                Change::Update { schedule, .. } => (
+                    schedule,
+                    current
+                        .iter()
+                        .find(|c| c.schedule.name() == schedule.name())
+                        .map(|c| &c.schedule),
+                ),
+                Change::Delete { .. } => return None,
+            };
+            let error = schedule.validate_change_at(stored, now).err()?;
+            Some((schedule.name().to_string(), error))
+        })
+        .collect()
+}
+
 /// Options for [`apply`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApplyOptions {
@@ -163,9 +200,21 @@ pub enum ApplyError {
         /// What is wrong with it.
         error: StoreError,
     },
+    /// The file would create or change schedules that can no longer run
+    /// (see [`check_at`]); each is named with its field.
+    #[error("{}", refusals(.0))]
+    Refused(Vec<(String, ValidationError)>),
     /// The database failed, or a schedule changed under us.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn refusals(problems: &[(String, ValidationError)]) -> String {
+    let each: Vec<String> = problems
+        .iter()
+        .map(|(name, e)| format!("schedule {name}: {e}"))
+        .collect();
+    format!("{}; nothing was applied", each.join("; "))
 }
 
 /// Syncs `desired` into the database in one transaction and returns the plan
@@ -185,6 +234,12 @@ pub async fn apply(
         });
     }
     let plan = plan(desired, &page.schedules, options.prune);
+    // The database's clock: the one ticks are claimed by.
+    let now = crate::store::api_queries::db_now(&tx).await?;
+    let refused = check_at(&plan, &page.schedules, now);
+    if !refused.is_empty() {
+        return Err(ApplyError::Refused(refused));
+    }
     if options.dry_run {
         return Ok(plan);
     }
@@ -222,7 +277,6 @@ pub async fn connect_and_apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
 
     fn parsed(s: Schedule, enabled_given: bool) -> ParsedSchedule {
         ParsedSchedule {
@@ -272,6 +326,57 @@ mod tests {
         assert_eq!(p.unchanged, ["d"]);
         let kept = plan(&desired, &current, false);
         assert_eq!(kept.kept, ["c"]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_past_run_at_is_refused_when_set_not_when_kept(
+    ) -> Result<(), crate::schedule::ValidationError> {
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let now = at("2027-07-01T00:00:00Z");
+        let ran = Schedule::once("ran", "p", at("2027-06-01T12:00:00Z"))?;
+        let new = Schedule::once("new", "p", at("2027-06-30T00:00:00Z"))?;
+        let moved = Schedule::once("ran", "p", at("2027-06-02T12:00:00Z"))?;
+        let soon = Schedule::once("soon", "p", at("2027-06-30T23:59:30Z"))?;
+        // Kept as stored, even with another key changed: nothing refused.
+        let described = ran.clone().with_description(Some("done".into()))?;
+        let current = [stored(ran.clone())];
+        for desired in [&ran, &described] {
+            let p = plan(&[parsed(desired.clone(), false)], &current, false);
+            assert!(check_at(&p, &current, now).is_empty(), "{p}");
+        }
+        // Created, or moved, past the grace: refused by name; within it: fine.
+        let p = plan(
+            &[
+                parsed(moved, false),
+                parsed(new, false),
+                parsed(soon, false),
+            ],
+            &current,
+            false,
+        );
+        let refused: Vec<(String, String)> = check_at(&p, &current, now)
+            .into_iter()
+            .map(|(name, e)| (name, e.field))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("ran".into(), "run_at".into()),
+                ("new".into(), "run_at".into())
+            ]
+        );
+        let e = ApplyError::Refused(check_at(&p, &current, now));
+        assert!(
+            e.to_string()
+                .starts_with("schedule ran: run_at: 2027-06-02T12:00:00Z is "),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("; nothing was applied"), "{e}");
         Ok(())
     }
 

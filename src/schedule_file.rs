@@ -18,6 +18,7 @@
 
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -103,7 +104,8 @@ pub enum CheckError {
 pub struct Refused {
     /// How the file is named in messages: its path, or what a built-in text is.
     pub file: String,
-    /// The items' problems in file order, then the unknown pipelines.
+    /// The items' problems in file order (with `run_at`s found past their
+    /// grace, for [`load_checked_at`]), then the unknown pipelines.
     pub problems: Vec<FileProblem>,
 }
 
@@ -139,6 +141,25 @@ pub fn load_checked(
     parse_checked(&text, &path.display().to_string(), pipelines)
 }
 
+/// [`load_checked`], also refusing what only the present can tell
+/// ([`Schedule::validate_at`](crate::schedule::Schedule::validate_at)): a
+/// one-time schedule whose `run_at` is more than its misfire grace before
+/// `now`. For `validate`, which knows nothing of what is stored, so every
+/// `run_at` counts as new; `apply` and `serve --schedules` check the same
+/// against the database instead, where a `run_at` already stored is kept
+/// (see [`crate::apply::check_at`]).
+pub fn load_checked_at(
+    path: &Path,
+    pipelines: Option<(&Registry, &Path)>,
+    now: DateTime<Utc>,
+) -> Result<Checked, CheckError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    check(&text, &path.display().to_string(), pipelines, Some(now))
+}
+
 /// [`load_checked`] for a text already in hand (`dev`'s built-in examples);
 /// `shown` names it in messages where a path would be.
 pub fn parse_checked(
@@ -146,10 +167,37 @@ pub fn parse_checked(
     shown: &str,
     pipelines: Option<(&Registry, &Path)>,
 ) -> Result<Checked, CheckError> {
+    check(text, shown, pipelines, None)
+}
+
+/// [`parse_checked`], and with `now` [`load_checked_at`]'s check too.
+fn check(
+    text: &str,
+    shown: &str,
+    pipelines: Option<(&Registry, &Path)>,
+    now: Option<DateTime<Utc>>,
+) -> Result<Checked, CheckError> {
     let mut file = parse(text).map_err(|message| FileError::Syntax {
         path: shown.to_string(),
         message,
     })?;
+    if let Some(now) = now {
+        let past = file
+            .schedules
+            .iter()
+            .zip(&file.lines)
+            .filter_map(|(p, line)| {
+                let error = p.schedule.validate_at(now).err()?;
+                Some(FileProblem {
+                    schedule: p.schedule.name().to_string(),
+                    line: *line,
+                    error,
+                })
+            })
+            .collect::<Vec<_>>();
+        file.problems.extend(past);
+        file.problems.sort_by_key(|p| p.line);
+    }
     if let Some((registry, source)) = pipelines {
         let missing = unknown_pipelines(&file, registry, source);
         file.problems.extend(missing);
@@ -307,6 +355,37 @@ mod tests {
             parse_checked("schedules: [\n", "s.yaml", None),
             Err(CheckError::File(FileError::Syntax { .. }))
         ));
+    }
+
+    #[test]
+    fn validate_refuses_a_run_at_past_its_grace_naming_schedule_and_line() {
+        let text = "schedules:\n  - name: soon\n    pipeline: p\n    run_at: \"2027-06-01T12:00:00Z\"\n  - name: nightly\n    pipeline: p\n    run_at: \"2027-05-31T23:00:00Z\"\n    misfire_grace_time: 5m\n";
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let path = std::env::temp_dir().join(format!("spine-run-at-{}.yaml", std::process::id()));
+        std::fs::write(&path, text).expect("write");
+        // Within the grace of the first, long after the second.
+        let got = load_checked_at(&path, None, at("2027-06-01T12:00:30Z"));
+        let Err(CheckError::Refused(refused)) = got else {
+            panic!("accepted: {got:?}");
+        };
+        let shown = path.display().to_string();
+        let lines: Vec<String> = refused.lines().collect();
+        assert_eq!(
+            lines,
+            [format!(
+                "{shown}: schedule nightly (line 5): run_at: 2027-05-31T23:00:00Z is 13h 30s in \
+                 the past, more than its misfire grace (5m): it would never run; give a later \
+                 time (or a longer misfire_grace_time)"
+            )]
+        );
+        // Before both: valid. Without a clock (apply, serve): not checked here.
+        assert!(load_checked_at(&path, None, at("2027-05-01T00:00:00Z")).is_ok());
+        assert!(load_checked(&path, None).is_ok());
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

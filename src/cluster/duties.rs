@@ -204,9 +204,12 @@ async fn sweep_misfires(
                 Some(at) => Some(at - grace_of(s) - SWEEP_MARGIN),
                 None => last.get(s.schedule.name()).copied(),
             };
+            // Ticks before the definition never were due, but for the one a
+            // one-time schedule defined late still owes (`Schedule::due_after`).
+            let defined = s.schedule.due_after(s.updated_at);
             let from = accounted
-                .unwrap_or(s.updated_at)
-                .max(s.updated_at)
+                .unwrap_or(defined)
+                .max(defined)
                 .max(now - MAX_LOOKBACK);
             marks.insert(
                 s.schedule.name().to_string(),
@@ -226,7 +229,7 @@ async fn sweep_misfires(
         };
         if s.updated_at > mark.updated_at {
             // Ticks of an older definition (or of a pause) never were due.
-            mark.through = mark.through.max(s.updated_at);
+            mark.through = mark.through.max(s.schedule.due_after(s.updated_at));
             mark.updated_at = s.updated_at;
             mark.next = s.schedule.next_fire_after(mark.through);
         }

@@ -218,7 +218,7 @@ fn apply_change(clock: &DbClock, queue: &mut DueQueue, change: Change) {
                 // change, resume) never were due; older ones than the grace are
                 // the misfire sweep's.
                 let grace = timing::misfire_grace(&s.schedule);
-                let after = (now - grace).max(s.updated_at);
+                let after = (now - grace).max(s.schedule.due_after(s.updated_at));
                 queue.upsert(s, after);
             }
         }
@@ -245,5 +245,10 @@ fn replace(queue: &mut DueQueue, s: Arc<StoredSchedule>, now: DateTime<Utc>) {
         .next_of(s.schedule.name())
         .map(|next| (next - chrono::Duration::microseconds(1)).min(now))
         .unwrap_or(now);
+    // A one-time schedule defined after its run_at, within its grace, runs at once.
+    let after = match s.schedule.overdue_tick(s.updated_at) {
+        Some(tick) => after.min(tick - chrono::Duration::microseconds(1)),
+        None => after,
+    };
     queue.upsert(s, after);
 }

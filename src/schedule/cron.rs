@@ -16,14 +16,23 @@
 //! * a **wildcard** job (minute or hour starts with `*`) follows real time:
 //!   a skipped wall time never fires, a repeated one fires on both passes.
 //!
-//! Two more places where we wrap `croner` to match crontab:
+//! Three more places where we wrap `croner` to match crontab:
 //!
+//! * every field is read by cronie's grammar first (`field`, after cronie
+//!   master's `entry.c`): `*` inside a list, day-of-week ranges ending at 0
+//!   (`6-0` is Saturday and Sunday), names that stand for their own number
+//!   (`SUN-SUN` is Sunday only), and reversed ranges, which cronie silently
+//!   reads as no value, refused saying so. `croner` gets the field rewritten
+//!   only where it would read it differently.
 //! * day-of-month/day-of-week: cron ORs them only when *neither* field
 //!   starts with `*`; `croner` treats `*/2` as restricted. We switch croner to
 //!   AND mode whenever either field starts with `*` (`*` itself is then
 //!   neutral, exactly as in cronie).
 //! * names are checked per field (`MON` in the month field is an error, not
 //!   January), and every error names the field and its column.
+//!
+//! `reference` (tests only) holds all of this to a brute-force port of
+//! cronie over random expressions, zones and instants around DST changes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +41,10 @@ use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike,
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
+
+mod field;
+#[cfg(test)]
+mod reference;
 
 /// Why a cron expression was refused, with where the problem is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,14 +114,20 @@ impl PartialEq for CronExpr {
     }
 }
 
-const FIELDS_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
-const FIELDS_6: [&str; 6] = [
-    "second",
-    "minute",
-    "hour",
-    "day-of-month",
-    "month",
-    "day-of-week",
+const FIELDS_5: [&field::Spec; 5] = [
+    &field::MINUTE,
+    &field::HOUR,
+    &field::DAY_OF_MONTH,
+    &field::MONTH,
+    &field::DAY_OF_WEEK,
+];
+const FIELDS_6: [&field::Spec; 6] = [
+    &field::SECOND,
+    &field::MINUTE,
+    &field::HOUR,
+    &field::DAY_OF_MONTH,
+    &field::MONTH,
+    &field::DAY_OF_WEEK,
 ];
 const MONTH_NAMES: [&str; 12] = [
     "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
@@ -144,51 +163,52 @@ impl CronExpr {
             trimmed.to_string()
         };
         let tokens = tokenize(expr, &expanded);
-        let names: &[&'static str] = match tokens.len() {
+        let specs: &[&field::Spec] = match tokens.len() {
             5 => &FIELDS_5,
             6 => &FIELDS_6,
             found => return Err(CronError::FieldCount { found }),
         };
-        // Normalise to six fields (seconds first) so field indices are fixed.
+        // Normalise to six fields (seconds first) so field indices are fixed:
+        // `fields` as written (cronie's `*` flags are read from them), and
+        // `readable` as croner is to read them (see `field`).
         let mut fields: Vec<&str> = tokens.iter().map(|t| t.text).collect();
+        let mut readable: Vec<String> = Vec::with_capacity(6);
         if fields.len() == 5 {
             fields.insert(0, "0");
+            readable.push("0".to_string());
         }
-        for (i, token) in tokens.iter().enumerate() {
-            let field = names[i];
-            check_letters(field, token.text).map_err(|reason| CronError::Field {
-                field,
+        for (token, spec) in tokens.iter().zip(specs) {
+            let refuse = |reason: String| CronError::Field {
+                field: spec.name,
                 token: token.text.to_string(),
                 column: token.column,
                 reason,
-            })?;
-            // Parse the field alone (every other field `*`) to pin errors on it.
-            let slot = i + 6 - tokens.len();
+            };
+            check_letters(spec.name, token.text).map_err(refuse)?;
+            let (prefix, items) = field::translate(spec, token.text).map_err(refuse)?;
+            let text = field::join(prefix, &items);
+            // Parse the field alone (every other field `*`) to pin croner's
+            // errors (its extensions) on it.
             let mut probe = ["*"; 6];
-            probe[slot] = token.text;
-            parser(false)
-                .parse(&probe.join(" "))
-                .map_err(|e| CronError::Field {
-                    field,
-                    token: token.text.to_string(),
-                    column: token.column,
-                    reason: format!(
-                        "{} (allowed: {})",
-                        describe_croner_error(&e),
-                        allowed(field)
-                    ),
-                })?;
+            probe[readable.len()] = &text;
+            parser(false).parse(&probe.join(" ")).map_err(|e| {
+                refuse(format!(
+                    "{} (allowed: {})",
+                    describe_croner_error(&e),
+                    spec.allowed
+                ))
+            })?;
+            readable.push(text);
         }
         let dom_and_dow = fields[3].starts_with('*') || fields[5].starts_with('*');
-        let matcher =
-            parser(dom_and_dow)
-                .parse(&fields.join(" "))
-                .map_err(|e| CronError::Field {
-                    field: "expression",
-                    token: trimmed.to_string(),
-                    column: 1,
-                    reason: describe_croner_error(&e),
-                })?;
+        let matcher = parser(dom_and_dow)
+            .parse(&readable.join(" "))
+            .map_err(|e| CronError::Field {
+                field: "expression",
+                token: trimmed.to_string(),
+                column: 1,
+                reason: describe_croner_error(&e),
+            })?;
         let policy = if fields[1].starts_with('*') || fields[2].starts_with('*') {
             DstPolicy::Wildcard
         } else {
@@ -428,16 +448,6 @@ fn check_letters(field: &str, token: &str) -> Result<(), String> {
         rest = &rest[pos + word_len..];
     }
     Ok(())
-}
-
-fn allowed(field: &str) -> &'static str {
-    match field {
-        "second" | "minute" => "0-59, lists, ranges, */steps",
-        "hour" => "0-23, lists, ranges, */steps",
-        "day-of-month" => "1-31, L, W, lists, ranges, */steps",
-        "month" => "1-12 or JAN-DEC, lists, ranges, */steps",
-        _ => "0-7 (0 and 7 are Sunday) or SUN-SAT, lists, ranges, */steps",
-    }
 }
 
 fn describe_croner_error(e: &croner::errors::CronError) -> String {
@@ -759,5 +769,138 @@ mod tests {
         assert_eq!(policy("30 2,14 * * *"), Ok(DstPolicy::FixedTime));
         assert_eq!(policy("*/15 9-16 * * 1-5"), Ok(DstPolicy::Wildcard));
         assert_eq!(policy("30 * * * *"), Ok(DstPolicy::Wildcard));
+    }
+
+    /// The weekdays a daily expression fires on over two weeks, Monday first.
+    fn weekdays(expr: &str) -> Vec<String> {
+        let mut days: Vec<Weekday> = fires(expr, "UTC", "2027-01-03T12:00:00Z", 14)
+            .iter()
+            .take_while(|t| t.day() <= 17)
+            .map(|t| t.weekday())
+            .collect();
+        days.sort_by_key(|d| d.num_days_from_monday());
+        days.dedup();
+        days.iter().map(|d| d.to_string()).collect()
+    }
+
+    fn refusal(expr: &str) -> String {
+        match CronExpr::parse(expr) {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("{expr} accepted: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn day_of_week_ranges_read_as_cronie_reads_them() {
+        let all = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        for (expr, want) in [
+            // A numeric range ending at 0 ends at 7 (cronie's R_RANGE_NUM2).
+            ("0 0 * * 6-0", &["Sat", "Sun"][..]),
+            ("0 0 * * 1-0", &all[..]),
+            ("0 0 * * 7-0", &["Sun"][..]),
+            ("0 0 * * 0-0", &["Sun"][..]),
+            ("0 0 * * 5-7", &["Fri", "Sat", "Sun"][..]),
+            // A name is its number wherever it stands: SUN is 0.
+            ("0 0 * * SAT-SUN", &["Sat", "Sun"][..]),
+            ("0 0 * * fri-sun", &["Fri", "Sat", "Sun"][..]),
+            ("0 0 * * sun-sun", &["Sun"][..]),
+            ("0 0 * * SUN-SUN/2", &["Sun"][..]),
+            ("0 0 * * Sun-Wed", &["Mon", "Tue", "Wed", "Sun"][..]),
+            ("0 0 * * 1-7/2", &["Mon", "Wed", "Fri", "Sun"][..]),
+            ("0 0 * * mon-7/2", &["Mon", "Wed", "Fri", "Sun"][..]),
+            // `*` is an item like any other, in a list too.
+            ("0 0 * * *,5", &all[..]),
+            ("0 0 * * 5,*", &all[..]),
+            ("0 0 * * */2,1", &["Mon", "Tue", "Thu", "Sat", "Sun"][..]),
+        ] {
+            assert_eq!(weekdays(expr), want, "{expr}");
+        }
+    }
+
+    #[test]
+    fn a_star_in_a_list_keeps_cronies_star_flags() {
+        // Minutes: all of `*/20` and 5.
+        let got = fires("*/20,5 * * * *", "UTC", "2027-01-01T00:00:00Z", 4);
+        let m: Vec<u32> = got.iter().map(|t| t.minute()).collect();
+        assert_eq!(m, [5, 20, 40, 0]);
+        // A day field *starting* with `*` sets cronie's DOM_STAR/DOW_STAR, so
+        // the two day fields are ANDed: the 13th only. Not starting with `*`,
+        // they are ORed, and `5,*` is every day.
+        let thirteenth = fires("0 0 13 * *,5", "UTC", "2027-01-01T00:00:00Z", 3);
+        assert!(thirteenth.iter().all(|t| t.day() == 13), "{thirteenth:?}");
+        let every_day = fires("0 0 13 * 5,*", "UTC", "2027-01-01T00:00:00Z", 3);
+        let days: Vec<u32> = every_day.iter().map(|t| t.day()).collect();
+        assert_eq!(days, [2, 3, 4]);
+        // The policy still follows the first character.
+        assert_eq!(
+            CronExpr::parse("*,30 2 * * *").map(|c| c.dst_policy()),
+            Ok(DstPolicy::Wildcard)
+        );
+        assert_eq!(
+            CronExpr::parse("30,* 2 * * *").map(|c| c.dst_policy()),
+            Ok(DstPolicy::FixedTime)
+        );
+    }
+
+    #[test]
+    fn ranges_that_never_match_are_refused_saying_so() {
+        for (expr, says) in [
+            (
+                "0 0 * * 5-3",
+                "range \"5-3\" is reversed (5 is after 3) and never matches",
+            ),
+            ("0 22-2 * * *", "write 2-22, or 22-23,0-2 to wrap around"),
+            ("0 0 1 nov-jan *", "is reversed"),
+            // With a step cronie keeps the 0 (a name's own value): 1-0/2 sets nothing.
+            (
+                "0 0 * * mon-sun/2",
+                "cronie reads SUN at the end of a range as 0, not 7; end it at 7 instead: 1-7/2",
+            ),
+            ("0 0 * * 6-0/1", "end it at 7 instead: 6-7/1"),
+            // cronie's end-0 rule is for day-of-week; minutes 5-0 are refused.
+            ("5-0 * * * *", "is reversed"),
+        ] {
+            let got = refusal(expr);
+            assert!(got.contains(says), "{expr}: {got}");
+            assert!(!got.contains("out of"), "{expr}: {got}");
+        }
+        for (expr, says) in [
+            ("50-61/15 * * * *", "61 is out of range"),
+            ("0 0 * * 8", "8 is out of range"),
+            ("5/15 * * * *", "write */15 or 5-59/15"),
+            ("1, * * * *", "empty list item"),
+            ("0 0 * * 1,,2", "empty list item"),
+            ("~ * * * *", "random value"),
+            ("*/0 * * * *", "step of 0"),
+        ] {
+            let got = refusal(expr);
+            assert!(got.contains(says), "{expr}: {got}");
+        }
+        // Column and field still point at the token.
+        match CronExpr::parse("0 0 * * 5-3") {
+            Err(CronError::Field { field, column, .. }) => {
+                assert_eq!((field, column), ("day-of-week", 9));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn croner_extensions_still_work() {
+        for (a, b) in [
+            ("0 6 * * FRI#2", "0 6 * * 5#2"),
+            ("0 6 * * FRI#L", "0 6 * * 5L"),
+        ] {
+            assert_eq!(
+                fires(a, "UTC", "2027-01-01T00:00:00Z", 5),
+                fires(b, "UTC", "2027-01-01T00:00:00Z", 5),
+                "{a} vs {b}"
+            );
+        }
+        assert!(CronExpr::parse("0 6 L * *").is_ok());
+        assert!(CronExpr::parse("0 6 15W * *").is_ok());
+        assert!(CronExpr::parse("0 6 1 * +MON").is_ok());
+        assert!(CronExpr::parse("0 6 ? * MON").is_ok());
+        assert!(CronExpr::parse("0 6 * * 5#6").is_err());
     }
 }

@@ -328,6 +328,78 @@ impl Schedule {
         self.description.as_deref()
     }
 
+    /// Checks what only the present can tell, at `now` (passed in: the
+    /// domain reads no clock). A one-time schedule whose `run_at` is more
+    /// than its misfire grace before `now` would never run — its one tick is
+    /// already too late to start and would leave no ledger row — so it is
+    /// refused, naming `run_at`. Within the grace it is accepted and runs at
+    /// once (see [`overdue_tick`](Self::overdue_tick)).
+    pub fn validate_at(&self, now: DateTime<Utc>) -> Result<(), ValidationError> {
+        let Trigger::Once { run_at } = self.trigger else {
+            return Ok(());
+        };
+        let late = now.signed_duration_since(run_at);
+        let grace = chrono::Duration::from_std(self.misfire_grace).unwrap_or(chrono::Duration::MAX);
+        if late <= grace {
+            return Ok(());
+        }
+        let whole =
+            |d: chrono::Duration| Duration::from_secs(d.num_seconds().max(0).unsigned_abs());
+        Err(ValidationError::new(
+            "run_at",
+            format!(
+                "{} is {} in the past, more than its misfire grace ({}): it would never run; \
+                 give a later time (or a longer misfire_grace_time)",
+                run_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                humantime::format_duration(whole(late)),
+                humantime::format_duration(self.misfire_grace),
+            ),
+        ))
+    }
+
+    /// [`validate_at`](Self::validate_at) for a definition replacing
+    /// `stored` (an update, or an `apply` of a file it is already in): a
+    /// one-time schedule that keeps its stored `run_at` is not checked
+    /// again. That `run_at` was checked when it was set and may have run
+    /// since; a file re-applied at every restart, or a change of another key,
+    /// must keep working after the instant has passed.
+    pub fn validate_change_at(
+        &self,
+        stored: Option<&Schedule>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ValidationError> {
+        match (&self.trigger, stored.map(|s| &s.trigger)) {
+            (Trigger::Once { run_at }, Some(Trigger::Once { run_at: kept })) if run_at == kept => {
+                Ok(())
+            }
+            _ => self.validate_at(now),
+        }
+    }
+
+    /// The tick a one-time schedule owes although its `run_at` had already
+    /// passed when it was defined (created, changed or resumed) at
+    /// `defined_at`, by no more than its misfire grace: it runs at once, at
+    /// that tick. Every other tick before a definition never was due (a
+    /// schedule does not fire for times before it existed); this one is what
+    /// "within the grace it runs" means for a one-time schedule. `None` for
+    /// every other schedule.
+    pub fn overdue_tick(&self, defined_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let Trigger::Once { run_at } = self.trigger else {
+            return None;
+        };
+        let grace = chrono::Duration::from_std(self.misfire_grace).unwrap_or(chrono::Duration::MAX);
+        (run_at <= defined_at && defined_at.signed_duration_since(run_at) <= grace)
+            .then_some(run_at)
+    }
+
+    /// The instant after which the ticks of a definition made at
+    /// `defined_at` are due: `defined_at` itself, or just before the
+    /// [`overdue_tick`](Self::overdue_tick) of a one-time schedule defined late.
+    pub fn due_after(&self, defined_at: DateTime<Utc>) -> DateTime<Utc> {
+        self.overdue_tick(defined_at)
+            .map_or(defined_at, |t| t - chrono::Duration::microseconds(1))
+    }
+
     /// The names of the fields in which `other` differs from `self`, in the
     /// vocabulary of files and the API (used to show what an apply changes).
     pub fn differences(&self, other: &Schedule) -> Vec<&'static str> {
@@ -565,6 +637,65 @@ mod tests {
             [at("2027-06-01T12:00:00Z")]
         );
         assert_eq!(s.next_fire_after(at("2027-06-01T12:00:00Z")), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_run_at_past_its_grace_is_refused() -> Result<(), ValidationError> {
+        let s = Schedule::once("one", "p", at("2027-06-01T12:00:00Z"))?
+            .with_misfire_grace(Duration::from_secs(300))?;
+        // Before it, and within the grace after it: fine.
+        assert_eq!(s.validate_at(at("2027-01-01T00:00:00Z")), Ok(()));
+        assert_eq!(s.validate_at(at("2027-06-01T12:05:00Z")), Ok(()));
+        // Past the grace: refused, naming run_at and saying why.
+        let err = s
+            .validate_at(at("2027-06-01T14:05:01Z"))
+            .expect_err("past the grace");
+        assert_eq!(err.field, "run_at");
+        assert_eq!(
+            err.message,
+            "2027-06-01T12:00:00Z is 2h 5m 1s in the past, more than its misfire grace (5m): \
+             it would never run; give a later time (or a longer misfire_grace_time)"
+        );
+        // Other kinds have nothing to check.
+        let cron = Schedule::cron("c", "p", "@daily")?;
+        assert_eq!(cron.validate_at(at("2099-01-01T00:00:00Z")), Ok(()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_kept_run_at_is_not_checked_again() -> Result<(), ValidationError> {
+        let late = at("2027-07-01T00:00:00Z");
+        let stored = Schedule::once("one", "p", at("2027-06-01T12:00:00Z"))?;
+        let described = stored
+            .clone()
+            .with_description(Some("ran already".into()))?;
+        assert_eq!(described.validate_change_at(Some(&stored), late), Ok(()));
+        // A new run_at, a new schedule, or another kind before: checked.
+        let moved = Schedule::once("one", "p", at("2027-06-02T12:00:00Z"))?;
+        assert!(moved.validate_change_at(Some(&stored), late).is_err());
+        assert!(described.validate_change_at(None, late).is_err());
+        let was_cron = Schedule::cron("one", "p", "@daily")?;
+        assert!(described.validate_change_at(Some(&was_cron), late).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_late_one_time_schedule_owes_its_tick_within_the_grace() -> Result<(), ValidationError> {
+        let run_at = at("2027-06-01T12:00:00Z");
+        let s = Schedule::once("one", "p", run_at)?;
+        // Defined 30 s after run_at (grace 60 s): due at once, at run_at.
+        assert_eq!(s.overdue_tick(at("2027-06-01T12:00:30Z")), Some(run_at));
+        assert_eq!(s.overdue_tick(run_at), Some(run_at));
+        // Defined before it (the usual case) or past the grace: nothing owed.
+        assert_eq!(s.overdue_tick(at("2027-06-01T11:00:00Z")), None);
+        assert_eq!(s.overdue_tick(at("2027-06-01T12:01:01Z")), None);
+        let cron = Schedule::cron("c", "p", "* * * * *")?;
+        assert_eq!(cron.overdue_tick(run_at), None);
+        // Where due ticks start: just before the owed tick, else the definition.
+        let defined = at("2027-06-01T12:00:30Z");
+        assert_eq!(s.next_fire_after(s.due_after(defined)), Some(run_at));
+        assert_eq!(cron.due_after(defined), defined);
         Ok(())
     }
 

@@ -26,6 +26,7 @@ mod outage;
 mod overlap;
 mod pg_cluster;
 mod pipelines;
+mod run_at;
 mod runs;
 mod schedules;
 mod tls;

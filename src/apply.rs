@@ -291,6 +291,7 @@ mod tests {
             version: 3,
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            pause: None,
         }
     }
 

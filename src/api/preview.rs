@@ -1,5 +1,6 @@
 //! `/v1/preview`: the next fire times of a trigger, computed exactly as the
-//! engine would, without storing anything.
+//! engine would, without storing anything. [`Preview::of`] is also what
+//! `GET /v1/schedules/{name}/next` answers for a stored schedule.
 
 use axum::extract::State;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -11,7 +12,7 @@ use super::error::{ApiError, ErrorBody, Unauthorized};
 use super::extract::Query;
 use super::AppState;
 use crate::schedule::spec::parse_schedule;
-use crate::schedule::{DstPolicy, Trigger};
+use crate::schedule::{DstPolicy, Schedule, Trigger};
 
 /// Most fire times one preview returns.
 const MAX_COUNT: u32 = 1000;
@@ -29,6 +30,8 @@ pub struct PreviewQuery {
     pub start_at: Option<String>,
     /// A one-time instant (RFC 3339, or local time in `timezone`).
     pub run_at: Option<String>,
+    /// RFC 3339 instant after which no tick fires (as a schedule's `end_at`).
+    pub end_at: Option<String>,
     /// IANA zone the expression is read in (default `UTC`).
     pub timezone: Option<String>,
     /// How many fire times, 1–1000 (default 10).
@@ -62,6 +65,46 @@ pub struct Preview {
     pub after: DateTime<Utc>,
     /// The fire times, earliest first (fewer than asked when the schedule ends).
     pub fires: Vec<FireTime>,
+}
+
+impl Preview {
+    /// The first `count` fire times of `schedule` strictly after `after`,
+    /// through the schedule's own iteration (its `end_at` included), as the
+    /// engine computes its ticks.
+    pub(super) fn of(schedule: &Schedule, after: DateTime<Utc>, count: usize) -> Preview {
+        let zone = schedule.timezone();
+        let dst_policy = match schedule.trigger() {
+            Trigger::Cron(expr) => Some(match expr.dst_policy() {
+                DstPolicy::FixedTime => "fixed_time".to_string(),
+                DstPolicy::Wildcard => "wildcard".to_string(),
+            }),
+            _ => None,
+        };
+        let fires = schedule
+            .upcoming(after, count)
+            .into_iter()
+            .map(|at| FireTime {
+                at,
+                local: at
+                    .with_timezone(&zone)
+                    .to_rfc3339_opts(SecondsFormat::AutoSi, false),
+            })
+            .collect();
+        Preview {
+            schedule_type: schedule.schedule_type().as_str().to_string(),
+            timezone: zone.name().to_string(),
+            dst_policy,
+            after,
+            fires,
+        }
+    }
+}
+
+/// The engine's estimate of the database clock: no round trip needed.
+pub(super) fn database_now(app: &AppState) -> DateTime<Utc> {
+    let now = Utc::now();
+    now.checked_add_signed(app.engine().clock_offset())
+        .unwrap_or(now)
 }
 
 /// Preview a trigger's next fire times.
@@ -103,12 +146,7 @@ pub async fn get(
                     format!("{t:?} is not an RFC 3339 instant ({e}), e.g. 2027-01-01T06:00:00Z"),
                 )
             })?,
-        // The engine's estimate of the database clock: no round trip needed.
-        None => {
-            let now = Utc::now();
-            now.checked_add_signed(app.engine().clock_offset())
-                .unwrap_or(now)
-        }
+        None => database_now(&app),
     };
     // A stand-in name and pipeline: only the trigger is being checked.
     let mut input = Map::new();
@@ -119,6 +157,7 @@ pub async fn get(
         ("interval", q.interval),
         ("start_at", q.start_at),
         ("run_at", q.run_at),
+        ("end_at", q.end_at),
         ("timezone", q.timezone),
     ] {
         if let Some(v) = value {
@@ -126,29 +165,5 @@ pub async fn get(
         }
     }
     let schedule = parse_schedule(&Value::Object(input))?.schedule;
-    let zone = schedule.timezone();
-    let dst_policy = match schedule.trigger() {
-        Trigger::Cron(expr) => Some(match expr.dst_policy() {
-            DstPolicy::FixedTime => "fixed_time".to_string(),
-            DstPolicy::Wildcard => "wildcard".to_string(),
-        }),
-        _ => None,
-    };
-    let fires = schedule
-        .upcoming(after, count as usize)
-        .into_iter()
-        .map(|at| FireTime {
-            at,
-            local: at
-                .with_timezone(&zone)
-                .to_rfc3339_opts(SecondsFormat::AutoSi, false),
-        })
-        .collect();
-    Ok(axum::Json(Preview {
-        schedule_type: schedule.schedule_type().as_str().to_string(),
-        timezone: zone.name().to_string(),
-        dst_policy,
-        after,
-        fires,
-    }))
+    Ok(axum::Json(Preview::of(&schedule, after, count as usize)))
 }

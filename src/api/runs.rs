@@ -1,18 +1,22 @@
 //! Run history: per schedule and across schedules, newest tick first,
-//! keyset-paginated; and one run by id.
+//! keyset-paginated; one run by id; and a rerun of a finished run.
 
 use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorBody, Unauthorized};
-use super::extract::{Path, Query};
+use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
+use super::extract::{OptionalJson, Path, Query};
+use super::schedules::InvalidControl;
 use super::{cursor, page_limit, AppState};
-use crate::schedule::validate_name;
-use crate::store::runs::{self, Run, RunFilter};
+use crate::schedule::{controls, validate_name};
+use crate::store::runs::{self, ManualRun, Run, RunFilter};
+use crate::store::schedules;
 use crate::types::{RunStatus, RunTrigger};
 
 /// Where a run is in its life.
@@ -108,6 +112,15 @@ pub struct RunView {
     /// For a `skipped` tick: the run it overlapped (the oldest of the
     /// schedule's runs that had started and not finished when it fell due).
     pub overlapped_run_id: Option<Uuid>,
+    /// The params a manual run (run now, rerun, and their retries) was
+    /// given: the schedule's when it was asked for, with the request's
+    /// override merged over them. `null` for ticks (and manual runs from
+    /// before this was recorded): they run with the schedule's params as
+    /// they are when the run starts.
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<Map<String, Value>>,
+    /// For a rerun: the run it repeats.
+    pub rerun_of: Option<Uuid>,
 }
 
 impl From<Run> for RunView {
@@ -133,6 +146,8 @@ impl From<Run> for RunView {
             error: r.error,
             result: r.result,
             overlapped_run_id: r.overlapped_run_id,
+            params: r.params,
+            rerun_of: r.rerun_of,
         }
     }
 }
@@ -319,6 +334,11 @@ pub async fn list(
     page(&app, rest.filter(q.schedule)?).await
 }
 
+fn parse_run_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::invalid("run_id", format!("{text:?} is not a run id (a UUID)")))
+}
+
 /// One run.
 #[utoipa::path(
     get,
@@ -337,13 +357,99 @@ pub async fn get(
     State(app): State<AppState>,
     Path(run_id): Path<String>,
 ) -> Result<axum::Json<RunView>, ApiError> {
-    let id = Uuid::parse_str(&run_id)
-        .map_err(|_| ApiError::invalid("run_id", format!("{run_id:?} is not a run id (a UUID)")))?;
+    let id = parse_run_id(&run_id)?;
     let db = app.db().await?;
     let run = runs::get(&**db, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
     Ok(axum::Json(run.into()))
+}
+
+/// Run a finished run again.
+///
+/// Records a new `pending` run with trigger `manual` and `rerun_of` naming
+/// the original, for the same schedule and with the same params: the ones
+/// the original recorded (a manual run's), or — for a tick, which records
+/// none — the schedule's params as they are now. It runs the schedule's
+/// current pipeline, like any run. Only a finished run (`completed`,
+/// `failed`, `skipped`, `missed`, `abandoned`) can be rerun: 409
+/// `run_not_finished` otherwise; 409 `schedule_deleted` when its schedule
+/// no longer exists. Takes no body (an empty object is accepted).
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run_id}/rerun",
+    operation_id = "rerun",
+    tag = "runs",
+    params(("run_id" = String, Path, description = "The run to repeat (a UUID)")),
+    responses(
+        (status = 202, description = "Accepted: the new run", body = RunView,
+         headers(("Location" = String, description = "The new run"))),
+        InvalidControl,
+        Unauthorized,
+        ReadOnly,
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 409, description = "The run has not finished, or its schedule was deleted", body = ErrorBody),
+        TooLarge,
+        NotJson,
+    )
+)]
+pub async fn rerun(
+    State(app): State<AppState>,
+    Path(run_id_text): Path<String>,
+    OptionalJson(body): OptionalJson,
+) -> Result<Response, ApiError> {
+    let id = parse_run_id(&run_id_text)?;
+    controls::no_keys(body.as_ref(), "rerun")?;
+    let db = app.db().await?;
+    let original = runs::get(&**db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+    if !original.status.is_final() {
+        return Err(ApiError::conflict(
+            "run_not_finished",
+            format!(
+                "run {id} is {}; only a finished run can be rerun (wait for it, or run the schedule now)",
+                original.status
+            ),
+        ));
+    }
+    let stored = schedules::get(&**db, &original.schedule_name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "schedule_deleted",
+                format!(
+                    "run {id} belongs to schedule {:?}, which has been deleted; a rerun needs its schedule",
+                    original.schedule_name
+                ),
+            )
+        })?;
+    let params = original
+        .params
+        .clone()
+        .unwrap_or_else(|| stored.schedule.params().clone());
+    let run = runs::insert_manual_run(
+        &**db,
+        &ManualRun {
+            schedule_name: &original.schedule_name,
+            pipeline: stored.schedule.pipeline(),
+            params: Some(&params),
+            rerun_of: Some(id),
+        },
+    )
+    .await?;
+    tracing::info!(
+        schedule = %run.schedule_name,
+        run_id = %run.run_id,
+        rerun_of = %id,
+        "rerun requested through the API"
+    );
+    let location = format!("/v1/runs/{}", run.run_id);
+    let mut response = (StatusCode::ACCEPTED, axum::Json(RunView::from(run))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -338,6 +338,7 @@ fn dispatch(
                     scheduled_at: claimed.scheduled_at,
                     attempt: 1,
                     trigger: RunTrigger::Schedule,
+                    params: None,
                     after: claimed.after.and_then(|id| waits.remove(&id)),
                     done: Some(done),
                 };
@@ -410,6 +411,7 @@ mod tests {
                 version: 1,
                 created_at: DateTime::UNIX_EPOCH,
                 updated_at: DateTime::UNIX_EPOCH,
+                pause: None,
             }),
             at: DateTime::UNIX_EPOCH + chrono::Duration::seconds(second),
             backlog: true,

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::Instrument;
@@ -39,6 +40,9 @@ pub struct Job {
     pub attempt: i32,
     /// Why it runs.
     pub trigger: RunTrigger,
+    /// The params the ledger row says it runs with (a manual run's, with
+    /// the request's override merged in); `None`: the schedule's.
+    pub params: Option<Map<String, Value>>,
     /// The run of the same claim this one starts after (`max_instances`
     /// reached within the claim, see `store::claims::INSERT`).
     pub after: Option<Waiting>,
@@ -287,7 +291,10 @@ async fn run_pipeline(deps: &Deps, job: &Job) -> PipelineOutcome {
         scheduled_at: job.scheduled_at,
         attempt: job.attempt,
         trigger: job.trigger,
-        params: schedule.params().clone(),
+        params: job
+            .params
+            .clone()
+            .unwrap_or_else(|| schedule.params().clone()),
     };
     // Its own task, so a panicking handler fails the run instead of the replica.
     let task = AbortOnDrop(tokio::spawn(pipeline.run(ctx).in_current_span()));

@@ -1,5 +1,7 @@
-//! Picks up runs waiting in the ledger — run-now requests and retries past
-//! their backoff — when a NOTIFY says there is one, or every poll interval.
+//! Picks up runs waiting in the ledger — run-now requests (and reruns) and
+//! retries past their backoff — when a NOTIFY says there is one, or every
+//! poll interval. A run whose row recorded params (a manual run's, with its
+//! override merged in) runs with those; others with their schedule's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -85,6 +87,7 @@ pub async fn run(
                         scheduled_at: run.scheduled_at,
                         attempt: run.attempt,
                         trigger: run.trigger,
+                        params: run.params,
                         after: None,
                         done: None,
                     };

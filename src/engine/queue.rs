@@ -193,6 +193,7 @@ mod tests {
             version,
             created_at: DateTime::UNIX_EPOCH,
             updated_at: DateTime::UNIX_EPOCH,
+            pause: None,
         })
     }
 

@@ -6,6 +6,7 @@
 //! `with_*` methods, or from loosely typed input (YAML, JSON) through
 //! [`spec::parse_schedule`], which reports every problem at once.
 
+pub mod controls;
 pub mod cron;
 mod error;
 pub(crate) mod fields;
@@ -111,6 +112,7 @@ pub struct Schedule {
     timeout: Option<Duration>,
     retry: RetryPolicy,
     description: Option<String>,
+    end_at: Option<DateTime<Utc>>,
 }
 
 impl Schedule {
@@ -173,6 +175,7 @@ impl Schedule {
             timeout: None,
             retry: RetryPolicy::default(),
             description: None,
+            end_at: None,
         }
     }
 
@@ -257,18 +260,58 @@ impl Schedule {
         })
     }
 
-    /// The same interval schedule with another anchor. Refused for other types.
+    /// The same interval schedule with another anchor. Refused for other
+    /// types, and when it is not before the schedule's `end_at`.
     pub fn with_start_at(self, start_at: DateTime<Utc>) -> Result<Self, ValidationError> {
         match self.trigger {
-            Trigger::Interval { every, .. } => Ok(Schedule {
-                trigger: Trigger::Interval { every, start_at },
-                ..self
-            }),
+            Trigger::Interval { every, .. } => {
+                if let Some(end) = self.end_at.filter(|end| *end <= start_at) {
+                    return Err(ValidationError::new(
+                        "start_at",
+                        format!(
+                            "{} is not before end_at ({}); the schedule would never fire",
+                            rfc3339(start_at),
+                            rfc3339(end)
+                        ),
+                    ));
+                }
+                Ok(Schedule {
+                    trigger: Trigger::Interval { every, start_at },
+                    ..self
+                })
+            }
             _ => Err(ValidationError::new(
                 "start_at",
                 "only interval schedules have an anchor",
             )),
         }
+    }
+
+    /// The same schedule ending at `end_at` (`None`: it never ends). Ticks
+    /// at or before `end_at` fire; none after it. It must be later than the
+    /// anchor of an interval schedule (`start_at`) and the instant of a
+    /// one-time one (`run_at`), or the schedule could never fire; an
+    /// `end_at` already past is accepted: the schedule has ended (it keeps
+    /// its history and can still be run by hand).
+    pub fn with_end_at(self, end_at: Option<DateTime<Utc>>) -> Result<Self, ValidationError> {
+        if let Some(end) = end_at {
+            let (key, first) = match self.trigger {
+                Trigger::Interval { start_at, .. } => ("start_at", start_at),
+                Trigger::Once { run_at } => ("run_at", run_at),
+                Trigger::Cron(_) => return Ok(Schedule { end_at, ..self }),
+            };
+            if end <= first {
+                return Err(ValidationError::new(
+                    "end_at",
+                    format!(
+                        "{} must be after {key} ({}); the schedule would never fire",
+                        rfc3339(end),
+                        rfc3339(first)
+                    ),
+                ));
+            }
+        }
+        Ok(Schedule { end_at, ..self })
     }
 
     /// The unique name.
@@ -326,6 +369,17 @@ impl Schedule {
     /// The human description, if any.
     pub fn description(&self) -> Option<&str> {
         self.description.as_deref()
+    }
+    /// The instant after which it fires no more, if any.
+    pub fn end_at(&self) -> Option<DateTime<Utc>> {
+        self.end_at
+    }
+
+    /// Whether it will never fire again after `now`: its `end_at` has
+    /// passed, or it is a one-time schedule whose `run_at` has (paused or
+    /// not: that is [`enabled`](Self::enabled)).
+    pub fn has_ended(&self, now: DateTime<Utc>) -> bool {
+        self.next_fire_after(now).is_none()
     }
 
     /// Checks what only the present can tell, at `now` (passed in: the
@@ -424,16 +478,24 @@ impl Schedule {
         check("timeout", self.timeout == other.timeout);
         check("retry", self.retry == other.retry);
         check("description", self.description == other.description);
+        check("end_at", self.end_at == other.end_at);
         out
     }
 
     /// The first tick strictly after `after`, or `None` when there is none
-    /// (a one-time schedule that has passed).
+    /// (a one-time schedule that has passed, or a schedule past its
+    /// `end_at`). Every enumeration of ticks goes through here — the
+    /// engine's due queue, the claim's coalescing, the misfire sweep, the
+    /// API's `next_run` and fire times — so `end_at` stops all of them.
     pub fn next_fire_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match &self.trigger {
+        let next = match &self.trigger {
             Trigger::Cron(expr) => expr.next_after(after, self.timezone),
             Trigger::Interval { every, start_at } => next_interval_tick(*start_at, *every, after),
             Trigger::Once { run_at } => (*run_at > after).then_some(*run_at),
+        }?;
+        match self.end_at {
+            Some(end) if next > end => None,
+            _ => Some(next),
         }
     }
 
@@ -452,6 +514,11 @@ impl Schedule {
         }
         out
     }
+}
+
+/// An instant as RFC 3339 in UTC, for messages.
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 fn next_interval_tick(
@@ -626,6 +693,71 @@ mod tests {
         for pair in ticks.windows(2) {
             assert_eq!((pair[1] - pair[0]).num_seconds(), 3600);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn end_at_stops_every_enumeration_of_ticks() -> Result<(), ValidationError> {
+        let end = at("2027-01-01T00:00:30Z");
+        let s = Schedule::interval("e", "p", Duration::from_secs(10))?.with_end_at(Some(end))?;
+        // A tick at end_at still fires; none after it.
+        assert_eq!(
+            s.upcoming(at("2027-01-01T00:00:05Z"), 10),
+            [
+                at("2027-01-01T00:00:10Z"),
+                at("2027-01-01T00:00:20Z"),
+                at("2027-01-01T00:00:30Z")
+            ]
+        );
+        assert_eq!(s.next_fire_after(end), None);
+        assert!(s.has_ended(end));
+        assert!(!s.has_ended(at("2027-01-01T00:00:29Z")));
+        // Cron too, in its zone.
+        let c = Schedule::cron("c", "p", "0 6 * * *")?
+            .with_timezone("Europe/Berlin")?
+            .with_end_at(Some(at("2027-03-03T05:00:00Z")))?;
+        assert_eq!(
+            c.upcoming(at("2027-03-01T00:00:00Z"), 10),
+            [
+                at("2027-03-01T05:00:00Z"),
+                at("2027-03-02T05:00:00Z"),
+                at("2027-03-03T05:00:00Z")
+            ]
+        );
+        // None again: it never ends.
+        let forever = c.with_end_at(None)?;
+        assert_eq!(forever.upcoming(at("2027-03-01T00:00:00Z"), 10).len(), 10);
+        // Past end_at is allowed: the schedule has ended.
+        let ended =
+            Schedule::cron("c", "p", "* * * * *")?.with_end_at(Some(at("2000-01-01T00:00:00Z")))?;
+        assert!(ended.has_ended(at("2027-01-01T00:00:00Z")));
+        Ok(())
+    }
+
+    #[test]
+    fn end_at_must_follow_the_anchor_or_instant() -> Result<(), ValidationError> {
+        let start = at("2027-01-01T00:00:00Z");
+        let interval =
+            Schedule::interval("i", "p", Duration::from_secs(60))?.with_start_at(start)?;
+        let field = |r: Result<Schedule, ValidationError>| r.map(|_| ()).map_err(|e| e.field);
+        assert_eq!(
+            field(interval.clone().with_end_at(Some(start))),
+            Err("end_at".into())
+        );
+        assert!(interval
+            .clone()
+            .with_end_at(Some(at("2027-01-01T00:00:01Z")))
+            .is_ok());
+        let once = Schedule::once("o", "p", start)?;
+        assert_eq!(
+            field(once.clone().with_end_at(Some(at("2026-12-31T00:00:00Z")))),
+            Err("end_at".into())
+        );
+        assert!(once.with_end_at(Some(at("2027-01-02T00:00:00Z"))).is_ok());
+        // And the anchor must stay before an end already set.
+        let ends = Schedule::interval("i", "p", Duration::from_secs(60))?
+            .with_end_at(Some(at("2026-06-01T00:00:00Z")))?;
+        assert_eq!(field(ends.with_start_at(start)), Err("start_at".into()));
         Ok(())
     }
 

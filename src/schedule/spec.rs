@@ -12,6 +12,7 @@
 //! | `interval_seconds`, `interval_minutes`, `interval_hours` | the same, in explicit units |
 //! | `start_at` | RFC 3339 anchor for interval schedules (default: the Unix epoch) |
 //! | `run_at` | RFC 3339 instant, or a local `YYYY-MM-DDTHH:MM:SS` read in `timezone`: makes a one-time (`date`) schedule |
+//! | `end_at` | RFC 3339 instant: no tick after it (default: never ends); after `start_at`/`run_at` |
 //! | `schedule_type` | optional; when given it must agree with the keys above |
 //! | `timezone` | IANA zone, default `UTC` |
 //! | `params` | a mapping handed to the pipeline |
@@ -95,6 +96,7 @@ pub const KEYS: &[Key] = &[
     trigger("interval_hours", ScheduleType::Interval, 3600),
     setting("start_at"),
     trigger("run_at", ScheduleType::Date, 1),
+    setting("end_at"),
     setting("timezone"),
     setting("params"),
     setting("enabled"),
@@ -176,6 +178,7 @@ pub fn parse_schedule(input: &Value) -> Result<ParsedSchedule, ValidationErrors>
         retry: read_retry(&mut r),
         description: r.opt_str("description").map(str::to_string),
         start_at: r.opt_instant("start_at"),
+        end_at: r.opt_instant("end_at"),
     };
     let schedule = parts.build(r.into_errors())?;
     Ok(ParsedSchedule {
@@ -212,6 +215,7 @@ struct Parts<'a> {
     retry: Option<RetryPolicy>,
     description: Option<String>,
     start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
 }
 
 impl Parts<'_> {
@@ -280,6 +284,10 @@ impl Parts<'_> {
         }
         if let Some(anchor) = self.start_at {
             schedule = refine(schedule.clone(), schedule.with_start_at(anchor));
+        }
+        // Last: it is checked against the trigger's anchor or instant.
+        if self.end_at.is_some() {
+            schedule = refine(schedule.clone(), schedule.with_end_at(self.end_at));
         }
         if errors.is_empty() {
             Ok(schedule)
@@ -437,6 +445,9 @@ pub struct Definition {
     pub start_at: Option<DateTime<Utc>>,
     /// The one instant it fires at (date schedules).
     pub run_at: Option<DateTime<Utc>>,
+    /// No tick after this instant (`null`: it never ends). Ticks at or
+    /// before it fire.
+    pub end_at: Option<DateTime<Utc>>,
     /// IANA zone the cron fields are read in.
     #[schema(example = "America/New_York")]
     pub timezone: String,
@@ -488,6 +499,7 @@ impl Definition {
             interval_seconds,
             start_at,
             run_at,
+            end_at: s.end_at(),
             timezone: s.timezone().name().to_string(),
             params: s.params().clone(),
             enabled: s.enabled(),
@@ -556,6 +568,7 @@ impl Definition {
             retry,
             description: self.description.clone(),
             start_at: self.start_at,
+            end_at: self.end_at,
         }
         .build(errors)
     }
@@ -688,6 +701,33 @@ mod tests {
                 "name": "a", "pipeline": "p", "run_at": "2027-03-14T02:30:00", "timezone": "America/New_York"
             }))),
             ["run_at"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn end_at_is_a_key() -> Result<(), ValidationErrors> {
+        let p = parse_schedule(&json!({
+            "name": "a", "pipeline": "p", "cron": "@daily", "end_at": "2027-12-31T00:00:00Z"
+        }))?;
+        let end = DateTime::parse_from_rfc3339("2027-12-31T00:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .ok();
+        assert_eq!(p.schedule.end_at(), end);
+        assert_eq!(Definition::of(&p.schedule).end_at, end);
+        assert_eq!(Definition::of(&p.schedule).to_schedule()?, p.schedule);
+        assert_eq!(
+            fields(parse_schedule(&json!({
+                "name": "a", "pipeline": "p", "cron": "@daily", "end_at": "soon"
+            }))),
+            ["end_at"]
+        );
+        assert_eq!(
+            fields(parse_schedule(&json!({
+                "name": "a", "pipeline": "p", "interval": "1m",
+                "start_at": "2027-01-01T00:00:00Z", "end_at": "2026-01-01T00:00:00Z"
+            }))),
+            ["end_at"]
         );
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -61,7 +62,7 @@ pub async fn reap(
 }
 
 const RETRY_CANDIDATES: &str = "\
-SELECT r.schedule_name, r.pipeline, r.scheduled_at, r.attempt,
+SELECT r.schedule_name, r.pipeline, r.scheduled_at, r.attempt, r.params,
        least(s.retry_backoff_seconds * power(2, r.attempt - 1), s.retry_backoff_max_seconds)::float8 AS delay
 FROM scheduler_runs r
 JOIN scheduler_schedules s ON s.name = r.schedule_name
@@ -76,15 +77,17 @@ LIMIT 1000";
 
 const INSERT_RETRIES: &str = "\
 INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
-                            node_id, status, not_before)
+                            node_id, status, not_before, params)
 SELECT u.run_id, u.name, u.pipeline, 'retry', u.t, u.attempt, $6, 'pending',
-       now() + make_interval(secs => u.delay)
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $7::float8[])
-     AS u(run_id, name, pipeline, t, attempt, delay)
+       now() + make_interval(secs => u.delay), u.params
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $7::float8[],
+            $8::jsonb[])
+     AS u(run_id, name, pipeline, t, attempt, delay, params)
 ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING";
 
 /// Creates the next attempt (`pending`, trigger `retry`, after the backoff)
 /// for every failed or abandoned run its schedule's retry policy allows.
+/// A retry keeps the params its attempt was given (a manual run's override).
 /// Returns how many were created.
 pub async fn schedule_retries(
     client: &impl GenericClient,
@@ -100,6 +103,7 @@ pub async fn schedule_retries(
     let mut ticks: Vec<DateTime<Utc>> = Vec::with_capacity(rows.len());
     let mut attempts: Vec<i32> = Vec::with_capacity(rows.len());
     let mut delays: Vec<f64> = Vec::with_capacity(rows.len());
+    let mut params: Vec<Option<Value>> = Vec::with_capacity(rows.len());
     for r in &rows {
         ids.push(Uuid::now_v7());
         names.push(r.try_get("schedule_name")?);
@@ -107,12 +111,13 @@ pub async fn schedule_retries(
         ticks.push(r.try_get("scheduled_at")?);
         attempts.push(r.try_get::<_, i32>("attempt")? + 1);
         delays.push(r.try_get("delay")?);
+        params.push(r.try_get("params")?);
     }
     let n = client
         .execute(
             INSERT_RETRIES,
             &[
-                &ids, &names, &pipelines, &ticks, &attempts, &leader, &delays,
+                &ids, &names, &pipelines, &ticks, &attempts, &leader, &delays, &params,
             ],
         )
         .await?;

@@ -58,6 +58,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "no_catchup_trigger",
         sql: include_str!("../../migrations/0007_no_catchup_trigger.sql"),
     },
+    // 0008 and 0010 are taken by changes developed alongside this one.
+    Migration {
+        version: 9,
+        name: "run_controls",
+        sql: include_str!("../../migrations/0009_run_controls.sql"),
+    },
 ];
 
 /// What a migration run did.

@@ -7,7 +7,7 @@
 //! dead cannot overwrite the verdict.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -48,13 +48,34 @@ pub struct Run {
     /// For a `skipped` tick: the run it overlapped (the oldest of the
     /// schedule's runs that were running when it fell due).
     pub overlapped_run_id: Option<Uuid>,
+    /// The params a manual run (and its retries) was given: the schedule's
+    /// when it was asked for, with the request's override merged over them.
+    /// `None` for ticks, which run with their schedule's params as they are
+    /// when the run starts.
+    pub params: Option<Map<String, Value>>,
+    /// For a rerun: the run it repeats.
+    pub rerun_of: Option<Uuid>,
+}
+
+/// A manual run to record, for [`insert_manual_run`].
+#[derive(Debug, Clone, Copy)]
+pub struct ManualRun<'a> {
+    /// Its schedule.
+    pub schedule_name: &'a str,
+    /// The schedule's pipeline.
+    pub pipeline: &'a str,
+    /// The params it is to run with (`None`: the schedule's, when it starts).
+    pub params: Option<&'a Map<String, Value>>,
+    /// For a rerun: the run it repeats.
+    pub rerun_of: Option<Uuid>,
 }
 
 /// NOTIFY channel announcing runs waiting to be picked up.
 pub const RUNS_CHANNEL: &str = "spine_runs";
 
 const COLUMNS: &str = "run_id, schedule_name, pipeline, trigger, scheduled_at, attempt, node_id, \
-    status, claimed_at, not_before, started_at, completed_at, error, result, overlapped_run_id";
+    status, claimed_at, not_before, started_at, completed_at, error, result, overlapped_run_id, \
+    params, rerun_of";
 
 fn from_row(row: &Row) -> Result<Run, StoreError> {
     let status: String = row.try_get("status")?;
@@ -76,6 +97,13 @@ fn from_row(row: &Row) -> Result<Run, StoreError> {
         error: row.try_get("error")?,
         result: row.try_get("result")?,
         overlapped_run_id: row.try_get("overlapped_run_id")?,
+        params: match row.try_get::<_, Option<Value>>("params")? {
+            None => None,
+            Some(Value::Object(m)) => Some(m),
+            // The column's CHECK keeps this out, unless edited away.
+            Some(_) => return Err(bad("params is not a JSON object".to_string())),
+        },
+        rerun_of: row.try_get("rerun_of")?,
     })
 }
 
@@ -88,21 +116,51 @@ pub async fn get(client: &impl GenericClient, run_id: Uuid) -> Result<Option<Run
     }
 }
 
-/// Records a run-now request: a `pending` manual run that a replica will pick up.
+/// Records a run-now request: a `pending` manual run that a replica will
+/// pick up, with its schedule's params as they are when it starts.
 pub async fn insert_manual(
     client: &impl GenericClient,
     schedule_name: &str,
     pipeline: &str,
 ) -> Result<Run, StoreError> {
+    insert_manual_run(
+        client,
+        &ManualRun {
+            schedule_name,
+            pipeline,
+            params: None,
+            rerun_of: None,
+        },
+    )
+    .await
+}
+
+/// Records a manual run (run-now, rerun): `pending`, trigger `manual`,
+/// with the params it is to run with and the run it repeats, if any.
+pub async fn insert_manual_run(
+    client: &impl GenericClient,
+    run: &ManualRun<'_>,
+) -> Result<Run, StoreError> {
     // The NOTIFY wakes an idle replica at once instead of at its next poll.
     let sql = format!(
         "WITH ins AS ( \
-             INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status) \
-             VALUES ($1, $2, $3, 'manual', now(), 'pending') RETURNING {COLUMNS}) \
+             INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
+                                         status, params, rerun_of) \
+             VALUES ($1, $2, $3, 'manual', now(), 'pending', $4, $5) RETURNING {COLUMNS}) \
          SELECT ins.*, pg_notify('{RUNS_CHANNEL}', ins.run_id::text) FROM ins"
     );
+    let params = run.params.map(|m| Value::Object(m.clone()));
     let row = client
-        .query_one(&sql, &[&Uuid::now_v7(), &schedule_name, &pipeline])
+        .query_one(
+            &sql,
+            &[
+                &Uuid::now_v7(),
+                &run.schedule_name,
+                &run.pipeline,
+                &params,
+                &run.rerun_of,
+            ],
+        )
         .await?;
     from_row(&row)
 }

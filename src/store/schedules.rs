@@ -11,6 +11,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::StoreError;
+use crate::schedule::controls::PauseNote;
 use crate::schedule::spec::{Definition, RetryDefinition};
 use crate::schedule::{Schedule, ScheduleType, ValidationError, ValidationErrors};
 
@@ -25,6 +26,22 @@ pub struct StoredSchedule {
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
     pub updated_at: DateTime<Utc>,
+    /// While it is paused: since when, by whom and why (`None` while it is
+    /// enabled).
+    pub pause: Option<Pause>,
+}
+
+/// What is known of a schedule's pause. Every part may be unknown: a pause
+/// need not say who or why, and schedules paused before the pause was
+/// recorded (migration 9) have no `at` either.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pause {
+    /// When it was paused (the first pause; a later note does not move it).
+    pub at: Option<DateTime<Utc>>,
+    /// Who paused it, as the pause said.
+    pub by: Option<String>,
+    /// Why, as the pause said.
+    pub note: Option<String>,
 }
 
 /// A stored row that failed validation.
@@ -65,26 +82,52 @@ pub struct SchedulePage {
 const COLUMNS: &str = "name, pipeline, schedule_type, cron_expression, interval_seconds, \
     start_at, run_at, timezone, params, enabled, max_instances, misfire_grace_time, coalesce, \
     timeout_seconds, retry_max_attempts, retry_backoff_seconds, retry_backoff_max_seconds, \
-    description, created_at, updated_at, version";
+    description, created_at, updated_at, version, end_at, paused_at, paused_by, paused_note";
 
+/// A schedule created paused (`enabled: false`) is paused from its creation.
 const INSERT: &str = "INSERT INTO scheduler_schedules (name, pipeline, schedule_type, \
     cron_expression, interval_seconds, start_at, run_at, timezone, params, enabled, \
     max_instances, misfire_grace_time, coalesce, timeout_seconds, retry_max_attempts, \
-    retry_backoff_seconds, retry_backoff_max_seconds, description) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+    retry_backoff_seconds, retry_backoff_max_seconds, description, end_at, paused_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+            CASE WHEN $10 THEN NULL ELSE now() END) \
     ON CONFLICT (name) DO NOTHING";
 
-/// `$19` is the expected version, or NULL for "whatever is there".
+/// `$20` is the expected version, or NULL for "whatever is there". The
+/// pause record follows `enabled` (`$10`; the SET expressions read the old
+/// row): enabling clears it, disabling an enabled schedule starts it, and a
+/// schedule that stays paused — an `apply` or PUT that keeps `enabled` —
+/// keeps its note.
 const UPDATE: &str = "UPDATE scheduler_schedules SET pipeline = $2, schedule_type = $3, \
     cron_expression = $4, interval_seconds = $5, start_at = $6, run_at = $7, timezone = $8, \
     params = $9, enabled = $10, max_instances = $11, misfire_grace_time = $12, coalesce = $13, \
     timeout_seconds = $14, retry_max_attempts = $15, retry_backoff_seconds = $16, \
-    retry_backoff_max_seconds = $17, description = $18, updated_at = now(), version = version + 1 \
-    WHERE name = $1 AND ($19::bigint IS NULL OR version = $19)";
+    retry_backoff_max_seconds = $17, description = $18, end_at = $19, \
+    paused_at = CASE WHEN $10 THEN NULL WHEN enabled THEN now() ELSE paused_at END, \
+    paused_by = CASE WHEN $10 THEN NULL ELSE paused_by END, \
+    paused_note = CASE WHEN $10 THEN NULL ELSE paused_note END, \
+    updated_at = now(), version = version + 1 \
+    WHERE name = $1 AND ($20::bigint IS NULL OR version = $20)";
 
-const SET_ENABLED: &str = "UPDATE scheduler_schedules \
-    SET enabled = $2, updated_at = now(), version = version + 1 \
-    WHERE name = $1 AND enabled IS DISTINCT FROM $2";
+/// Pauses with a note (`$2` by, `$3` note; `$4`: whether the pause said
+/// either). An enabled schedule is paused, since now, with what was said.
+/// A paused one changes only when the pause says something that differs
+/// (then its by and note are replaced; its `paused_at` stays): a bare
+/// pause of a paused schedule changes nothing, not even the version.
+const PAUSE: &str = "UPDATE scheduler_schedules \
+    SET enabled = false, \
+        paused_at = CASE WHEN enabled THEN now() ELSE paused_at END, \
+        paused_by = CASE WHEN enabled OR $4 THEN $2 ELSE paused_by END, \
+        paused_note = CASE WHEN enabled OR $4 THEN $3 ELSE paused_note END, \
+        updated_at = now(), version = version + 1 \
+    WHERE name = $1 AND (enabled OR ($4 AND (paused_by IS DISTINCT FROM $2 \
+                                             OR paused_note IS DISTINCT FROM $3)))";
+
+/// Resumes, forgetting the pause; a running schedule changes nothing.
+const RESUME: &str = "UPDATE scheduler_schedules \
+    SET enabled = true, paused_at = NULL, paused_by = NULL, paused_note = NULL, \
+        updated_at = now(), version = version + 1 \
+    WHERE name = $1 AND NOT enabled";
 
 const DELETE: &str =
     "DELETE FROM scheduler_schedules WHERE name = $1 AND ($2::bigint IS NULL OR version = $2)";
@@ -121,14 +164,39 @@ pub async fn update(
     get_required(client, schedule.name()).await
 }
 
-/// Pauses (`false`) or resumes (`true`) a schedule. Idempotent: setting the
-/// state it already has changes nothing (not even the version).
+/// Pauses (`false`, without a note: [`pause`]) or resumes (`true`:
+/// [`resume`]) a schedule. Idempotent: setting the state it already has
+/// changes nothing (not even the version).
 pub async fn set_enabled(
     client: &impl GenericClient,
     name: &str,
     enabled: bool,
 ) -> Result<StoredSchedule, StoreError> {
-    client.execute(SET_ENABLED, &[&name, &enabled]).await?;
+    if enabled {
+        resume(client, name).await
+    } else {
+        pause(client, name, &PauseNote::default()).await
+    }
+}
+
+/// Pauses a schedule, recording who and why when `note` says. Pausing a
+/// paused schedule with a note that says something replaces who and why
+/// (since when stays); without, it changes nothing (not even the version).
+pub async fn pause(
+    client: &impl GenericClient,
+    name: &str,
+    note: &PauseNote,
+) -> Result<StoredSchedule, StoreError> {
+    let said = !note.is_empty();
+    client
+        .execute(PAUSE, &[&name, &note.by, &note.note, &said])
+        .await?;
+    get_required(client, name).await
+}
+
+/// Resumes a schedule and forgets its pause. Idempotent.
+pub async fn resume(client: &impl GenericClient, name: &str) -> Result<StoredSchedule, StoreError> {
+    client.execute(RESUME, &[&name]).await?;
     get_required(client, name).await
 }
 
@@ -314,6 +382,7 @@ struct Columns {
     retry_backoff_seconds: i32,
     retry_backoff_max_seconds: i32,
     description: Option<String>,
+    end_at: Option<DateTime<Utc>>,
 }
 
 /// Every bound on the model keeps these conversions in range (a week of
@@ -323,8 +392,8 @@ fn int4(n: u64) -> i32 {
 }
 
 impl Columns {
-    /// `$1`..`$18` of INSERT and UPDATE, in column order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 18] {
+    /// `$1`..`$19` of INSERT and UPDATE, in column order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
         [
             &self.name,
             &self.pipeline,
@@ -344,6 +413,7 @@ impl Columns {
             &self.retry_backoff_seconds,
             &self.retry_backoff_max_seconds,
             &self.description,
+            &self.end_at,
         ]
     }
 
@@ -370,6 +440,7 @@ impl Columns {
             retry_backoff_seconds: int4(d.retry.backoff),
             retry_backoff_max_seconds: int4(d.retry.backoff_max),
             description: d.description,
+            end_at: d.end_at,
         }
     }
 }
@@ -397,6 +468,7 @@ fn from_row(row: &Row) -> Result<StoredSchedule, StoreError> {
             .map(|n| checked.of("interval_seconds", n)),
         start_at: row.try_get("start_at")?,
         run_at: row.try_get("run_at")?,
+        end_at: row.try_get("end_at")?,
         timezone: row.try_get("timezone")?,
         params: match row.try_get::<_, Value>("params")? {
             Value::Object(m) => m,
@@ -433,6 +505,15 @@ fn from_row(row: &Row) -> Result<StoredSchedule, StoreError> {
         },
         description: row.try_get("description")?,
     };
+    let pause = (!definition.enabled)
+        .then(|| -> Result<Pause, StoreError> {
+            Ok(Pause {
+                at: row.try_get("paused_at")?,
+                by: row.try_get("paused_by")?,
+                note: row.try_get("paused_note")?,
+            })
+        })
+        .transpose()?;
     let schedule = match checked.0 {
         errors if !errors.is_empty() => Err(ValidationErrors(errors)),
         _ => definition.to_schedule(),
@@ -442,6 +523,7 @@ fn from_row(row: &Row) -> Result<StoredSchedule, StoreError> {
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        pause,
     })
 }
 

@@ -1,5 +1,8 @@
 //! `/v1/schedules`: the seed's operations (list, create, delete, run now,
-//! pause, resume) plus get, full and partial update.
+//! pause, resume) plus get, full and partial update, and the next fire
+//! times of a stored schedule. The controls' optional bodies (run now with
+//! a params override, pause with a note) are read by
+//! [`crate::schedule::controls`]; a key they do not know is refused.
 //!
 //! Bodies use the keys of the schedules file (`spec::parse_schedule` reads
 //! both), so what works in YAML works here, and every problem is reported at
@@ -20,17 +23,20 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use self::patch::{body_map, patched, pin_name, take_version};
+pub(super) use self::types::InvalidControl;
 use self::types::{
-    InvalidName, InvalidScheduleView, ListQuery, NoSuchSchedule, RunNowAccepted, ScheduleInput,
-    SchedulePage, ScheduleView, StaleVersion,
+    InvalidName, InvalidScheduleView, ListQuery, NextFires, NextQuery, NoSuchSchedule, PauseInput,
+    RunNowAccepted, RunNowInput, ScheduleInput, SchedulePage, ScheduleView, StaleVersion,
 };
 use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
-use super::extract::{etag, if_match, Json, Path, Query};
+use super::extract::{etag, if_match, Json, OptionalJson, Path, Query};
+use super::preview::{database_now, Preview};
 use super::{cursor, page_limit, AppState};
+use crate::schedule::controls::{self, PauseNote, RunRequest};
 use crate::schedule::spec::parse_schedule;
 use crate::schedule::{validate_name, Schedule, ValidationError, ValidationErrors};
 use crate::store::api_queries::{self, LastRun};
-use crate::store::runs;
+use crate::store::runs::{self, ManualRun};
 use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
 
 /// Checks a schedule name taken from the path.
@@ -390,42 +396,56 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_enabled(app: AppState, name: String, enabled: bool) -> Result<Response, ApiError> {
-    path_name(&name)?;
-    let db = app.db().await?;
-    let stored = schedules::set_enabled(&**db, &name, enabled).await?;
-    tracing::info!(schedule = %name, enabled, "schedule paused/resumed through the API");
-    respond(&db, StatusCode::OK, &stored).await
-}
-
 /// Pause a schedule.
 ///
-/// Its ticks stop firing on every replica. Idempotent.
+/// Its ticks stop firing on every replica. The optional body says why and
+/// who: `{"note": "…", "by": "…"}` (tokens carry no names, so `by` is the
+/// caller's word); both are shown in the schedule's `pause` until it is
+/// resumed, and an `apply` of the schedules file keeps them (as it keeps
+/// the pause). Idempotent: pausing a paused schedule without a body changes
+/// nothing; with a note or `by`, those replace the old ones (`pause.at`
+/// stays). Any other key, or a body that is not an object, is refused.
 #[utoipa::path(
     post,
     path = "/v1/schedules/{name}/pause",
     operation_id = "pause_schedule",
     tag = "schedules",
     params(("name" = String, Path, description = "The schedule's name")),
+    request_body(content = Option<PauseInput>, content_type = "application/json",
+                 description = "Optional: why, and who"),
     responses(
         (status = 200, description = "Paused", body = ScheduleView),
-        InvalidName,
+        InvalidControl,
         Unauthorized,
         ReadOnly,
         NoSuchSchedule,
+        TooLarge,
+        NotJson,
     )
 )]
 pub async fn pause(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    OptionalJson(body): OptionalJson,
 ) -> Result<Response, ApiError> {
-    set_enabled(app, name, false).await
+    path_name(&name)?;
+    let note = PauseNote::from_body(body.as_ref())?;
+    let db = app.db().await?;
+    let stored = schedules::pause(&**db, &name, &note).await?;
+    tracing::info!(
+        schedule = %name,
+        by = note.by.as_deref().unwrap_or_default(),
+        note = note.note.as_deref().unwrap_or_default(),
+        "schedule paused through the API"
+    );
+    respond(&db, StatusCode::OK, &stored).await
 }
 
 /// Resume a paused schedule.
 ///
 /// Firing restarts from the next tick (ticks missed while paused are not
-/// made up). Idempotent.
+/// made up); the pause's note is forgotten. Idempotent. Takes no body (an
+/// empty object is accepted; any key is refused).
 #[utoipa::path(
     post,
     path = "/v1/schedules/{name}/resume",
@@ -434,47 +454,84 @@ pub async fn pause(
     params(("name" = String, Path, description = "The schedule's name")),
     responses(
         (status = 200, description = "Resumed", body = ScheduleView),
-        InvalidName,
+        InvalidControl,
         Unauthorized,
         ReadOnly,
         NoSuchSchedule,
+        TooLarge,
+        NotJson,
     )
 )]
 pub async fn resume(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    OptionalJson(body): OptionalJson,
 ) -> Result<Response, ApiError> {
-    set_enabled(app, name, true).await
+    path_name(&name)?;
+    controls::no_keys(body.as_ref(), "resume")?;
+    let db = app.db().await?;
+    let stored = schedules::resume(&**db, &name).await?;
+    tracing::info!(schedule = %name, "schedule resumed through the API");
+    respond(&db, StatusCode::OK, &stored).await
 }
 
 /// Run a schedule now.
 ///
 /// Records a `pending` run with trigger `manual`; a replica picks it up
-/// within about a second. Works on paused schedules too.
+/// within about a second. Works on paused and ended schedules too. The
+/// optional body `{"params": {…}}` is merged over the schedule's params for
+/// this run only — a shallow merge: each top-level key given replaces the
+/// schedule's (nested objects are replaced whole, `null` is passed as
+/// `null`), keys not given keep the schedule's value. The run's params are
+/// recorded in the ledger (`params` of `/v1/runs/{run_id}`) and handed to
+/// the pipeline, and to its retries. Any other key is refused.
 #[utoipa::path(
     post,
     path = "/v1/schedules/{name}/run",
     operation_id = "run_schedule_now",
     tag = "schedules",
     params(("name" = String, Path, description = "The schedule's name")),
+    request_body(content = Option<RunNowInput>, content_type = "application/json",
+                 description = "Optional: params merged over the schedule's for this run"),
     responses(
         (status = 202, description = "Accepted", body = RunNowAccepted,
          headers(("Location" = String, description = "The run"))),
-        InvalidName,
+        InvalidControl,
         Unauthorized,
         ReadOnly,
         NoSuchSchedule,
+        TooLarge,
+        NotJson,
     )
 )]
 pub async fn run_now(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    OptionalJson(body): OptionalJson,
 ) -> Result<Response, ApiError> {
     path_name(&name)?;
+    let request = RunRequest::from_body(body.as_ref())?;
     let db = app.db().await?;
     let stored = current(&db, &name).await?;
-    let run = runs::insert_manual(&**db, &name, stored.schedule.pipeline()).await?;
-    tracing::info!(schedule = %name, run_id = %run.run_id, "run requested through the API");
+    let params = request
+        .params_over(stored.schedule.params())
+        .map_err(ValidationErrors::from)?;
+    let run = runs::insert_manual_run(
+        &**db,
+        &ManualRun {
+            schedule_name: &name,
+            pipeline: stored.schedule.pipeline(),
+            params: Some(&params),
+            rerun_of: None,
+        },
+    )
+    .await?;
+    tracing::info!(
+        schedule = %name,
+        run_id = %run.run_id,
+        overridden = request.params.is_some(),
+        "run requested through the API"
+    );
     let mut response = (
         StatusCode::ACCEPTED,
         axum::Json(RunNowAccepted {
@@ -482,6 +539,7 @@ pub async fn run_now(
             schedule: run.schedule_name,
             status: run.status.into(),
             scheduled_at: run.scheduled_at,
+            params,
         }),
     )
         .into_response();
@@ -489,4 +547,57 @@ pub async fn run_now(
         response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
+}
+
+/// Most fire times one `next` returns.
+const MAX_NEXT: u32 = 100;
+
+/// The next fire times of a stored schedule.
+///
+/// Computed as the engine computes its ticks (the schedule's own trigger,
+/// zone and `end_at`), strictly after now on the database clock; fewer than
+/// `count` when the schedule ends first. A paused schedule has none
+/// (`paused` true, `fires` empty): it fires nothing until resumed.
+#[utoipa::path(
+    get,
+    path = "/v1/schedules/{name}/next",
+    operation_id = "next_fire_times",
+    tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name"), NextQuery),
+    responses(
+        (status = 200, description = "The next fire times", body = NextFires),
+        (status = 400, description = "Invalid name or count", body = ErrorBody),
+        Unauthorized,
+        NoSuchSchedule,
+    )
+)]
+pub async fn next(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NextQuery>,
+) -> Result<axum::Json<NextFires>, ApiError> {
+    path_name(&name)?;
+    let count = match q.count {
+        None => 10,
+        Some(n) if (1..=MAX_NEXT).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::invalid(
+                "count",
+                format!("must be between 1 and {MAX_NEXT}, got {n}"),
+            ))
+        }
+    };
+    let db = app.db().await?;
+    let stored = current(&db, &name).await?;
+    let schedule = &stored.schedule;
+    let now = database_now(&app);
+    let paused = !schedule.enabled();
+    let shown = if paused { 0 } else { count as usize };
+    Ok(axum::Json(NextFires {
+        name,
+        paused,
+        end_at: schedule.end_at(),
+        ended: schedule.has_ended(now),
+        preview: Preview::of(schedule, now, shown),
+    }))
 }

@@ -12,7 +12,14 @@ use crate::schedule::{Schedule, ScheduleType};
 
 /// Keys a GET returns that are not part of the definition. PUT and PATCH
 /// ignore them, so a GET's output can be edited and sent back.
-const READ_ONLY_KEYS: &[&str] = &["created_at", "updated_at", "next_run", "last_run"];
+const READ_ONLY_KEYS: &[&str] = &[
+    "created_at",
+    "updated_at",
+    "next_run",
+    "ended",
+    "pause",
+    "last_run",
+];
 
 /// Takes `version` out of a PUT/PATCH body and reconciles it with `If-Match`.
 pub(super) fn take_version(

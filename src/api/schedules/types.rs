@@ -10,10 +10,11 @@ use utoipa::{IntoParams, IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use crate::api::error::ErrorBody;
+use crate::api::preview::Preview;
 use crate::api::runs::{RunStatusName, TriggerName};
 use crate::schedule::spec::Definition;
 use crate::store::api_queries::LastRun;
-use crate::store::schedules::StoredSchedule;
+use crate::store::schedules::{Pause, StoredSchedule};
 
 /// The newest run of a schedule.
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,6 +43,27 @@ impl From<&LastRun> for LastRunView {
     }
 }
 
+/// Why and since when a schedule is paused, as its pause said.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PauseView {
+    /// When it was paused (`null` for schedules paused before this was recorded).
+    pub at: Option<DateTime<Utc>>,
+    /// Who paused it, as the pause said (`by`).
+    pub by: Option<String>,
+    /// Why, as the pause said (`note`).
+    pub note: Option<String>,
+}
+
+impl From<&Pause> for PauseView {
+    fn from(p: &Pause) -> Self {
+        PauseView {
+            at: p.at,
+            by: p.by.clone(),
+            note: p.note.clone(),
+        }
+    }
+}
+
 /// A stored schedule: its definition, bookkeeping and what comes next.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScheduleView {
@@ -54,26 +76,31 @@ pub struct ScheduleView {
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
     pub updated_at: DateTime<Utc>,
-    /// Its next tick on the database clock (`null` when paused or when a
-    /// one-time schedule has passed).
+    /// Its next tick on the database clock (`null` when paused, or when it
+    /// has ended).
     pub next_run: Option<DateTime<Utc>>,
+    /// True when it will never fire again: its `end_at` has passed, or (a
+    /// one-time schedule) its `run_at` has. Paused or not; it can still be
+    /// run by hand, and a PATCH of `end_at` brings it back.
+    pub ended: bool,
+    /// While paused (`enabled` false): since when, by whom and why; `null`
+    /// while enabled. Kept until it is resumed.
+    pub pause: Option<PauseView>,
     /// Its newest run, if it has one.
     pub last_run: Option<LastRunView>,
 }
 
 impl ScheduleView {
     pub(super) fn of(s: &StoredSchedule, now: DateTime<Utc>, last: Option<&LastRun>) -> Self {
-        let next_run = s
-            .schedule
-            .enabled()
-            .then(|| s.schedule.next_fire_after(now))
-            .flatten();
+        let next = s.schedule.next_fire_after(now);
         ScheduleView {
             definition: Definition::of(&s.schedule),
             version: s.version,
             created_at: s.created_at,
             updated_at: s.updated_at,
-            next_run,
+            next_run: next.filter(|_| s.schedule.enabled()),
+            ended: next.is_none(),
+            pause: s.pause.as_ref().map(PauseView::from),
             last_run: last.map(LastRunView::from),
         }
     }
@@ -146,8 +173,8 @@ pub struct RetryInput {
 /// `interval_minutes`, `interval_hours`) and `run_at`. Unknown keys are
 /// refused. PUT and PATCH also accept `version` (like `If-Match`) and ignore
 /// the read-only keys a GET returns (`created_at`, `updated_at`, `next_run`,
-/// `last_run`); in a PATCH every key is optional and `null` resets a key to
-/// its default.
+/// `ended`, `pause`, `last_run`); in a PATCH every key is optional and
+/// `null` resets a key to its default.
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)] // documentation only
 pub struct ScheduleInput {
@@ -176,6 +203,9 @@ pub struct ScheduleInput {
     pub start_at: Option<String>,
     /// RFC 3339 instant, or local `YYYY-MM-DDTHH:MM:SS` in `timezone`: fires once.
     pub run_at: Option<String>,
+    /// RFC 3339 instant: no tick after it (ticks at it still fire). Must be
+    /// after `start_at`/`run_at`; one already past makes an ended schedule.
+    pub end_at: Option<String>,
     /// IANA zone (default `UTC`).
     #[schema(example = "America/New_York")]
     pub timezone: Option<String>,
@@ -211,6 +241,64 @@ pub struct RunNowAccepted {
     pub status: RunStatusName,
     /// When it was asked for (database clock).
     pub scheduled_at: DateTime<Utc>,
+    /// The params the run is given: the schedule's, with the request's
+    /// `params` merged over them.
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+}
+
+/// The optional body of a run-now request.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only: read by `controls::RunRequest`
+pub struct RunNowInput {
+    /// Merged over the schedule's params for this run only: each top-level
+    /// key replaces the schedule's (a shallow merge, not a merge patch:
+    /// `null` is passed as `null`, a nested object replaces the whole
+    /// value). At most 64 KiB as JSON once merged.
+    #[schema(value_type = Option<Object>, example = json!({"days": 30}))]
+    pub params: Option<Map<String, Value>>,
+}
+
+/// The optional body of a pause.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only: read by `controls::PauseNote`
+pub struct PauseInput {
+    /// Why it is paused (up to 1000 characters); shown with the schedule
+    /// until it is resumed.
+    #[schema(example = "upstream feed down, see INC-1234")]
+    pub note: Option<String>,
+    /// Who paused it (up to 200 characters). Tokens carry no names, so the
+    /// caller says who they are.
+    #[schema(example = "alice")]
+    pub by: Option<String>,
+}
+
+/// How many fire times of a stored schedule.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NextQuery {
+    /// How many, 1–100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub count: Option<u32>,
+}
+
+/// The next fire times of a stored schedule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextFires {
+    /// The schedule.
+    pub name: String,
+    /// True while it is paused: then `fires` is empty (resume it to fire;
+    /// `/v1/preview` shows a trigger's times regardless).
+    pub paused: bool,
+    /// No tick after this instant.
+    pub end_at: Option<DateTime<Utc>>,
+    /// True when it will never fire again (its `end_at` or one-time
+    /// `run_at` has passed).
+    pub ended: bool,
+    /// The fire times, as `/v1/preview` computes them.
+    #[serde(flatten)]
+    pub preview: Preview,
 }
 
 /// 400: the name in the path is not a schedule name.
@@ -224,6 +312,15 @@ pub struct InvalidName(ErrorBody);
 #[response(status = 404, description = "No such schedule")]
 #[allow(dead_code)] // documentation only
 pub struct NoSuchSchedule(ErrorBody);
+
+/// 400: the optional body is not a JSON object of the control's keys.
+#[derive(IntoResponses)]
+#[response(
+    status = 400,
+    description = "Invalid path parameter, or a body that is not a JSON object of the control's keys (each unknown key is named)"
+)]
+#[allow(dead_code)] // documentation only
+pub struct InvalidControl(ErrorBody);
 
 /// 409: the version given (`If-Match` or `version`) is not the stored one.
 #[derive(IntoResponses)]

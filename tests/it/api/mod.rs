@@ -5,6 +5,7 @@
 use tokio_postgres::Client;
 
 mod auth;
+mod controls;
 mod errors;
 mod openapi;
 mod schedules;

@@ -33,6 +33,9 @@ pub enum RunStatusName {
     Missed,
     /// Its replica died while running it.
     Abandoned,
+    /// Stopped on request: by a newer tick (overlap policy `cancel_other`
+    /// or `terminate_other`) or through the API.
+    Cancelled,
 }
 
 impl From<RunStatus> for RunStatusName {
@@ -45,6 +48,7 @@ impl From<RunStatus> for RunStatusName {
             RunStatus::Skipped => RunStatusName::Skipped,
             RunStatus::Missed => RunStatusName::Missed,
             RunStatus::Abandoned => RunStatusName::Abandoned,
+            RunStatus::Cancelled => RunStatusName::Cancelled,
         }
     }
 }

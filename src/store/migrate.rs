@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "no_catchup_trigger",
         sql: include_str!("../../migrations/0007_no_catchup_trigger.sql"),
     },
+    Migration {
+        version: 10,
+        name: "overlap_policies",
+        sql: include_str!("../../migrations/0010_overlap_policies.sql"),
+    },
 ];
 
 /// What a migration run did.

@@ -12,7 +12,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::StoreError;
 use crate::schedule::spec::{Definition, RetryDefinition};
-use crate::schedule::{Schedule, ScheduleType, ValidationError, ValidationErrors};
+use crate::schedule::{OverlapPolicy, Schedule, ScheduleType, ValidationError, ValidationErrors};
 
 /// A schedule as stored, with its bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,22 +65,23 @@ pub struct SchedulePage {
 const COLUMNS: &str = "name, pipeline, schedule_type, cron_expression, interval_seconds, \
     start_at, run_at, timezone, params, enabled, max_instances, misfire_grace_time, coalesce, \
     timeout_seconds, retry_max_attempts, retry_backoff_seconds, retry_backoff_max_seconds, \
-    description, created_at, updated_at, version";
+    description, overlap_policy, created_at, updated_at, version";
 
 const INSERT: &str = "INSERT INTO scheduler_schedules (name, pipeline, schedule_type, \
     cron_expression, interval_seconds, start_at, run_at, timezone, params, enabled, \
     max_instances, misfire_grace_time, coalesce, timeout_seconds, retry_max_attempts, \
-    retry_backoff_seconds, retry_backoff_max_seconds, description) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+    retry_backoff_seconds, retry_backoff_max_seconds, description, overlap_policy) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
     ON CONFLICT (name) DO NOTHING";
 
-/// `$19` is the expected version, or NULL for "whatever is there".
+/// `$20` is the expected version, or NULL for "whatever is there".
 const UPDATE: &str = "UPDATE scheduler_schedules SET pipeline = $2, schedule_type = $3, \
     cron_expression = $4, interval_seconds = $5, start_at = $6, run_at = $7, timezone = $8, \
     params = $9, enabled = $10, max_instances = $11, misfire_grace_time = $12, coalesce = $13, \
     timeout_seconds = $14, retry_max_attempts = $15, retry_backoff_seconds = $16, \
-    retry_backoff_max_seconds = $17, description = $18, updated_at = now(), version = version + 1 \
-    WHERE name = $1 AND ($19::bigint IS NULL OR version = $19)";
+    retry_backoff_max_seconds = $17, description = $18, overlap_policy = $19, updated_at = now(), \
+    version = version + 1 \
+    WHERE name = $1 AND ($20::bigint IS NULL OR version = $20)";
 
 const SET_ENABLED: &str = "UPDATE scheduler_schedules \
     SET enabled = $2, updated_at = now(), version = version + 1 \
@@ -314,6 +315,7 @@ struct Columns {
     retry_backoff_seconds: i32,
     retry_backoff_max_seconds: i32,
     description: Option<String>,
+    overlap_policy: &'static str,
 }
 
 /// Every bound on the model keeps these conversions in range (a week of
@@ -323,8 +325,8 @@ fn int4(n: u64) -> i32 {
 }
 
 impl Columns {
-    /// `$1`..`$18` of INSERT and UPDATE, in column order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 18] {
+    /// `$1`..`$19` of INSERT and UPDATE, in column order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
         [
             &self.name,
             &self.pipeline,
@@ -344,6 +346,7 @@ impl Columns {
             &self.retry_backoff_seconds,
             &self.retry_backoff_max_seconds,
             &self.description,
+            &self.overlap_policy,
         ]
     }
 
@@ -370,6 +373,7 @@ impl Columns {
             retry_backoff_seconds: int4(d.retry.backoff),
             retry_backoff_max_seconds: int4(d.retry.backoff_max),
             description: d.description,
+            overlap_policy: d.overlap_policy.as_str(),
         }
     }
 }
@@ -409,6 +413,13 @@ fn from_row(row: &Row) -> Result<StoredSchedule, StoreError> {
         },
         enabled: row.try_get("enabled")?,
         max_instances: checked.of("max_instances", row.try_get::<_, i32>("max_instances")?),
+        overlap_policy: {
+            let policy: String = row.try_get("overlap_policy")?;
+            OverlapPolicy::parse(&policy).unwrap_or_else(|e| {
+                checked.0.push(e);
+                OverlapPolicy::Skip
+            })
+        },
         misfire_grace_time: checked.of(
             "misfire_grace_time",
             row.try_get::<_, i32>("misfire_grace_time")?,

@@ -86,6 +86,7 @@ pub async fn run(
                         attempt: run.attempt,
                         trigger: run.trigger,
                         after: None,
+                        waits_for: None,
                         done: None,
                     };
                     if jobs.send(job).is_err() {

@@ -91,7 +91,10 @@ mod tests {
             })
         );
         let api = CancelRequest::from_notice(&format!("cancel:{run}:immediate:"));
-        assert_eq!(api.map(|r| (r.mode, r.by)), Some((CancelMode::Immediate, None)));
+        assert_eq!(
+            api.map(|r| (r.mode, r.by)),
+            Some((CancelMode::Immediate, None))
+        );
         assert_eq!(CancelRequest::from_notice(&run.to_string()), None);
         assert_eq!(CancelRequest::from_notice("cancel:nope:graceful:"), None);
         assert!(api.is_some_and(|r| r.reason().contains("through the API")));

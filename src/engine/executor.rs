@@ -106,34 +106,36 @@ pub async fn run(
     let mut running: JoinSet<()> = JoinSet::new();
     let mut owners: HashMap<tokio::task::Id, Owner> = HashMap::new();
     let mut cancel_of: HashMap<Uuid, watch::Sender<Option<CancelRequest>>> = HashMap::new();
-    let spawn = |job: Job,
-                     running: &mut JoinSet<()>,
-                     owners: &mut HashMap<tokio::task::Id, Owner>,
-                     cancel_of: &mut HashMap<Uuid, watch::Sender<Option<CancelRequest>>>| {
-        let owner = (job.run_id, job.schedule.schedule.name().to_string());
-        let (cancel_tx, cancel_rx) = watch::channel(None);
-        cancel_of.insert(job.run_id, cancel_tx);
-        let task = execute(
-            deps.clone(),
-            job,
-            permits.clone(),
-            completions.clone(),
-            cancel_rx,
-        );
-        let handle = running.spawn(task.in_current_span());
-        owners.insert(handle.id(), owner);
-        let n = deps
-            .inflight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        deps.metrics.runs_in_flight(n + 1);
-    };
-    let deliver = |request: CancelRequest,
-                   cancel_of: &HashMap<Uuid, watch::Sender<Option<CancelRequest>>>| {
-        if let Some(tx) = cancel_of.get(&request.run_id) {
-            tracing::info!(run_id = %request.run_id, mode = request.mode.as_str(), "cancel requested");
-            tx.send_replace(Some(request));
-        }
-    };
+    let spawn =
+        |job: Job,
+         running: &mut JoinSet<()>,
+         owners: &mut HashMap<tokio::task::Id, Owner>,
+         cancel_of: &mut HashMap<Uuid, watch::Sender<Option<CancelRequest>>>| {
+            let owner = (job.run_id, job.schedule.schedule.name().to_string());
+            let (cancel_tx, cancel_rx) = watch::channel(None);
+            cancel_of.insert(job.run_id, cancel_tx);
+            let task = execute(
+                deps.clone(),
+                job,
+                permits.clone(),
+                completions.clone(),
+                cancel_rx,
+            );
+            let handle = running.spawn(task.in_current_span());
+            owners.insert(handle.id(), owner);
+            let n = deps
+                .inflight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            deps.metrics.runs_in_flight(n + 1);
+        };
+    let deliver =
+        |request: CancelRequest,
+         cancel_of: &HashMap<Uuid, watch::Sender<Option<CancelRequest>>>| {
+            if let Some(tx) = cancel_of.get(&request.run_id) {
+                tracing::info!(run_id = %request.run_id, mode = request.mode.as_str(), "cancel requested");
+                tx.send_replace(Some(request));
+            }
+        };
     loop {
         tokio::select! {
             biased;

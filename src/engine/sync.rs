@@ -8,11 +8,11 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::cancel::{CancelMode, CancelRequest};
 use super::catalog::Catalog;
 use super::outage::{Backoff, Reporter};
 use super::timer::Change;
 use crate::store::listen::{self, SCHEDULES_CHANNEL};
-use super::cancel::{CancelMode, CancelRequest};
 use crate::store::schedules;
 use crate::store::StoreError;
 

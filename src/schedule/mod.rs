@@ -432,7 +432,10 @@ impl Schedule {
         check("params", self.params == other.params);
         check("enabled", self.enabled == other.enabled);
         check("max_instances", self.max_instances == other.max_instances);
-        check("overlap_policy", self.overlap_policy == other.overlap_policy);
+        check(
+            "overlap_policy",
+            self.overlap_policy == other.overlap_policy,
+        );
         check(
             "misfire_grace_time",
             self.misfire_grace == other.misfire_grace,

@@ -172,9 +172,11 @@ pub fn parse_schedule(input: &Value) -> Result<ParsedSchedule, ValidationErrors>
         params,
         enabled,
         max_instances: r.opt_u32("max_instances"),
-        overlap_policy: r
-            .opt_str("overlap_policy")
-            .and_then(|p| OverlapPolicy::parse(p).map_err(|e| r.fail(&e.field, e.message)).ok()),
+        overlap_policy: r.opt_str("overlap_policy").and_then(|p| {
+            OverlapPolicy::parse(p)
+                .map_err(|e| r.fail(&e.field, e.message))
+                .ok()
+        }),
         misfire: r.opt_duration_secs("misfire_grace_time"),
         coalesce: r.opt_bool("coalesce"),
         timeout: r.opt_duration_secs("timeout"),

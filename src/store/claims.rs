@@ -143,18 +143,32 @@ SELECT now() AS db_now,
 /// the clock check. Always returns one row: the clock, and the created rows
 /// as parallel arrays.
 ///
-/// Overlap (`max_instances`) counts the schedule's `running` rows in the
-/// cluster, less this replica's runs that finished unwritten (`$11`) and
-/// the runs of replicas that are gone (`$12`, see `store::membership`). A
-/// tick is `skipped` only when that count has reached `max_instances`; the
-/// row names the oldest of those runs (`overlapped_run_id`). Several ticks
-/// of one schedule in one claim (a late handoff tick and an on-time one, a
-/// short backlog after a database hiccup) are all written `running`: the
-/// first ones take the free instances, the later ones are *queued*
-/// (`started_at` is NULL until they start) and each waits on the replica
-/// for the run `free` places before it ([`Claimed::after`], worked out from
-/// the rows returned) — the Temporal "buffer" overlap policy, bounded by
-/// the misfire grace (`engine::executor`).
+/// Overlap (`max_instances`) counts the schedule's unfinished (`running`)
+/// rows in the cluster, less this replica's runs that finished unwritten
+/// (`$11`) and the runs of replicas that are gone (`$12`, see
+/// `store::membership`). When the count has reached `max_instances`, the
+/// schedule's overlap policy (`$14`, `schedule::OverlapPolicy`) decides:
+///
+/// - `skip`: the tick is `skipped` — but only if that many runs had
+///   *started by the time it fell due*; runs started after it (a late
+///   handed-over tick, a backlog) did not overlap it, and it waits for them
+///   instead, as under `buffer_all`. The row names the oldest run
+///   (`overlapped_run_id`).
+/// - `buffer_one`, `buffer_all`: the tick is written `running` but *queued*
+///   (`started_at` NULL until it starts); `buffer_one` lets one tick wait
+///   and skips the others.
+/// - `allow_all`: it runs.
+/// - `cancel_other`, `terminate_other`: it is queued, and the oldest
+///   unfinished runs (enough to free one instance) get a cancel request
+///   (`cancel_requested_at`, `cancel_mode`, `cancel_requested_by`),
+///   announced on `spine_runs` at commit (`engine::cancel`).
+///
+/// A queued row names the run it waits for in `overlapped_run_id`: the
+/// newest unfinished run outside the claim ([`Claimed::waits_for`]: the
+/// executor polls the ledger until it ends), or, for several ticks of one
+/// schedule in one claim, the row of the claim `free` places before it
+/// ([`Claimed::after`], worked out from the rows returned). Either wait is
+/// bounded by the misfire grace (`engine::executor`).
 /// `claimed_at` is when the claim takes effect: the tick for a row written
 /// ahead (it commits only after the tick), else the INSERT.
 pub const INSERT: &str = "\
@@ -182,19 +196,27 @@ WITH c AS (
            (array_agg(run_id ORDER BY age DESC))[1] AS newest
     FROM unfinished
     GROUP BY schedule_name
+), before_tick AS (
+    -- Per tick, the runs that had started by the time it fell due: only
+    -- they make it a skip. A run started later (a late handed-over tick, a
+    -- backlog) did not overlap it; the tick waits for it instead.
+    SELECT c.run_id, count(*) AS n
+    FROM c JOIN unfinished u USING (schedule_name)
+    WHERE u.started_at <= c.scheduled_at
+    GROUP BY c.run_id
 ), judged AS (
     SELECT c.*, coalesce(running.n, 0) AS running, coalesce(running.waiting, 0) AS waiting,
-           running.oldest, running.newest,
+           running.oldest, running.newest, coalesce(before_tick.n, 0) AS running_at_tick,
            CASE
              WHEN statement_timestamp() - c.scheduled_at > make_interval(secs => c.grace_secs) THEN 'late'
              WHEN c.coalesce AND c.backlog AND c.next_at <= statement_timestamp() THEN 'coalesced'
            END AS dropped
-    FROM c LEFT JOIN running USING (schedule_name)
+    FROM c LEFT JOIN running USING (schedule_name) LEFT JOIN before_tick USING (run_id)
 ), decided AS (
     SELECT judged.*,
            CASE
              WHEN dropped IS NOT NULL THEN 'missed'
-             WHEN running >= max_instances AND policy = 'skip' THEN 'skipped'
+             WHEN running_at_tick >= max_instances AND policy = 'skip' THEN 'skipped'
              ELSE 'running'
            END AS status,
            greatest(max_instances - running, 0) AS free
@@ -222,8 +244,8 @@ WITH c AS (
                status = 'running' AND policy <> 'allow_all' AND rn > free AS queued0
         FROM ranked
     ) t(run_id, schedule_name, pipeline, scheduled_at, max_instances, grace_secs, coalesce,
-        backlog, next_at, policy, running, waiting, oldest, newest, dropped, status0, free, rn,
-        status, queued)
+        backlog, next_at, policy, running, waiting, oldest, newest, running_at_tick, dropped,
+        status0, free, rn, status, queued)
 ), inserted AS (
     INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
                                 node_id, status, claimed_at, started_at, completed_at, error,
@@ -528,10 +550,7 @@ async fn insert_rows(
     let coalesce: Vec<bool> = requests.iter().map(|r| r.coalesce).collect();
     let backlog: Vec<bool> = requests.iter().map(|r| r.backlog).collect();
     let next_at: Vec<Option<DateTime<Utc>>> = requests.iter().map(|r| r.next_at).collect();
-    let policies: Vec<&str> = requests
-        .iter()
-        .map(|r| r.overlap_policy.as_str())
-        .collect();
+    let policies: Vec<&str> = requests.iter().map(|r| r.overlap_policy.as_str()).collect();
     let row = tx
         .query_one(
             insert,
@@ -561,8 +580,12 @@ async fn insert_rows(
     let queued: Vec<bool> = row.try_get("queued")?;
     let waits_for: Vec<Option<Uuid>> = row.try_get("waits_for")?;
     let mut created = Vec::with_capacity(ids.len());
-    for ((((run_id, schedule_name), scheduled_at), status), waits_for) in
-        ids.into_iter().zip(names).zip(ticks).zip(statuses).zip(waits_for)
+    for ((((run_id, schedule_name), scheduled_at), status), waits_for) in ids
+        .into_iter()
+        .zip(names)
+        .zip(ticks)
+        .zip(statuses)
+        .zip(waits_for)
     {
         created.push(Claimed {
             run_id,

@@ -340,7 +340,8 @@ pub async fn cancel_requests_of(
         .map(|r| {
             Ok((
                 r.try_get(0)?,
-                r.try_get::<_, Option<String>>(1)?.unwrap_or_else(|| "graceful".into()),
+                r.try_get::<_, Option<String>>(1)?
+                    .unwrap_or_else(|| "graceful".into()),
                 r.try_get(2)?,
             ))
         })

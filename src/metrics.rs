@@ -168,7 +168,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "spine_runs_total",
-                        "Runs this replica brought to a final status (completed, failed, abandoned, skipped, missed).",
+                        "Runs this replica brought to a final status (completed, failed, abandoned, cancelled, skipped, missed).",
                     ),
                     &["schedule", "status"],
                 )?,

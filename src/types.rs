@@ -59,6 +59,9 @@ string_enum! {
         Missed = "missed",
         /// Its replica died while running it.
         Abandoned = "abandoned",
+        /// Stopped on request: by a newer tick (`cancel_other`,
+        /// `terminate_other`; the request names its run) or through the API.
+        Cancelled = "cancelled",
     }
 }
 

@@ -203,6 +203,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::rerun))
+        .routes(routes!(runs::cancel))
         .routes(routes!(cluster::get))
         .routes(routes!(preview::get))
         .routes(routes!(openapi::get))

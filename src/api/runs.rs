@@ -37,6 +37,9 @@ pub enum RunStatusName {
     Missed,
     /// Its replica died while running it.
     Abandoned,
+    /// Stopped on request: by a newer tick (overlap policy `cancel_other`
+    /// or `terminate_other`) or through the API.
+    Cancelled,
 }
 
 impl From<RunStatus> for RunStatusName {
@@ -49,6 +52,7 @@ impl From<RunStatus> for RunStatusName {
             RunStatus::Skipped => RunStatusName::Skipped,
             RunStatus::Missed => RunStatusName::Missed,
             RunStatus::Abandoned => RunStatusName::Abandoned,
+            RunStatus::Cancelled => RunStatusName::Cancelled,
         }
     }
 }
@@ -372,7 +376,7 @@ pub async fn get(
 /// the original recorded (a manual run's), or — for a tick, which records
 /// none — the schedule's params as they are now. It runs the schedule's
 /// current pipeline, like any run. Only a finished run (`completed`,
-/// `failed`, `skipped`, `missed`, `abandoned`) can be rerun: 409
+/// `failed`, `skipped`, `missed`, `abandoned`, `cancelled`) can be rerun: 409
 /// `run_not_finished` otherwise; 409 `schedule_deleted` when its schedule
 /// no longer exists. Takes no body (an empty object is accepted).
 #[utoipa::path(
@@ -450,6 +454,90 @@ pub async fn rerun(
         response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
+}
+
+/// How to stop a run (the body is optional: `{}` or none is `graceful`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelInput {
+    /// `graceful` (default): the pipeline is told; a command gets SIGTERM,
+    /// then SIGKILL 10 s later. `immediate`: killed at once.
+    pub mode: Option<CancelModeName>,
+}
+
+/// How a run is stopped.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CancelModeName {
+    /// Told first, killed after the kill grace.
+    Graceful,
+    /// Killed at once.
+    Immediate,
+}
+
+/// A cancel request that stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelAccepted {
+    /// The run.
+    pub run_id: Uuid,
+    /// How it is being stopped (a standing `immediate` request stays so).
+    pub mode: CancelModeName,
+}
+
+/// Cancel a running run.
+///
+/// The replica running it stops it (a run still waiting for another is
+/// never started) and records it `cancelled`; read the run to see it end.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run_id}/cancel",
+    operation_id = "cancel_run",
+    tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id (a UUID)")),
+    request_body(content = Option<CancelInput>, content_type = "application/json",
+                 description = "Optional; `{\"mode\": \"immediate\"}` kills at once"),
+    responses(
+        (status = 202, description = "The request stands; the run stops shortly", body = CancelAccepted),
+        (status = 400, description = "Not a UUID, or a bad body", body = ErrorBody),
+        Unauthorized,
+        ReadOnly,
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 409, description = "The run is not running", body = ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(app): State<AppState>,
+    Path(run_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, axum::Json<CancelAccepted>), ApiError> {
+    let id = Uuid::parse_str(&run_id)
+        .map_err(|_| ApiError::invalid("run_id", format!("{run_id:?} is not a run id (a UUID)")))?;
+    let input: CancelInput = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelInput::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body: {e}")))?
+    };
+    let mode = input.mode.unwrap_or(CancelModeName::Graceful);
+    let mode_text = match mode {
+        CancelModeName::Graceful => "graceful",
+        CancelModeName::Immediate => "immediate",
+    };
+    let db = app.db().await?;
+    match runs::request_cancel(&**db, id, mode_text).await? {
+        runs::CancelAsked::Requested => {
+            tracing::info!(run_id = %id, mode = mode_text, "cancel requested through the API");
+            Ok((
+                axum::http::StatusCode::ACCEPTED,
+                axum::Json(CancelAccepted { run_id: id, mode }),
+            ))
+        }
+        runs::CancelAsked::NotFound => Err(ApiError::not_found(format!("run {id} not found"))),
+        runs::CancelAsked::NotRunning(status) => Err(ApiError::conflict(
+            "not_running",
+            format!("run {id} is {status}, not running: there is nothing to cancel"),
+        )),
+    }
 }
 
 #[cfg(test)]

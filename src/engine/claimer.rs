@@ -204,6 +204,7 @@ async fn claim_chunk(
             misfire_grace_secs: u32::try_from(s.misfire_grace().as_secs()).unwrap_or(u32::MAX),
             coalesce: s.coalesce(),
             backlog: tick.backlog,
+            overlap_policy: s.overlap_policy(),
             next_at: s.next_fire_after(tick.at),
         });
         by_key.insert((s.name().to_string(), tick.at), tick);
@@ -340,6 +341,7 @@ fn dispatch(
                     trigger: RunTrigger::Schedule,
                     params: None,
                     after: claimed.after.and_then(|id| waits.remove(&id)),
+                    waits_for: claimed.waits_for,
                     done: Some(done),
                 };
                 if jobs.send(job).is_err() {

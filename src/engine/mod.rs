@@ -14,6 +14,7 @@
 //! in order (G7): stop claiming, drain in-flight runs, record the rest
 //! `abandoned`, flush results, mark the node `left`.
 
+pub mod cancel;
 pub mod catalog;
 mod claimer;
 pub mod clock;
@@ -132,6 +133,7 @@ impl Shared {
     /// What the schedule sync uses.
     fn sync(&self) -> sync::Deps {
         sync::Deps {
+            node_id: self.node_id,
             database_url: self.database_url.clone(),
             resync_interval: self.config.resync_interval,
             pool: self.pool.clone(),
@@ -195,6 +197,8 @@ impl Shared {
             clock: self.clock.clone(),
             metrics: self.metrics.clone(),
             inflight: self.inflight.clone(),
+            pool: self.pool.clone(),
+            membership: self.membership.clone(),
         }
     }
 
@@ -443,6 +447,8 @@ impl Scheduler {
         let (tick_tx, tick_rx) = mpsc::unbounded_channel();
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let (job_tx, job_rx) = mpsc::unbounded_channel();
+        // Cancel requests heard on LISTEN, for the executor (see `cancel`).
+        let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = completions::Results::channel(shared.unwritten.clone());
         let pending_wake = Arc::new(Notify::new());
 
@@ -452,6 +458,7 @@ impl Scheduler {
                 Arc::new(shared.sync()),
                 change_tx,
                 pending_wake.clone(),
+                cancel_tx,
                 stop_rx.clone(),
             )
             .in_current_span(),
@@ -494,7 +501,14 @@ impl Scheduler {
         // its in-flight runs must not be reaped.
         let beats = tokio::spawn(heartbeat::run(beat.clone(), beat_stop_rx).in_current_span());
         let executor = tokio::spawn(
-            executor::run(Arc::new(shared.executor()), job_rx, done_tx, stop_rx).in_current_span(),
+            executor::run(
+                Arc::new(shared.executor()),
+                job_rx,
+                done_tx,
+                cancel_rx,
+                stop_rx,
+            )
+            .in_current_span(),
         );
         let writer = tokio::spawn(
             completions::run(Arc::new(shared.completions()), done_rx).in_current_span(),

@@ -89,6 +89,7 @@ pub async fn run(
                         trigger: run.trigger,
                         params: run.params,
                         after: None,
+                        waits_for: None,
                         done: None,
                     };
                     if jobs.send(job).is_err() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::cancel::{CancelMode, CancelRequest};
 use super::catalog::Catalog;
 use super::outage::{Backoff, Reporter};
 use super::timer::Change;
@@ -17,6 +18,8 @@ use crate::store::StoreError;
 
 /// What the sync task uses of the replica.
 pub(crate) struct Deps {
+    /// Whose runs' standing cancel requests are read after (re)listening.
+    pub node_id: uuid::Uuid,
     /// LISTEN needs a session of its own, outside the pool.
     pub database_url: String,
     /// How often everything is compared again, NOTIFY or not.
@@ -29,11 +32,13 @@ pub(crate) struct Deps {
     pub db: Reporter,
 }
 
-/// Runs until shutdown. `pending` is woken when a run-now or retry is announced.
+/// Runs until shutdown. `pending` is woken when a run-now or retry is
+/// announced; cancel requests go to the executor through `cancels`.
 pub async fn run(
     deps: Arc<Deps>,
     changes: mpsc::UnboundedSender<Change>,
     pending: Arc<Notify>,
+    cancels: mpsc::UnboundedSender<CancelRequest>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut first = true;
@@ -59,8 +64,9 @@ pub async fn run(
         if resync(&deps, &changes, first).await.is_ok() {
             first = false;
         }
-        // A run-now may have been announced while we were not listening.
+        // A run-now or a cancel may have been announced while we were not listening.
         pending.notify_one();
+        standing_cancels(&deps, &cancels).await;
         let mut every = tokio::time::interval(deps.resync_interval);
         every.tick().await;
         loop {
@@ -75,10 +81,35 @@ pub async fn run(
                         break;
                     }
                     Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&deps, &changes, &n.payload).await,
-                    Some(_) => pending.notify_one(),
+                    Some(n) => match CancelRequest::from_notice(&n.payload) {
+                        Some(request) => {
+                            let _ = cancels.send(request);
+                        }
+                        None => pending.notify_one(),
+                    },
                 },
             }
         }
+    }
+}
+
+/// The cancel requests standing for this replica's runs (their
+/// notifications may have come while it was not listening).
+async fn standing_cancels(deps: &Deps, cancels: &mpsc::UnboundedSender<CancelRequest>) {
+    let requests = match deps.pool.get().await {
+        Ok(client) => crate::store::runs::cancel_requests_of(&**client, deps.node_id)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match requests {
+        Ok(requests) => {
+            for (run_id, mode, by) in requests {
+                let mode = CancelMode::parse(&mode).unwrap_or(CancelMode::Graceful);
+                let _ = cancels.send(CancelRequest { run_id, mode, by });
+            }
+        }
+        Err(error) => deps.db.failed("reading cancel requests", &error),
     }
 }
 

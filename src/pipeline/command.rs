@@ -177,6 +177,18 @@ struct Group {
 }
 
 impl Group {
+    /// Asks every process in the group to stop (SIGTERM); the group stays
+    /// armed for the SIGKILL that follows.
+    fn terminate(&mut self) {
+        if self.armed {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+            // the leader is unreaped, so the group id is still ours.
+            unsafe {
+                libc::kill(-self.pgid, libc::SIGTERM);
+            }
+        }
+    }
+
     /// Kills every process in the group, once.
     ///
     /// Only call this while the leader is unreaped (running, or a zombie):
@@ -204,8 +216,15 @@ impl Drop for Group {
 /// Why waiting for the program ended early.
 enum Stop {
     Timeout,
+    /// Asked to stop, it was still running `KILL_GRACE` after SIGTERM.
+    Cancelled,
     Wait(io::Error),
 }
+
+/// How long a command asked to stop (a graceful cancel) has between SIGTERM
+/// and SIGKILL to its process group: Kubernetes' default termination grace
+/// is 30 s; a scheduled job's cleanup is expected to be quicker.
+pub const KILL_GRACE: Duration = Duration::from_secs(10);
 
 async fn execute(config: &CommandConfig, ctx: &RunContext) -> PipelineOutcome {
     let Some((program, args)) = config.argv.split_first() else {
@@ -264,6 +283,8 @@ async fn execute(config: &CommandConfig, ctx: &RunContext) -> PipelineOutcome {
     let stderr = group.child.stderr.take();
 
     let deadline = tokio::time::Instant::now() + config.timeout;
+    let mut cancel = ctx.cancel.clone();
+    let mut kill_at: Option<tokio::time::Instant> = None;
     let mut out = Tail::new(TAIL_BYTES);
     let mut err = Tail::new(TAIL_BYTES);
     let waited = {
@@ -283,6 +304,13 @@ async fn execute(config: &CommandConfig, ctx: &RunContext) -> PipelineOutcome {
                 r = &mut exited => break r.map_err(Stop::Wait),
                 _ = &mut io, if !io_done => io_done = true,
                 _ = tokio::time::sleep_until(deadline) => break Err(Stop::Timeout),
+                _ = cancel.requested(), if kill_at.is_none() => {
+                    group.terminate();
+                    kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+                }
+                _ = tokio::time::sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
+                    break Err(Stop::Cancelled)
+                }
             }
         };
         // The leader is now a zombie (or still running, on timeout); either
@@ -296,7 +324,23 @@ async fn execute(config: &CommandConfig, ctx: &RunContext) -> PipelineOutcome {
     // Reaps the leader; after SIGKILL this is immediate.
     let status = group.child.wait().await;
 
+    if kill_at.is_some() {
+        let how = match (&waited, &status) {
+            (Err(Stop::Cancelled), _) => format!(
+                "still running {} after SIGTERM: its process group was killed (SIGKILL)",
+                humantime::format_duration(KILL_GRACE)
+            ),
+            (_, Ok(status)) if status.success() => "it then exited with status 0".to_string(),
+            (_, Ok(status)) => format!("then: {}", describe_failure(*status)),
+            (_, Err(e)) => format!("its exit status is unknown: {e}"),
+        };
+        return Err(PipelineError {
+            message: format!("cancelled: SIGTERM sent to its process group; {how}"),
+            result: Some(result(status.as_ref().ok().copied(), &out, &err)),
+        });
+    }
     match waited {
+        Err(Stop::Cancelled) => Err(PipelineError::new("cancelled")),
         Err(Stop::Timeout) => Err(PipelineError {
             message: format!(
                 "command timed out after {}; its process group was killed",

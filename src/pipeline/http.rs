@@ -472,6 +472,7 @@ mod tests {
             attempt: 2,
             trigger: RunTrigger::Retry,
             params,
+            cancel: crate::pipeline::CancelSignal::never(),
         });
         assert_eq!(
             body,

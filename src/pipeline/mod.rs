@@ -8,10 +8,13 @@
 //! * the binary reads a pipelines file ([`config`]) defining `http`,
 //!   `command` and `log` pipelines.
 //!
-//! Cancellation contract: the engine enforces timeouts and shutdown by
-//! *dropping* the future returned by [`Pipeline::run`]. Implementations must
-//! release what they hold on drop (a command pipeline kills its process group).
+//! Cancellation contract: the engine enforces timeouts, shutdown and
+//! immediate cancels by *dropping* the future returned by [`Pipeline::run`].
+//! Implementations must release what they hold on drop (a command pipeline
+//! kills its process group). A graceful cancel is asked for first through
+//! [`RunContext::cancel`] (see [`cancel`]).
 
+pub mod cancel;
 pub mod command;
 pub mod config;
 pub mod http;
@@ -28,6 +31,7 @@ use uuid::Uuid;
 
 use crate::types::RunTrigger;
 
+pub use self::cancel::{CancelHandle, CancelSignal};
 pub use self::log::LogPipeline;
 
 /// Everything a pipeline is told about the run it executes.
@@ -47,6 +51,8 @@ pub struct RunContext {
     pub trigger: RunTrigger,
     /// The schedule's parameters.
     pub params: Map<String, Value>,
+    /// Set when the run is asked to stop gracefully (see [`cancel`]).
+    pub cancel: CancelSignal,
 }
 
 /// A failed run: the message goes to the ledger's `error`, the optional
@@ -189,6 +195,7 @@ mod tests {
             attempt: 1,
             trigger: RunTrigger::Schedule,
             params: Map::new(),
+            cancel: CancelSignal::never(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod controls;
 pub mod cron;
 mod error;
 pub(crate) mod fields;
+mod overlap;
 mod retry;
 pub mod spec;
 
@@ -21,6 +22,7 @@ use serde_json::{Map, Value};
 
 pub use self::cron::{CronError, CronExpr, DstPolicy};
 pub use self::error::{ValidationError, ValidationErrors};
+pub use self::overlap::OverlapPolicy;
 pub use self::retry::RetryPolicy;
 
 /// Longest schedule name accepted.
@@ -107,6 +109,7 @@ pub struct Schedule {
     params: Map<String, Value>,
     enabled: bool,
     max_instances: u32,
+    overlap_policy: OverlapPolicy,
     misfire_grace: Duration,
     coalesce: bool,
     timeout: Option<Duration>,
@@ -170,6 +173,7 @@ impl Schedule {
             params: Map::new(),
             enabled: true,
             max_instances: 1,
+            overlap_policy: OverlapPolicy::Skip,
             misfire_grace: DEFAULT_MISFIRE_GRACE,
             coalesce: true,
             timeout: None,
@@ -223,6 +227,14 @@ impl Schedule {
             misfire_grace: grace,
             ..self
         })
+    }
+
+    /// The same schedule with another overlap policy (see [`OverlapPolicy`]).
+    pub fn with_overlap_policy(self, overlap_policy: OverlapPolicy) -> Self {
+        Schedule {
+            overlap_policy,
+            ..self
+        }
     }
 
     /// The same schedule, coalescing a backlog of missed ticks into one run or not.
@@ -350,6 +362,10 @@ impl Schedule {
     pub fn max_instances(&self) -> u32 {
         self.max_instances
     }
+    /// What a tick does when `max_instances` runs are unfinished.
+    pub fn overlap_policy(&self) -> OverlapPolicy {
+        self.overlap_policy
+    }
     /// How late a tick may start before it is recorded `missed`.
     pub fn misfire_grace(&self) -> Duration {
         self.misfire_grace
@@ -470,6 +486,10 @@ impl Schedule {
         check("params", self.params == other.params);
         check("enabled", self.enabled == other.enabled);
         check("max_instances", self.max_instances == other.max_instances);
+        check(
+            "overlap_policy",
+            self.overlap_policy == other.overlap_policy,
+        );
         check(
             "misfire_grace_time",
             self.misfire_grace == other.misfire_grace,

@@ -18,6 +18,7 @@
 //! | `params` | a mapping handed to the pipeline |
 //! | `enabled` | default true |
 //! | `max_instances` | default 1 |
+//! | `overlap_policy` | `skip` (default), `buffer_one`, `buffer_all`, `allow_all`, `cancel_other`, `terminate_other` (see `schedule::OverlapPolicy`) |
 //! | `misfire_grace_time` | seconds or a duration string, default 60 |
 //! | `coalesce` | default true |
 //! | `timeout` | seconds or a duration string, default none |
@@ -34,8 +35,8 @@ use utoipa::ToSchema;
 
 use super::fields::Fields;
 use super::{
-    parse_timezone, validate_name, validate_pipeline, RetryPolicy, Schedule, ScheduleType, Trigger,
-    ValidationError, ValidationErrors,
+    parse_timezone, validate_name, validate_pipeline, OverlapPolicy, RetryPolicy, Schedule,
+    ScheduleType, Trigger, ValidationError, ValidationErrors,
 };
 
 /// What a key of a schedule sets.
@@ -101,6 +102,7 @@ pub const KEYS: &[Key] = &[
     setting("params"),
     setting("enabled"),
     setting("max_instances"),
+    setting("overlap_policy"),
     setting("misfire_grace_time"),
     setting("coalesce"),
     setting("timeout"),
@@ -172,6 +174,11 @@ pub fn parse_schedule(input: &Value) -> Result<ParsedSchedule, ValidationErrors>
         params,
         enabled,
         max_instances: r.opt_u32("max_instances"),
+        overlap_policy: r.opt_str("overlap_policy").and_then(|p| {
+            OverlapPolicy::parse(p)
+                .map_err(|e| r.fail(&e.field, e.message))
+                .ok()
+        }),
         misfire: r.opt_duration_secs("misfire_grace_time"),
         coalesce: r.opt_bool("coalesce"),
         timeout: r.opt_duration_secs("timeout"),
@@ -209,6 +216,7 @@ struct Parts<'a> {
     params: Option<Map<String, Value>>,
     enabled: Option<bool>,
     max_instances: Option<u32>,
+    overlap_policy: Option<OverlapPolicy>,
     misfire: Option<Duration>,
     coalesce: Option<bool>,
     timeout: Option<Duration>,
@@ -263,6 +271,9 @@ impl Parts<'_> {
         }
         if let Some(m) = self.max_instances {
             schedule = refine(schedule.clone(), schedule.with_max_instances(m));
+        }
+        if let Some(p) = self.overlap_policy {
+            schedule = schedule.with_overlap_policy(p);
         }
         if let Some(g) = self.misfire {
             schedule = refine(schedule.clone(), schedule.with_misfire_grace(g));
@@ -458,6 +469,8 @@ pub struct Definition {
     pub enabled: bool,
     /// Runs of it allowed at once across the cluster.
     pub max_instances: u32,
+    /// What a tick does when `max_instances` runs are unfinished.
+    pub overlap_policy: OverlapPolicy,
     /// Seconds a tick may be late and still start (else it is recorded `missed`).
     pub misfire_grace_time: u64,
     /// A backlog of missed ticks runs once rather than once per tick.
@@ -504,6 +517,7 @@ impl Definition {
             params: s.params().clone(),
             enabled: s.enabled(),
             max_instances: s.max_instances(),
+            overlap_policy: s.overlap_policy(),
             misfire_grace_time: s.misfire_grace().as_secs(),
             coalesce: s.coalesce(),
             timeout: s.timeout().map(|t| t.as_secs()),
@@ -562,6 +576,7 @@ impl Definition {
             params: Some(self.params.clone()),
             enabled: Some(self.enabled),
             max_instances: Some(self.max_instances),
+            overlap_policy: Some(self.overlap_policy),
             misfire: Some(Duration::from_secs(self.misfire_grace_time)),
             coalesce: Some(self.coalesce),
             timeout: self.timeout.map(Duration::from_secs),

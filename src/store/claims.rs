@@ -38,6 +38,7 @@ use uuid::Uuid;
 
 use super::locks;
 use super::StoreError;
+use crate::schedule::OverlapPolicy;
 use crate::types::RunStatus;
 
 /// One (schedule, tick) to claim, with the policies the claim applies.
@@ -61,6 +62,8 @@ pub struct ClaimRequest {
     /// that died, held up by a short database hiccup — is not: a failover
     /// must not turn it into a coalesced one.
     pub backlog: bool,
+    /// What the tick does when `max_instances` runs are unfinished.
+    pub overlap_policy: OverlapPolicy,
     /// The schedule's next tick after this one: with `coalesce`, a backlog
     /// tick whose next tick is already due is coalesced into it (APScheduler's
     /// rule: of several missed run times, only the latest runs). Whichever
@@ -82,6 +85,10 @@ pub struct Claimed {
     /// A `running` row that must wait: the run, created by the same claim,
     /// that it starts after (see [`INSERT`]).
     pub after: Option<Uuid>,
+    /// A `running` row that must wait for a run outside this claim (on any
+    /// replica): the newest unfinished run of its schedule when it was
+    /// claimed, also recorded in its `overlapped_run_id`.
+    pub waits_for: Option<Uuid>,
 }
 
 /// What became of a batch.
@@ -136,61 +143,109 @@ SELECT now() AS db_now,
 /// the clock check. Always returns one row: the clock, and the created rows
 /// as parallel arrays.
 ///
-/// Overlap (`max_instances`) counts the schedule's `running` rows in the
-/// cluster, less this replica's runs that finished unwritten (`$11`) and
-/// the runs of replicas that are gone (`$12`, see `store::membership`). A
-/// tick is `skipped` only when that count has reached `max_instances`; the
-/// row names the oldest of those runs (`overlapped_run_id`). Several ticks
-/// of one schedule in one claim (a late handoff tick and an on-time one, a
-/// short backlog after a database hiccup) are all written `running`: the
-/// first ones take the free instances, the later ones are *queued*
-/// (`started_at` is NULL until they start) and each waits on the replica
-/// for the run `free` places before it ([`Claimed::after`], worked out from
-/// the rows returned) — the Temporal "buffer" overlap policy, bounded by
-/// the misfire grace (`engine::executor`).
+/// Overlap (`max_instances`) counts the schedule's unfinished (`running`)
+/// rows in the cluster, less this replica's runs that finished unwritten
+/// (`$11`) and the runs of replicas that are gone (`$12`, see
+/// `store::membership`). When the count has reached `max_instances`, the
+/// schedule's overlap policy (`$14`, `schedule::OverlapPolicy`) decides:
+///
+/// - `skip`: the tick is `skipped` — but only if that many runs had
+///   *started by the time it fell due*; runs started after it (a late
+///   handed-over tick, a backlog) did not overlap it, and it waits for them
+///   instead, as under `buffer_all`. The row names the oldest run
+///   (`overlapped_run_id`).
+/// - `buffer_one`, `buffer_all`: the tick is written `running` but *queued*
+///   (`started_at` NULL until it starts); `buffer_one` lets one tick wait
+///   and skips the others.
+/// - `allow_all`: it runs.
+/// - `cancel_other`, `terminate_other`: it is queued, and the oldest
+///   unfinished runs (enough to free one instance) get a cancel request
+///   (`cancel_requested_at`, `cancel_mode`, `cancel_requested_by`),
+///   announced on `spine_runs` at commit (`engine::cancel`).
+///
+/// A queued row names the run it waits for in `overlapped_run_id`: the
+/// newest unfinished run outside the claim ([`Claimed::waits_for`]: the
+/// executor polls the ledger until it ends), or, for several ticks of one
+/// schedule in one claim, the row of the claim `free` places before it
+/// ([`Claimed::after`], worked out from the rows returned). Either wait is
+/// bounded by the misfire grace (`engine::executor`).
 /// `claimed_at` is when the claim takes effect: the tick for a row written
 /// ahead (it commits only after the tick), else the INSERT.
 pub const INSERT: &str = "\
 WITH c AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
-                $5::int[], $6::int[], $7::bool[], $9::bool[], $13::timestamptz[])
+                $5::int[], $6::int[], $7::bool[], $9::bool[], $13::timestamptz[], $14::text[])
          AS c(run_id, schedule_name, pipeline, scheduled_at,
-              max_instances, grace_secs, coalesce, backlog, next_at)
+              max_instances, grace_secs, coalesce, backlog, next_at, policy)
     WHERE $10 OR c.scheduled_at <= statement_timestamp()
-), running AS (
-    -- One pass over the (few) unfinished runs rather than a probe per tick.
-    SELECT r.schedule_name, count(*) AS n,
-           (array_agg(r.run_id ORDER BY r.started_at NULLS LAST, r.run_id))[1] AS oldest
+), unfinished AS (
+    -- The (few) unfinished runs of these schedules, oldest first: started
+    -- ones by start, then the waiting ones.
+    SELECT r.run_id, r.schedule_name, r.started_at,
+           row_number() OVER (PARTITION BY r.schedule_name
+                              ORDER BY r.started_at NULLS LAST, r.run_id) AS age
     FROM scheduler_runs r
     WHERE r.status = 'running' AND r.schedule_name = ANY($2::text[])
       AND NOT EXISTS (SELECT 1 FROM unnest($11::uuid[]) AS f(run_id) WHERE f.run_id = r.run_id)
       AND NOT EXISTS (SELECT 1 FROM unnest($12::uuid[]) AS g(node_id) WHERE g.node_id = r.node_id)
-    GROUP BY r.schedule_name
+), running AS (
+    SELECT schedule_name, count(*) AS n,
+           count(*) FILTER (WHERE started_at IS NULL) AS waiting,
+           (array_agg(run_id ORDER BY age))[1] AS oldest,
+           (array_agg(run_id ORDER BY age DESC))[1] AS newest
+    FROM unfinished
+    GROUP BY schedule_name
+), before_tick AS (
+    -- Per tick, the runs that had started by the time it fell due: only
+    -- they make it a skip. A run started later (a late handed-over tick, a
+    -- backlog) did not overlap it; the tick waits for it instead.
+    SELECT c.run_id, count(*) AS n
+    FROM c JOIN unfinished u USING (schedule_name)
+    WHERE u.started_at <= c.scheduled_at
+    GROUP BY c.run_id
 ), judged AS (
-    SELECT c.*, coalesce(running.n, 0) AS running, running.oldest,
+    SELECT c.*, coalesce(running.n, 0) AS running, coalesce(running.waiting, 0) AS waiting,
+           running.oldest, running.newest, coalesce(before_tick.n, 0) AS running_at_tick,
            CASE
              WHEN statement_timestamp() - c.scheduled_at > make_interval(secs => c.grace_secs) THEN 'late'
              WHEN c.coalesce AND c.backlog AND c.next_at <= statement_timestamp() THEN 'coalesced'
            END AS dropped
-    FROM c LEFT JOIN running USING (schedule_name)
+    FROM c LEFT JOIN running USING (schedule_name) LEFT JOIN before_tick USING (run_id)
 ), decided AS (
     SELECT judged.*,
            CASE
              WHEN dropped IS NOT NULL THEN 'missed'
-             WHEN running >= max_instances THEN 'skipped'
+             WHEN running_at_tick >= max_instances AND policy = 'skip' THEN 'skipped'
              ELSE 'running'
-           END AS status
+           END AS status,
+           greatest(max_instances - running, 0) AS free
     FROM judged
-), settled AS (
-    -- A schedule is written ahead only when every one of its ticks will
-    -- simply run; otherwise all of them are judged together once due.
+), ranked AS (
     SELECT decided.*,
-           bool_and(status = 'running') OVER (PARTITION BY schedule_name) AS clean,
-           status = 'running'
-             AND row_number() OVER (PARTITION BY schedule_name, status = 'running'
-                                    ORDER BY scheduled_at) > max_instances - running AS queued
+           row_number() OVER (PARTITION BY schedule_name, status = 'running'
+                              ORDER BY scheduled_at) AS rn
     FROM decided
+), settled AS (
+    -- Past the free instances a tick waits (is queued), except under
+    -- allow_all; under buffer_one only one may wait, the rest are skipped.
+    -- A schedule is written ahead only when every one of its ticks will
+    -- simply run; the others are judged together once due.
+    SELECT run_id, schedule_name, pipeline, scheduled_at, max_instances, grace_secs, policy,
+           next_at, dropped, running, oldest, newest, queued, status,
+           bool_and(status = 'running' AND NOT queued) OVER (PARTITION BY schedule_name) AS clean
+    FROM (
+        SELECT ranked.*,
+               CASE
+                 WHEN status = 'running' AND policy = 'buffer_one'
+                      AND rn > free + greatest(1 - waiting, 0) THEN 'skipped'
+                 ELSE status
+               END AS status2,
+               status = 'running' AND policy <> 'allow_all' AND rn > free AS queued0
+        FROM ranked
+    ) t(run_id, schedule_name, pipeline, scheduled_at, max_instances, grace_secs, coalesce,
+        backlog, next_at, policy, running, waiting, oldest, newest, running_at_tick, dropped,
+        status0, free, rn, status, queued)
 ), inserted AS (
     INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
                                 node_id, status, claimed_at, started_at, completed_at, error,
@@ -209,22 +264,50 @@ WITH c AS (
              WHEN dropped = 'coalesced' THEN
                format('coalesced: the next tick (%s) was already due; a backlog runs once, for its newest tick',
                       next_at)
+             WHEN policy = 'buffer_one' THEN
+               format('overlap_policy buffer_one: max_instances (%s) runs were unfinished and a tick already waited for them, the oldest %s',
+                      max_instances, oldest)
              ELSE format('max_instances (%s) runs of this schedule were already running, the oldest %s',
                          max_instances, oldest)
            END,
-           CASE WHEN status = 'skipped' THEN oldest END
+           CASE WHEN status = 'skipped' THEN oldest WHEN queued THEN newest END
     FROM settled
     WHERE NOT $10 OR clean
     ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING
     RETURNING run_id, schedule_name, scheduled_at, status,
-              status = 'running' AND started_at IS NULL AS queued
+              status = 'running' AND started_at IS NULL AS queued, overlapped_run_id
+), cancelled AS (
+    -- cancel_other / terminate_other: the oldest unfinished runs, enough to
+    -- leave one instance free, are asked to stop; the first queued tick of
+    -- the claim names itself as the asker.
+    UPDATE scheduler_runs r
+    SET cancel_requested_at = coalesce(r.cancel_requested_at, statement_timestamp()),
+        cancel_requested_by = coalesce(r.cancel_requested_by, v.asker),
+        cancel_mode = CASE WHEN v.policy = 'terminate_other' THEN 'immediate'
+                           ELSE coalesce(r.cancel_mode, 'graceful') END
+    FROM (
+        SELECT DISTINCT ON (u.run_id) u.run_id, s.run_id AS asker, s.policy
+        FROM settled s
+        JOIN unfinished u ON u.schedule_name = s.schedule_name
+                         AND u.age <= s.running - s.max_instances + 1
+        WHERE s.queued AND s.policy IN ('cancel_other', 'terminate_other')
+          AND (NOT $10 OR s.clean)
+        ORDER BY u.run_id, s.scheduled_at
+    ) v
+    WHERE r.run_id = v.run_id AND r.status = 'running'
+    RETURNING r.run_id, r.cancel_mode, r.cancel_requested_by
 )
 SELECT statement_timestamp() AS db_now,
        coalesce(array_agg(run_id), '{}') AS run_ids,
        coalesce(array_agg(schedule_name), '{}') AS schedule_names,
        coalesce(array_agg(scheduled_at), '{}') AS ticks,
        coalesce(array_agg(status), '{}') AS statuses,
-       coalesce(array_agg(queued), '{}') AS queued
+       coalesce(array_agg(queued), '{}') AS queued,
+       coalesce(array_agg(overlapped_run_id), '{}') AS waits_for,
+       (SELECT count(pg_notify('spine_runs',
+                               'cancel:' || run_id || ':' || cancel_mode || ':'
+                               || coalesce(cancel_requested_by::text, '')))
+        FROM cancelled) AS cancels
 FROM inserted";
 
 /// Statement 3: whether the database clock has reached the newest tick the
@@ -429,9 +512,16 @@ fn chain_queued(created: &mut [Claimed], queued: &[bool]) {
         }
     }
     for (i, run_id) in after {
+        // It waits for the row of this claim, not for a run outside it.
         created[i].after = Some(run_id);
+        created[i].waits_for = None;
     }
 }
+
+/// The ledger names the run a queued row waits for: for rows chained within
+/// the claim, the INSERT could only name the newest run outside it.
+const NAME_WAITS: &str = "UPDATE scheduler_runs r SET overlapped_run_id = w.after \
+    FROM unnest($1::uuid[], $2::uuid[]) AS w(run_id, after) WHERE r.run_id = w.run_id";
 
 /// Runs [`INSERT`] for `requests` (`early`: ahead of the tick, rows that
 /// will run only); returns the database clock and the rows created.
@@ -460,6 +550,7 @@ async fn insert_rows(
     let coalesce: Vec<bool> = requests.iter().map(|r| r.coalesce).collect();
     let backlog: Vec<bool> = requests.iter().map(|r| r.backlog).collect();
     let next_at: Vec<Option<DateTime<Utc>>> = requests.iter().map(|r| r.next_at).collect();
+    let policies: Vec<&str> = requests.iter().map(|r| r.overlap_policy.as_str()).collect();
     let row = tx
         .query_one(
             insert,
@@ -477,6 +568,7 @@ async fn insert_rows(
                 &finished,
                 &gone,
                 &next_at,
+                &policies,
             ],
         )
         .await?;
@@ -486,9 +578,14 @@ async fn insert_rows(
     let ticks: Vec<DateTime<Utc>> = row.try_get("ticks")?;
     let statuses: Vec<String> = row.try_get("statuses")?;
     let queued: Vec<bool> = row.try_get("queued")?;
+    let waits_for: Vec<Option<Uuid>> = row.try_get("waits_for")?;
     let mut created = Vec::with_capacity(ids.len());
-    for (((run_id, schedule_name), scheduled_at), status) in
-        ids.into_iter().zip(names).zip(ticks).zip(statuses)
+    for ((((run_id, schedule_name), scheduled_at), status), waits_for) in ids
+        .into_iter()
+        .zip(names)
+        .zip(ticks)
+        .zip(statuses)
+        .zip(waits_for)
     {
         created.push(Claimed {
             run_id,
@@ -496,8 +593,16 @@ async fn insert_rows(
             scheduled_at,
             status: status.parse().map_err(|e: String| StoreError::Schema(e))?,
             after: None,
+            waits_for,
         });
     }
     chain_queued(&mut created, &queued);
+    let (chained, after): (Vec<Uuid>, Vec<Uuid>) = created
+        .iter()
+        .filter_map(|c| c.after.map(|a| (c.run_id, a)))
+        .unzip();
+    if !chained.is_empty() {
+        tx.execute(NAME_WAITS, &[&chained, &after]).await?;
+    }
     Ok((db_now, created))
 }

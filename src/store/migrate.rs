@@ -58,11 +58,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "no_catchup_trigger",
         sql: include_str!("../../migrations/0007_no_catchup_trigger.sql"),
     },
-    // 0008 and 0010 are taken by changes developed alongside this one.
+    // 0008 is taken by a change developed alongside these.
     Migration {
         version: 9,
         name: "run_controls",
         sql: include_str!("../../migrations/0009_run_controls.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "overlap_policies",
+        sql: include_str!("../../migrations/0010_overlap_policies.sql"),
     },
 ];
 

@@ -347,3 +347,113 @@ pub async fn finish_batch(
     let done: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
     Ok(ids.into_iter().filter(|id| !done.contains(id)).collect())
 }
+
+/// Where `run_id` is running: `Some(node)` while its row is `running`, `None`
+/// once it has ended (or does not exist). A run waiting for it polls this.
+pub async fn running_on(
+    client: &impl deadpool_postgres::GenericClient,
+    run_id: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT node_id FROM scheduler_runs WHERE run_id = $1 AND status = 'running'",
+        )
+        .await?;
+    let row = client.query_opt(&stmt, &[&run_id]).await?;
+    Ok(row.and_then(|r| r.get::<_, Option<Uuid>>(0)))
+}
+
+/// Records the start of a run that was written waiting (no `started_at`).
+pub async fn mark_started(
+    client: &impl deadpool_postgres::GenericClient,
+    run_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE scheduler_runs SET started_at = $2 \
+             WHERE run_id = $1 AND status = 'running' AND started_at IS NULL",
+            &[&run_id, &at],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The cancel requests standing for `node`'s running runs: `(run_id, mode,
+/// asked by)`. Read when a replica listens again, so that a request whose
+/// notification it missed is still carried out.
+pub async fn cancel_requests_of(
+    client: &impl GenericClient,
+    node: Uuid,
+) -> Result<Vec<(Uuid, String, Option<Uuid>)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT run_id, cancel_mode, cancel_requested_by FROM scheduler_runs \
+             WHERE status = 'running' AND node_id IS NOT DISTINCT FROM $1 \
+               AND cancel_requested_at IS NOT NULL",
+            &[&node],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                r.try_get::<_, Option<String>>(1)?
+                    .unwrap_or_else(|| "graceful".into()),
+                r.try_get(2)?,
+            ))
+        })
+        .collect()
+}
+
+/// What became of a cancel request made through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelAsked {
+    /// The run is running (or waiting): the request stands and was announced.
+    Requested,
+    /// No run with this id.
+    NotFound,
+    /// The run is not running (its status), nothing to cancel.
+    NotRunning(RunStatus),
+}
+
+/// Asks the replica running `run_id` to stop it (`mode`: `graceful` or
+/// `immediate`), announcing it on [`RUNS_CHANNEL`]; a request already
+/// standing keeps its asker and becomes `immediate` if asked so.
+pub async fn request_cancel(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    mode: &str,
+) -> Result<CancelAsked, StoreError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "WITH asked AS (
+                     UPDATE scheduler_runs
+                     SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+                         cancel_mode = CASE WHEN $2 = 'immediate' THEN 'immediate'
+                                            ELSE coalesce(cancel_mode, $2) END
+                     WHERE run_id = $1 AND status = 'running'
+                     RETURNING run_id, cancel_mode, cancel_requested_by
+                 )
+                 SELECT r.status,
+                        (SELECT count(pg_notify('{RUNS_CHANNEL}',
+                                'cancel:' || a.run_id || ':' || a.cancel_mode || ':'
+                                || coalesce(a.cancel_requested_by::text, '')))
+                         FROM asked a) AS announced
+                 FROM scheduler_runs r WHERE r.run_id = $1"
+            ),
+            &[&run_id, &mode],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(CancelAsked::NotFound);
+    };
+    let status: String = row.try_get(0)?;
+    let announced: i64 = row.try_get(1)?;
+    if announced > 0 {
+        return Ok(CancelAsked::Requested);
+    }
+    let status: RunStatus = status.parse().map_err(StoreError::Schema)?;
+    Ok(CancelAsked::NotRunning(status))
+}

@@ -13,7 +13,7 @@ use tokio_postgres::{GenericClient, Row};
 use super::StoreError;
 use crate::schedule::controls::PauseNote;
 use crate::schedule::spec::{Definition, RetryDefinition};
-use crate::schedule::{Schedule, ScheduleType, ValidationError, ValidationErrors};
+use crate::schedule::{OverlapPolicy, Schedule, ScheduleType, ValidationError, ValidationErrors};
 
 /// A schedule as stored, with its bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,18 +82,20 @@ pub struct SchedulePage {
 const COLUMNS: &str = "name, pipeline, schedule_type, cron_expression, interval_seconds, \
     start_at, run_at, timezone, params, enabled, max_instances, misfire_grace_time, coalesce, \
     timeout_seconds, retry_max_attempts, retry_backoff_seconds, retry_backoff_max_seconds, \
-    description, created_at, updated_at, version, end_at, paused_at, paused_by, paused_note";
+    description, created_at, updated_at, version, end_at, paused_at, paused_by, paused_note, \
+    overlap_policy";
 
 /// A schedule created paused (`enabled: false`) is paused from its creation.
 const INSERT: &str = "INSERT INTO scheduler_schedules (name, pipeline, schedule_type, \
     cron_expression, interval_seconds, start_at, run_at, timezone, params, enabled, \
     max_instances, misfire_grace_time, coalesce, timeout_seconds, retry_max_attempts, \
-    retry_backoff_seconds, retry_backoff_max_seconds, description, end_at, paused_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+    retry_backoff_seconds, retry_backoff_max_seconds, description, end_at, overlap_policy, \
+    paused_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
             CASE WHEN $10 THEN NULL ELSE now() END) \
     ON CONFLICT (name) DO NOTHING";
 
-/// `$20` is the expected version, or NULL for "whatever is there". The
+/// `$21` is the expected version, or NULL for "whatever is there". The
 /// pause record follows `enabled` (`$10`; the SET expressions read the old
 /// row): enabling clears it, disabling an enabled schedule starts it, and a
 /// schedule that stays paused — an `apply` or PUT that keeps `enabled` —
@@ -102,12 +104,12 @@ const UPDATE: &str = "UPDATE scheduler_schedules SET pipeline = $2, schedule_typ
     cron_expression = $4, interval_seconds = $5, start_at = $6, run_at = $7, timezone = $8, \
     params = $9, enabled = $10, max_instances = $11, misfire_grace_time = $12, coalesce = $13, \
     timeout_seconds = $14, retry_max_attempts = $15, retry_backoff_seconds = $16, \
-    retry_backoff_max_seconds = $17, description = $18, end_at = $19, \
+    retry_backoff_max_seconds = $17, description = $18, end_at = $19, overlap_policy = $20, \
     paused_at = CASE WHEN $10 THEN NULL WHEN enabled THEN now() ELSE paused_at END, \
     paused_by = CASE WHEN $10 THEN NULL ELSE paused_by END, \
     paused_note = CASE WHEN $10 THEN NULL ELSE paused_note END, \
     updated_at = now(), version = version + 1 \
-    WHERE name = $1 AND ($20::bigint IS NULL OR version = $20)";
+    WHERE name = $1 AND ($21::bigint IS NULL OR version = $21)";
 
 /// Pauses with a note (`$2` by, `$3` note; `$4`: whether the pause said
 /// either). An enabled schedule is paused, since now, with what was said.
@@ -383,6 +385,7 @@ struct Columns {
     retry_backoff_max_seconds: i32,
     description: Option<String>,
     end_at: Option<DateTime<Utc>>,
+    overlap_policy: &'static str,
 }
 
 /// Every bound on the model keeps these conversions in range (a week of
@@ -392,8 +395,8 @@ fn int4(n: u64) -> i32 {
 }
 
 impl Columns {
-    /// `$1`..`$19` of INSERT and UPDATE, in column order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+    /// `$1`..`$20` of INSERT and UPDATE, in column order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 20] {
         [
             &self.name,
             &self.pipeline,
@@ -414,6 +417,7 @@ impl Columns {
             &self.retry_backoff_max_seconds,
             &self.description,
             &self.end_at,
+            &self.overlap_policy,
         ]
     }
 
@@ -441,6 +445,7 @@ impl Columns {
             retry_backoff_max_seconds: int4(d.retry.backoff_max),
             description: d.description,
             end_at: d.end_at,
+            overlap_policy: d.overlap_policy.as_str(),
         }
     }
 }
@@ -481,6 +486,13 @@ fn from_row(row: &Row) -> Result<StoredSchedule, StoreError> {
         },
         enabled: row.try_get("enabled")?,
         max_instances: checked.of("max_instances", row.try_get::<_, i32>("max_instances")?),
+        overlap_policy: {
+            let policy: String = row.try_get("overlap_policy")?;
+            OverlapPolicy::parse(&policy).unwrap_or_else(|e| {
+                checked.0.push(e);
+                OverlapPolicy::Skip
+            })
+        },
         misfire_grace_time: checked.of(
             "misfire_grace_time",
             row.try_get::<_, i32>("misfire_grace_time")?,

@@ -83,7 +83,7 @@ pub async fn start_api_replica(db_url: &str, dir: &Path, name: &str) -> ApiRepli
 }
 
 /// The address in the replica's "admin API listening" log line (JSON logs).
-fn listening_addr(log: &Path) -> Option<String> {
+pub(crate) fn listening_addr(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines().find_map(|line| {
         let v: Value = serde_json::from_str(line).ok()?;

@@ -7,7 +7,7 @@ use spine_scheduler::store::locks;
 use spine_scheduler::types::RunStatus;
 use uuid::Uuid;
 
-use crate::harness::{claim_request, db_second, no_finished, TestDb};
+use crate::harness::{claim_request, db_second, no_finished, sleep_until_db, TestDb};
 
 fn pool(db: &TestDb) -> deadpool_postgres::Pool {
     spine_scheduler::store::pool(&db.url, 8).expect("pool")
@@ -312,11 +312,31 @@ async fn policies_decide_the_recorded_status() {
         "{:?}",
         handoff.claimed
     );
-    // With one "backlog" run still running, the next tick is skipped (max_instances 1).
-    let next = claims::claim(
+    // The "backlog" run started after tick t fell due: it did not overlap
+    // that tick, which waits for it instead of being skipped.
+    let backlog_run = run_of("backlog", 1).map(|(id, _)| id);
+    let waits = claims::claim(
         &mut client,
         node,
         vec![claim_request("backlog", t)],
+        no_finished,
+        &[],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
+    assert_eq!(waits.claimed[0].status, RunStatus::Running);
+    assert_eq!(
+        waits.claimed[0].waits_for, backlog_run,
+        "{:?}",
+        waits.claimed
+    );
+    // A tick due after it started, while it runs, is skipped (max_instances 1).
+    sleep_until_db(&db.client().await, t + Duration::seconds(1)).await;
+    let next = claims::claim(
+        &mut client,
+        node,
+        vec![claim_request("backlog", t + Duration::seconds(1))],
         no_finished,
         &[],
         std::future::ready(()),
@@ -359,11 +379,13 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
     let previous = first.claimed[0].run_id;
     assert_eq!(first.claimed[0].status, RunStatus::Running);
 
-    // Its row still says running: without the hint the overlap rule skips.
+    // Its row still says running: without the hint, a tick due after it
+    // started is skipped.
+    sleep_until_db(&db.client().await, t + Duration::seconds(1)).await;
     let skipped = claims::claim(
         &mut client,
         node,
-        vec![claim_request("every", t - Duration::seconds(1))],
+        vec![claim_request("every", t + Duration::seconds(1))],
         no_finished,
         &[],
         std::future::ready(()),
@@ -374,7 +396,8 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
 
     // The run finishes while a claim sent ahead waits for its tick: the
     // claim asks which runs finished right before it judges the tick, not
-    // when it began, so the tick runs. Unrelated ids change nothing.
+    // when it began, so the tick runs at once (without the hint it would
+    // wait for that run). Unrelated ids change nothing.
     let finished = std::sync::Mutex::new(vec![Uuid::now_v7()]);
     let ran = claims::claim(
         &mut client,
@@ -391,4 +414,6 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
     .await
     .expect("claim");
     assert_eq!(ran.claimed[0].status, RunStatus::Running);
+    assert_eq!(ran.claimed[0].waits_for, None, "{:?}", ran.claimed);
+    assert_eq!(ran.claimed[0].after, None);
 }

@@ -216,8 +216,9 @@ pub fn no_finished(_: &[&str]) -> Vec<Uuid> {
     Vec::new()
 }
 
-/// A claim of `name`'s tick at `at`: pipeline `p`, max_instances 1, 60 s
-/// of misfire grace, coalesce and backlog on, and the schedule's next tick
+/// A claim of `name`'s tick at `at`: pipeline `p`, max_instances 1 with
+/// overlap policy `skip`, 60 s of misfire grace, coalesce and backlog on,
+/// and the schedule's next tick
 /// not due (nothing to coalesce into).
 pub fn claim_request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
     ClaimRequest {
@@ -228,6 +229,7 @@ pub fn claim_request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
         misfire_grace_secs: 60,
         coalesce: true,
         backlog: true,
+        overlap_policy: spine_scheduler::schedule::OverlapPolicy::Skip,
         next_at: None,
     }
 }

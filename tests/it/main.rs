@@ -24,6 +24,7 @@ mod metrics;
 mod migrate;
 mod outage;
 mod overlap;
+mod overlap_policies;
 mod pg_cluster;
 mod pipelines;
 mod run_at;

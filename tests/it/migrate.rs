@@ -38,6 +38,9 @@ async fn a_version_one_database_is_upgraded() {
          ALTER TABLE scheduler_runs DROP COLUMN params, DROP COLUMN rerun_of;
          ALTER TABLE scheduler_schedules DROP COLUMN end_at, DROP COLUMN paused_at,
              DROP COLUMN paused_by, DROP COLUMN paused_note;
+         ALTER TABLE scheduler_schedules DROP COLUMN overlap_policy;
+         ALTER TABLE scheduler_runs DROP COLUMN cancel_requested_at,
+             DROP COLUMN cancel_requested_by, DROP COLUMN cancel_mode;
          DELETE FROM scheduler_migrations WHERE version > 1;
          INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
          VALUES ('kept', 'p', 'cron', '0 6 * * *');",

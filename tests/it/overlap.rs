@@ -112,7 +112,11 @@ async fn ticks_of_one_schedule_claimed_together_run_one_after_the_other() {
         let (status, started, overlapped) = stored(&c, second.run_id).await;
         assert_eq!(status, "running");
         assert_eq!(started, None, "{name}: the second has not started yet");
-        assert_eq!(overlapped, None);
+        assert_eq!(
+            overlapped,
+            Some(first.run_id),
+            "{name}: the waiting row names the run it waits for"
+        );
     }
 }
 

@@ -42,6 +42,7 @@ fn ctx(pipeline: &str) -> RunContext {
         attempt: 2,
         trigger: RunTrigger::Retry,
         params,
+        cancel: spine_scheduler::pipeline::CancelSignal::never(),
     }
 }
 

@@ -216,6 +216,10 @@ pub struct ScheduleInput {
     pub enabled: Option<bool>,
     /// Runs allowed at once across the cluster, 1–1000 (default 1).
     pub max_instances: Option<u32>,
+    /// What a tick does when `max_instances` runs are unfinished (default
+    /// `skip`): `buffer_one`/`buffer_all` wait, `allow_all` ignores the
+    /// limit, `cancel_other`/`terminate_other` stop the unfinished runs.
+    pub overlap_policy: Option<crate::schedule::OverlapPolicy>,
     /// How late a tick may start (default 60 seconds).
     pub misfire_grace_time: Option<SecondsOrDuration>,
     /// Run a backlog of missed ticks once (default true).

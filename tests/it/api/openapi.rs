@@ -83,6 +83,7 @@ async fn openapi_document_is_valid_and_lists_exactly_the_served_routes() {
         ("GET", "/v1/runs"),
         ("GET", "/v1/runs/{run_id}"),
         ("POST", "/v1/runs/{run_id}/rerun"),
+        ("POST", "/v1/runs/{run_id}/cancel"),
         ("GET", "/v1/schedules"),
         ("POST", "/v1/schedules"),
         ("GET", "/v1/schedules/{name}"),

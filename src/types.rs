@@ -71,6 +71,8 @@ string_enum! {
         Manual = "manual",
         /// A retry of a failed or abandoned attempt.
         Retry = "retry",
+        /// A past tick run by a backfill (`POST /v1/schedules/{name}/backfill`).
+        Backfill = "backfill",
     }
 }
 
@@ -93,5 +95,59 @@ string_enum! {
         /// Declared dead by the leader (its liveness lock or its heartbeat
         /// lease is gone); its next heartbeat, if it lives, makes it active.
         Dead = "dead",
+    }
+}
+
+string_enum! {
+    /// Which ticks of its range a backfill runs.
+    BackfillMode {
+        /// Only ticks with no ledger row at all (whatever its trigger or status).
+        Missing = "missing",
+        /// Every tick, also those that already have rows (each gets one more attempt).
+        All = "all",
+    }
+}
+
+string_enum! {
+    /// Where a backfill is in its life.
+    BackfillState {
+        /// Accepted; no replica has worked on it yet.
+        Queued = "queued",
+        /// Creating its runs, one step at a time.
+        Running = "running",
+        /// Every tick of its range was dealt with and every run it created has settled.
+        Done = "done",
+        /// Stopped through the API: no more runs are created (those created finish).
+        Cancelled = "cancelled",
+        /// Stopped by a problem (the schedule was deleted, or its trigger changed).
+        Failed = "failed",
+    }
+}
+
+impl BackfillState {
+    /// Whether a replica still works on it.
+    pub fn is_active(self) -> bool {
+        matches!(self, BackfillState::Queued | BackfillState::Running)
+    }
+}
+
+string_enum! {
+    /// The `overlap_policy` of a backfill: the names of the schedules' overlap
+    /// policies. For a backfill only `allow_all` differs from the rest: it
+    /// runs up to the schedule's `max_instances` ticks at once; every other
+    /// policy (and none) runs them one at a time.
+    BackfillOverlap {
+        /// One at a time.
+        Skip = "skip",
+        /// One at a time.
+        BufferOne = "buffer_one",
+        /// One at a time.
+        BufferAll = "buffer_all",
+        /// Up to the schedule's `max_instances` at once.
+        AllowAll = "allow_all",
+        /// One at a time.
+        CancelOther = "cancel_other",
+        /// One at a time.
+        TerminateOther = "terminate_other",
     }
 }

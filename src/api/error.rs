@@ -58,8 +58,9 @@ pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_input`, `invalid_json`,
     /// `invalid_query`, `invalid_path`, `unauthorized`, `forbidden`,
     /// `not_found`, `method_not_allowed`, `already_exists`,
-    /// `version_conflict`, `payload_too_large`, `unsupported_media_type`,
-    /// `unavailable`, `internal`.
+    /// `version_conflict`, `backfill_active`, `backfill_finished`,
+    /// `idempotency_key_reused`, `payload_too_large`,
+    /// `unsupported_media_type`, `unavailable`, `internal`.
     #[schema(example = "invalid_input")]
     pub code: &'static str,
     /// What is wrong, in words a person can act on.

@@ -59,6 +59,8 @@ pub enum TriggerName {
     Manual,
     /// A retry of a failed or abandoned attempt.
     Retry,
+    /// A past tick run by a backfill.
+    Backfill,
 }
 
 impl From<RunTrigger> for TriggerName {
@@ -67,6 +69,7 @@ impl From<RunTrigger> for TriggerName {
             RunTrigger::Schedule => TriggerName::Schedule,
             RunTrigger::Manual => TriggerName::Manual,
             RunTrigger::Retry => TriggerName::Retry,
+            RunTrigger::Backfill => TriggerName::Backfill,
         }
     }
 }
@@ -108,6 +111,9 @@ pub struct RunView {
     /// For a `skipped` tick: the run it overlapped (the oldest of the
     /// schedule's runs that had started and not finished when it fell due).
     pub overlapped_run_id: Option<Uuid>,
+    /// For trigger `backfill` (and retries of such runs): the backfill, at
+    /// `/v1/backfills/{backfill_id}`.
+    pub backfill_id: Option<Uuid>,
 }
 
 impl From<Run> for RunView {
@@ -133,6 +139,7 @@ impl From<Run> for RunView {
             error: r.error,
             result: r.result,
             overlapped_run_id: r.overlapped_run_id,
+            backfill_id: r.backfill_id,
         }
     }
 }
@@ -153,7 +160,7 @@ pub struct RunPage {
 pub struct RunsQuery {
     /// Only these statuses, comma-separated (`failed,abandoned`).
     pub status: Option<String>,
-    /// Only this trigger: `schedule`, `manual` or `retry`.
+    /// Only this trigger: `schedule`, `manual`, `retry` or `backfill`.
     pub trigger: Option<String>,
     /// Only ticks at or after this RFC 3339 instant.
     pub since: Option<String>,
@@ -174,7 +181,7 @@ pub struct AllRunsQuery {
     pub schedule: Option<String>,
     /// Only these statuses, comma-separated (`failed,abandoned`).
     pub status: Option<String>,
-    /// Only this trigger: `schedule`, `manual` or `retry`.
+    /// Only this trigger: `schedule`, `manual`, `retry` or `backfill`.
     pub trigger: Option<String>,
     /// Only ticks at or after this RFC 3339 instant.
     pub since: Option<String>,

@@ -1,5 +1,6 @@
-//! Picks up runs waiting in the ledger — run-now requests and retries past
-//! their backoff — when a NOTIFY says there is one, or every poll interval.
+//! Picks up runs waiting in the ledger — run-now requests, backfill runs
+//! (`engine::backfill` writes them) and retries past their backoff — when a
+//! NOTIFY says there is one, or every poll interval.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

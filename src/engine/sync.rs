@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::catalog::Catalog;
 use super::outage::{Backoff, Reporter};
 use super::timer::Change;
+use crate::store::backfills::BACKFILLS_CHANNEL;
 use crate::store::listen::{self, SCHEDULES_CHANNEL};
 use crate::store::schedules;
 use crate::store::StoreError;
@@ -29,11 +30,13 @@ pub(crate) struct Deps {
     pub db: Reporter,
 }
 
-/// Runs until shutdown. `pending` is woken when a run-now or retry is announced.
+/// Runs until shutdown. `pending` is woken when a run-now or retry is
+/// announced, `backfills` when a backfill is.
 pub async fn run(
     deps: Arc<Deps>,
     changes: mpsc::UnboundedSender<Change>,
     pending: Arc<Notify>,
+    backfills: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut first = true;
@@ -59,8 +62,9 @@ pub async fn run(
         if resync(&deps, &changes, first).await.is_ok() {
             first = false;
         }
-        // A run-now may have been announced while we were not listening.
+        // A run-now or a backfill may have been announced while we were not listening.
         pending.notify_one();
+        backfills.notify_one();
         let mut every = tokio::time::interval(deps.resync_interval);
         every.tick().await;
         loop {
@@ -75,6 +79,7 @@ pub async fn run(
                         break;
                     }
                     Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&deps, &changes, &n.payload).await,
+                    Some(n) if n.channel == BACKFILLS_CHANNEL => backfills.notify_one(),
                     Some(_) => pending.notify_one(),
                 },
             }

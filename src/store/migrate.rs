@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "no_catchup_trigger",
         sql: include_str!("../../migrations/0007_no_catchup_trigger.sql"),
     },
+    Migration {
+        version: 8,
+        name: "backfill",
+        sql: include_str!("../../migrations/0008_backfill.sql"),
+    },
 ];
 
 /// What a migration run did.

@@ -1,7 +1,8 @@
 //! The run ledger, `scheduler_runs`: one row per (schedule, tick, attempt).
 //!
 //! Rows are created by the claim (status `running`), by the API's run-now
-//! (`pending`, trigger `manual`) and by the leader's sweeps (`missed`,
+//! (`pending`, trigger `manual`), by backfills (`pending`, trigger
+//! `backfill`: `store::backfills`) and by the leader's sweeps (`missed`,
 //! `abandoned`, retries). Final updates are compare-and-set on
 //! `status = 'running' AND node_id = me`, so a replica the reaper declared
 //! dead cannot overwrite the verdict.
@@ -48,13 +49,16 @@ pub struct Run {
     /// For a `skipped` tick: the run it overlapped (the oldest of the
     /// schedule's runs that were running when it fell due).
     pub overlapped_run_id: Option<Uuid>,
+    /// The backfill that created it (trigger `backfill`, and its retries).
+    pub backfill_id: Option<Uuid>,
 }
 
 /// NOTIFY channel announcing runs waiting to be picked up.
 pub const RUNS_CHANNEL: &str = "spine_runs";
 
 const COLUMNS: &str = "run_id, schedule_name, pipeline, trigger, scheduled_at, attempt, node_id, \
-    status, claimed_at, not_before, started_at, completed_at, error, result, overlapped_run_id";
+    status, claimed_at, not_before, started_at, completed_at, error, result, overlapped_run_id, \
+    backfill_id";
 
 fn from_row(row: &Row) -> Result<Run, StoreError> {
     let status: String = row.try_get("status")?;
@@ -76,6 +80,7 @@ fn from_row(row: &Row) -> Result<Run, StoreError> {
         error: row.try_get("error")?,
         result: row.try_get("result")?,
         overlapped_run_id: row.try_get("overlapped_run_id")?,
+        backfill_id: row.try_get("backfill_id")?,
     })
 }
 
@@ -199,8 +204,8 @@ pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<Run
     Ok(RunPage { runs, next })
 }
 
-/// Takes up to `limit` pending runs whose time has come (manual runs, and
-/// retries past their backoff) and marks them `running` on this node.
+/// Takes up to `limit` pending runs whose time has come (manual runs,
+/// backfill runs, and retries past their backoff) and marks them `running` on this node.
 /// `SKIP LOCKED` lets replicas take disjoint sets without waiting.
 pub async fn take_pending(
     client: &impl GenericClient,

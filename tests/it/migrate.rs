@@ -35,6 +35,8 @@ async fn a_version_one_database_is_upgraded() {
          DROP TABLE scheduler_sweep;
          ALTER TABLE scheduler_nodes DROP COLUMN liveness_key;
          ALTER TABLE scheduler_runs DROP COLUMN overlapped_run_id;
+         DROP TABLE scheduler_backfills;
+         ALTER TABLE scheduler_runs DROP COLUMN backfill_id;
          DELETE FROM scheduler_migrations WHERE version > 1;
          INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
          VALUES ('kept', 'p', 'cron', '0 6 * * *');",

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod backfill;
 pub mod cluster;
 /// `spine-scheduler dev` (the binary's); not a library API.
 #[doc(hidden)]

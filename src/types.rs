@@ -74,6 +74,8 @@ string_enum! {
         Manual = "manual",
         /// A retry of a failed or abandoned attempt.
         Retry = "retry",
+        /// A past tick run by a backfill (`POST /v1/schedules/{name}/backfill`).
+        Backfill = "backfill",
     }
 }
 
@@ -96,5 +98,38 @@ string_enum! {
         /// Declared dead by the leader (its liveness lock or its heartbeat
         /// lease is gone); its next heartbeat, if it lives, makes it active.
         Dead = "dead",
+    }
+}
+
+string_enum! {
+    /// Which ticks of its range a backfill runs.
+    BackfillMode {
+        /// Only ticks with no ledger row at all (whatever its trigger or status).
+        Missing = "missing",
+        /// Every tick, also those that already have rows (each gets one more attempt).
+        All = "all",
+    }
+}
+
+string_enum! {
+    /// Where a backfill is in its life.
+    BackfillState {
+        /// Accepted; no replica has worked on it yet.
+        Queued = "queued",
+        /// Creating its runs, one step at a time.
+        Running = "running",
+        /// Every tick of its range was dealt with and every run it created has settled.
+        Done = "done",
+        /// Stopped through the API: no more runs are created (those created finish).
+        Cancelled = "cancelled",
+        /// Stopped by a problem (the schedule was deleted, or its trigger changed).
+        Failed = "failed",
+    }
+}
+
+impl BackfillState {
+    /// Whether a replica still works on it.
+    pub fn is_active(self) -> bool {
+        matches!(self, BackfillState::Queued | BackfillState::Running)
     }
 }

@@ -59,6 +59,7 @@ pub struct ErrorDetail {
     /// `invalid_query`, `invalid_path`, `unauthorized`, `forbidden`,
     /// `not_found`, `method_not_allowed`, `already_exists`,
     /// `version_conflict`, `run_not_finished`, `schedule_deleted`,
+    /// `backfill_active`, `backfill_finished`, `idempotency_key_reused`,
     /// `payload_too_large`, `unsupported_media_type`, `unavailable`,
     /// `internal`.
     #[schema(example = "invalid_input")]

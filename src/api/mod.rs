@@ -16,6 +16,7 @@
 //! or call [`start`] as `spine-scheduler serve` does.
 
 pub mod auth;
+mod backfills;
 mod cluster;
 pub mod error;
 mod extract;
@@ -199,6 +200,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::resume))
         .routes(routes!(schedules::run_now))
         .routes(routes!(schedules::next))
+        .routes(routes!(backfills::create))
+        .routes(routes!(backfills::list_for_schedule))
+        .routes(routes!(backfills::get))
+        .routes(routes!(backfills::cancel))
         .routes(routes!(runs::list_for_schedule))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))

@@ -32,6 +32,7 @@ pub const BEARER: &str = "bearer";
     tags(
         (name = "schedules", description = "Schedule definitions and actions"),
         (name = "runs", description = "The run ledger"),
+        (name = "backfills", description = "Running a schedule's past ticks, and their progress"),
         (name = "cluster", description = "Replicas and leadership"),
         (name = "preview", description = "Fire times without saving"),
         (name = "operations", description = "Probes, metrics and this document"),

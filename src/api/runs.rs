@@ -67,6 +67,8 @@ pub enum TriggerName {
     Manual,
     /// A retry of a failed or abandoned attempt.
     Retry,
+    /// A past tick run by a backfill.
+    Backfill,
 }
 
 impl From<RunTrigger> for TriggerName {
@@ -75,6 +77,7 @@ impl From<RunTrigger> for TriggerName {
             RunTrigger::Schedule => TriggerName::Schedule,
             RunTrigger::Manual => TriggerName::Manual,
             RunTrigger::Retry => TriggerName::Retry,
+            RunTrigger::Backfill => TriggerName::Backfill,
         }
     }
 }
@@ -125,6 +128,9 @@ pub struct RunView {
     pub params: Option<Map<String, Value>>,
     /// For a rerun: the run it repeats.
     pub rerun_of: Option<Uuid>,
+    /// For trigger `backfill` (and retries of such runs): the backfill, at
+    /// `/v1/backfills/{backfill_id}`.
+    pub backfill_id: Option<Uuid>,
 }
 
 impl From<Run> for RunView {
@@ -152,6 +158,7 @@ impl From<Run> for RunView {
             overlapped_run_id: r.overlapped_run_id,
             params: r.params,
             rerun_of: r.rerun_of,
+            backfill_id: r.backfill_id,
         }
     }
 }
@@ -172,7 +179,7 @@ pub struct RunPage {
 pub struct RunsQuery {
     /// Only these statuses, comma-separated (`failed,abandoned`).
     pub status: Option<String>,
-    /// Only this trigger: `schedule`, `manual` or `retry`.
+    /// Only this trigger: `schedule`, `manual`, `retry` or `backfill`.
     pub trigger: Option<String>,
     /// Only ticks at or after this RFC 3339 instant.
     pub since: Option<String>,
@@ -193,7 +200,7 @@ pub struct AllRunsQuery {
     pub schedule: Option<String>,
     /// Only these statuses, comma-separated (`failed,abandoned`).
     pub status: Option<String>,
-    /// Only this trigger: `schedule`, `manual` or `retry`.
+    /// Only this trigger: `schedule`, `manual`, `retry` or `backfill`.
     pub trigger: Option<String>,
     /// Only ticks at or after this RFC 3339 instant.
     pub since: Option<String>,

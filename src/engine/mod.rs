@@ -7,13 +7,16 @@
 //!   ▲  (LISTEN +       ▲  (sleeps to the     │ (one tx per    ▲ (bounded      (batched
 //!   │   resync)        │   earliest tick)    │  batch)        │  concurrency)  CAS UPDATE)
 //!   │                  └──────retries────────┘                │
-//!   └── NOTIFY spine_runs ──▶ pending (run-now, retries) ─────┘
+//!   ├── NOTIFY spine_runs ──▶ pending (run-now, retries, ────┘
+//!   │                          backfill runs)                 ▲ (pending rows)
+//!   └── NOTIFY spine_backfills ──▶ backfill (steps: SKIP LOCKED)
 //! ```
 //!
 //! plus the heartbeat. [`Scheduler::run`] wires them up and shuts them down
 //! in order (G7): stop claiming, drain in-flight runs, record the rest
 //! `abandoned`, flush results, mark the node `left`.
 
+mod backfill;
 pub mod cancel;
 pub mod catalog;
 mod claimer;
@@ -182,6 +185,14 @@ impl Shared {
             inflight: self.inflight.clone(),
             pool: self.pool.clone(),
             catalog: self.catalog.clone(),
+            db: self.db(),
+        }
+    }
+
+    /// What the backfill stepper uses.
+    fn backfill(&self) -> backfill::Deps {
+        backfill::Deps {
+            pool: self.pool.clone(),
             db: self.db(),
         }
     }
@@ -451,6 +462,7 @@ impl Scheduler {
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = completions::Results::channel(shared.unwritten.clone());
         let pending_wake = Arc::new(Notify::new());
+        let backfill_wake = Arc::new(Notify::new());
 
         let mut front = tokio::task::JoinSet::new();
         front.spawn(
@@ -459,6 +471,7 @@ impl Scheduler {
                 change_tx,
                 pending_wake.clone(),
                 cancel_tx,
+                backfill_wake.clone(),
                 stop_rx.clone(),
             )
             .in_current_span(),
@@ -492,6 +505,10 @@ impl Scheduler {
                 stop_rx.clone(),
             )
             .in_current_span(),
+        );
+        front.spawn(
+            backfill::run(Arc::new(shared.backfill()), backfill_wake, stop_rx.clone())
+                .in_current_span(),
         );
         front.spawn(
             cluster::run_elector(cluster_context.clone(), stop_rx.clone()).in_current_span(),

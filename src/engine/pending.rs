@@ -1,7 +1,8 @@
-//! Picks up runs waiting in the ledger — run-now requests (and reruns) and
-//! retries past their backoff — when a NOTIFY says there is one, or every
-//! poll interval. A run whose row recorded params (a manual run's, with its
-//! override merged in) runs with those; others with their schedule's.
+//! Picks up runs waiting in the ledger — run-now requests (and reruns),
+//! backfill runs (`engine::backfill` writes them) and retries past their
+//! backoff — when a NOTIFY says there is one, or every poll interval. A run
+//! whose row recorded params (a manual run's, with its override merged in)
+//! runs with those; others with their schedule's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -12,6 +12,7 @@ use super::cancel::{CancelMode, CancelRequest};
 use super::catalog::Catalog;
 use super::outage::{Backoff, Reporter};
 use super::timer::Change;
+use crate::store::backfills::BACKFILLS_CHANNEL;
 use crate::store::listen::{self, SCHEDULES_CHANNEL};
 use crate::store::schedules;
 use crate::store::StoreError;
@@ -33,12 +34,14 @@ pub(crate) struct Deps {
 }
 
 /// Runs until shutdown. `pending` is woken when a run-now or retry is
-/// announced; cancel requests go to the executor through `cancels`.
+/// announced, `backfills` when a backfill is; cancel requests go to the
+/// executor through `cancels`.
 pub async fn run(
     deps: Arc<Deps>,
     changes: mpsc::UnboundedSender<Change>,
     pending: Arc<Notify>,
     cancels: mpsc::UnboundedSender<CancelRequest>,
+    backfills: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut first = true;
@@ -64,8 +67,10 @@ pub async fn run(
         if resync(&deps, &changes, first).await.is_ok() {
             first = false;
         }
-        // A run-now or a cancel may have been announced while we were not listening.
+        // A run-now, a backfill or a cancel may have been announced while we
+        // were not listening.
         pending.notify_one();
+        backfills.notify_one();
         standing_cancels(&deps, &cancels).await;
         let mut every = tokio::time::interval(deps.resync_interval);
         every.tick().await;
@@ -81,6 +86,7 @@ pub async fn run(
                         break;
                     }
                     Some(n) if n.channel == SCHEDULES_CHANNEL => on_schedule_notice(&deps, &changes, &n.payload).await,
+                    Some(n) if n.channel == BACKFILLS_CHANNEL => backfills.notify_one(),
                     Some(n) => match CancelRequest::from_notice(&n.payload) {
                         Some(request) => {
                             let _ = cancels.send(request);

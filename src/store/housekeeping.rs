@@ -61,14 +61,24 @@ pub async fn reap(
     Ok((dead, abandoned))
 }
 
+/// `used`: the attempts the policy counts. A backfill's run (and its
+/// retries, which name the backfill) counts from the backfill's own first
+/// attempt of the tick: in mode `all` that is the tick's next attempt
+/// number, and the backfill gets the policy's retries all the same
+/// (`backfill::settled` waits for them by the same rule and horizon).
 const RETRY_CANDIDATES: &str = "\
-SELECT r.schedule_name, r.pipeline, r.scheduled_at, r.attempt, r.params,
-       least(s.retry_backoff_seconds * power(2, r.attempt - 1), s.retry_backoff_max_seconds)::float8 AS delay
+SELECT r.schedule_name, r.pipeline, r.scheduled_at, r.attempt, r.params, r.backfill_id,
+       least(s.retry_backoff_seconds * power(2, b.used - 1), s.retry_backoff_max_seconds)::float8 AS delay
 FROM scheduler_runs r
 JOIN scheduler_schedules s ON s.name = r.schedule_name
+CROSS JOIN LATERAL (
+    SELECT r.attempt - coalesce(
+               (SELECT f.attempt FROM scheduler_runs f
+                WHERE f.backfill_id = r.backfill_id AND f.scheduled_at = r.scheduled_at
+                  AND f.trigger = 'backfill'), 1) + 1 AS used) b
 WHERE r.status IN ('failed', 'abandoned')
   AND r.completed_at > now() - interval '1 day'
-  AND r.attempt < s.retry_max_attempts
+  AND b.used < s.retry_max_attempts
   AND NOT EXISTS (
       SELECT 1 FROM scheduler_runs n
       WHERE n.schedule_name = r.schedule_name AND n.scheduled_at = r.scheduled_at
@@ -77,18 +87,19 @@ LIMIT 1000";
 
 const INSERT_RETRIES: &str = "\
 INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
-                            node_id, status, not_before, params)
+                            node_id, status, not_before, params, backfill_id)
 SELECT u.run_id, u.name, u.pipeline, 'retry', u.t, u.attempt, $6, 'pending',
-       now() + make_interval(secs => u.delay), u.params
+       now() + make_interval(secs => u.delay), u.params, u.backfill_id
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $7::float8[],
-            $8::jsonb[])
-     AS u(run_id, name, pipeline, t, attempt, delay, params)
+            $8::jsonb[], $9::uuid[])
+     AS u(run_id, name, pipeline, t, attempt, delay, params, backfill_id)
 ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING";
 
 /// Creates the next attempt (`pending`, trigger `retry`, after the backoff)
 /// for every failed or abandoned run its schedule's retry policy allows.
-/// A retry keeps the params its attempt was given (a manual run's override).
-/// Returns how many were created.
+/// A retry keeps the params its attempt was given (a manual run's override)
+/// and, for a backfill's run, names the backfill too. Returns how many were
+/// created.
 pub async fn schedule_retries(
     client: &impl GenericClient,
     leader: Uuid,
@@ -104,6 +115,7 @@ pub async fn schedule_retries(
     let mut attempts: Vec<i32> = Vec::with_capacity(rows.len());
     let mut delays: Vec<f64> = Vec::with_capacity(rows.len());
     let mut params: Vec<Option<Value>> = Vec::with_capacity(rows.len());
+    let mut backfills: Vec<Option<Uuid>> = Vec::with_capacity(rows.len());
     for r in &rows {
         ids.push(Uuid::now_v7());
         names.push(r.try_get("schedule_name")?);
@@ -112,12 +124,13 @@ pub async fn schedule_retries(
         attempts.push(r.try_get::<_, i32>("attempt")? + 1);
         delays.push(r.try_get("delay")?);
         params.push(r.try_get("params")?);
+        backfills.push(r.try_get("backfill_id")?);
     }
     let n = client
         .execute(
             INSERT_RETRIES,
             &[
-                &ids, &names, &pipelines, &ticks, &attempts, &leader, &delays, &params,
+                &ids, &names, &pipelines, &ticks, &attempts, &leader, &delays, &params, &backfills,
             ],
         )
         .await?;
@@ -228,6 +241,9 @@ pub async fn record_missed(
 }
 
 /// Deletes finished runs older than `max_age`, at most `batch` per call.
+/// A backfill's rows are for old ticks: their age counts from when they
+/// finished, so they are kept as long as runs of today are (and a second
+/// backfill of the same range still finds them).
 pub async fn prune_runs(
     client: &impl GenericClient,
     max_age: Duration,
@@ -239,6 +255,7 @@ pub async fn prune_runs(
                  SELECT run_id FROM scheduler_runs \
                  WHERE scheduled_at < now() - make_interval(secs => $1) \
                    AND status NOT IN ('pending', 'running') \
+                   AND (backfill_id IS NULL OR completed_at < now() - make_interval(secs => $1)) \
                  LIMIT $2)",
             &[&secs(max_age), &batch],
         )

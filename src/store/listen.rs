@@ -4,7 +4,7 @@
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
-use super::{connect, runs, StoreError};
+use super::{backfills, connect, runs, StoreError};
 
 /// NOTIFY channel of `scheduler_schedules` changes (see the migration's trigger).
 pub const SCHEDULES_CHANNEL: &str = "spine_schedules";
@@ -28,16 +28,17 @@ pub struct Listener {
     pub notices: mpsc::UnboundedReceiver<Notice>,
 }
 
-/// Connects and listens on the schedules and runs channels (the leader's
-/// channel is the elector's own, on its session).
+/// Connects and listens on the schedules, runs and backfills channels (the
+/// leader's channel is the elector's own, on its session).
 pub async fn listen(url: &str) -> Result<Listener, StoreError> {
     let (config, tls) = connect::config(url)?;
     let (client, connection) = config.connect(tls).await?;
     let (_task, rx) = forward_notices(connection);
     client
         .batch_execute(&format!(
-            "LISTEN {SCHEDULES_CHANNEL}; LISTEN {};",
-            runs::RUNS_CHANNEL
+            "LISTEN {SCHEDULES_CHANNEL}; LISTEN {}; LISTEN {};",
+            runs::RUNS_CHANNEL,
+            backfills::BACKFILLS_CHANNEL
         ))
         .await?;
     Ok(Listener {

@@ -58,7 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "no_catchup_trigger",
         sql: include_str!("../../migrations/0007_no_catchup_trigger.sql"),
     },
-    // 0008 is taken by a change developed alongside these.
+    Migration {
+        version: 8,
+        name: "backfill",
+        sql: include_str!("../../migrations/0008_backfill.sql"),
+    },
     Migration {
         version: 9,
         name: "run_controls",

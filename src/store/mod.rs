@@ -6,6 +6,7 @@
 //! they take `&mut Client` and open it themselves.
 
 pub mod api_queries;
+pub mod backfills;
 pub mod claims;
 mod connect;
 pub mod conninfo;

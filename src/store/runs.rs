@@ -1,7 +1,8 @@
 //! The run ledger, `scheduler_runs`: one row per (schedule, tick, attempt).
 //!
 //! Rows are created by the claim (status `running`), by the API's run-now
-//! (`pending`, trigger `manual`) and by the leader's sweeps (`missed`,
+//! (`pending`, trigger `manual`), by backfills (`pending`, trigger
+//! `backfill`: `store::backfills`) and by the leader's sweeps (`missed`,
 //! `abandoned`, retries). Final updates are compare-and-set on
 //! `status = 'running' AND node_id = me`, so a replica the reaper declared
 //! dead cannot overwrite the verdict.
@@ -55,6 +56,8 @@ pub struct Run {
     pub params: Option<Map<String, Value>>,
     /// For a rerun: the run it repeats.
     pub rerun_of: Option<Uuid>,
+    /// The backfill that created it (trigger `backfill`, and its retries).
+    pub backfill_id: Option<Uuid>,
 }
 
 /// A manual run to record, for [`insert_manual_run`].
@@ -75,7 +78,7 @@ pub const RUNS_CHANNEL: &str = "spine_runs";
 
 const COLUMNS: &str = "run_id, schedule_name, pipeline, trigger, scheduled_at, attempt, node_id, \
     status, claimed_at, not_before, started_at, completed_at, error, result, overlapped_run_id, \
-    params, rerun_of";
+    params, rerun_of, backfill_id";
 
 fn from_row(row: &Row) -> Result<Run, StoreError> {
     let status: String = row.try_get("status")?;
@@ -104,6 +107,7 @@ fn from_row(row: &Row) -> Result<Run, StoreError> {
             Some(_) => return Err(bad("params is not a JSON object".to_string())),
         },
         rerun_of: row.try_get("rerun_of")?,
+        backfill_id: row.try_get("backfill_id")?,
     })
 }
 
@@ -257,8 +261,8 @@ pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<Run
     Ok(RunPage { runs, next })
 }
 
-/// Takes up to `limit` pending runs whose time has come (manual runs, and
-/// retries past their backoff) and marks them `running` on this node.
+/// Takes up to `limit` pending runs whose time has come (manual runs,
+/// backfill runs, and retries past their backoff) and marks them `running` on this node.
 /// `SKIP LOCKED` lets replicas take disjoint sets without waiting.
 pub async fn take_pending(
     client: &impl GenericClient,

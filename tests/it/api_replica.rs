@@ -26,35 +26,46 @@ pub struct ApiReplica {
     pub base: String,
 }
 
-/// Writes the token files and a pipelines file into `dir`.
-fn setup_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+/// Writes the token files and a pipelines file of `log` pipelines (name,
+/// sleep) into `dir`.
+fn setup_files(dir: &Path, pipelines: &[(&str, &str)]) -> (PathBuf, PathBuf, PathBuf) {
     let admin = dir.join("admin.token");
     let reader = dir.join("reader.token");
     std::fs::write(&admin, format!("{ADMIN}\n")).expect("write admin token");
     std::fs::write(&reader, READER).expect("write reader token");
-    let pipelines = log_pipelines(dir, &[(PIPELINE, "0s")]);
+    let pipelines = log_pipelines(dir, pipelines);
     (pipelines, admin, reader)
 }
 
 /// Starts a replica serving the API on a free loopback port (port 0: the
 /// kernel picks, so parallel tests never collide), and waits until it is ready.
 pub async fn start_api_replica(db_url: &str, dir: &Path, name: &str) -> ApiReplica {
-    let (pipelines, admin, reader) = setup_files(dir);
-    let replica = Replica::start(
-        db_url,
-        &pipelines,
-        name,
-        &[
-            "--log-format",
-            "json",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-token-file",
-            &admin.display().to_string(),
-            "--api-readonly-token-file",
-            &reader.display().to_string(),
-        ],
-    );
+    start_api_replica_with(db_url, dir, name, &[(PIPELINE, "0s")], &[]).await
+}
+
+/// [`start_api_replica`] with other `log` pipelines (name, sleep) and more
+/// `serve` flags. Replicas sharing `dir` share its token and pipelines files.
+pub async fn start_api_replica_with(
+    db_url: &str,
+    dir: &Path,
+    name: &str,
+    pipelines: &[(&str, &str)],
+    extra: &[&str],
+) -> ApiReplica {
+    let (pipelines, admin, reader) = setup_files(dir, pipelines);
+    let (admin, reader) = (admin.display().to_string(), reader.display().to_string());
+    let mut args = vec![
+        "--log-format",
+        "json",
+        "--listen",
+        "127.0.0.1:0",
+        "--api-token-file",
+        &admin,
+        "--api-readonly-token-file",
+        &reader,
+    ];
+    args.extend_from_slice(extra);
+    let replica = Replica::start(db_url, &pipelines, name, &args);
     let deadline = Instant::now() + Duration::from_secs(30);
     let addr = loop {
         if let Some(a) = listening_addr(&replica.log) {

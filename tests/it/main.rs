@@ -12,6 +12,7 @@ mod test_cluster; // replicas over one database, every-second schedules, the lea
 // The tests, one module per area.
 mod api;
 mod apply;
+mod backfill;
 mod claims;
 mod cli;
 mod cluster;

@@ -41,6 +41,8 @@ async fn a_version_one_database_is_upgraded() {
          ALTER TABLE scheduler_schedules DROP COLUMN overlap_policy;
          ALTER TABLE scheduler_runs DROP COLUMN cancel_requested_at,
              DROP COLUMN cancel_requested_by, DROP COLUMN cancel_mode;
+         DROP TABLE scheduler_backfills;
+         ALTER TABLE scheduler_runs DROP COLUMN backfill_id;
          DELETE FROM scheduler_migrations WHERE version > 1;
          INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
          VALUES ('kept', 'p', 'cron', '0 6 * * *');",

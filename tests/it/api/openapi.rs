@@ -78,6 +78,8 @@ async fn openapi_document_is_valid_and_lists_exactly_the_served_routes() {
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
         ("GET", "/readyz"),
+        ("GET", "/v1/backfills/{backfill_id}"),
+        ("POST", "/v1/backfills/{backfill_id}/cancel"),
         ("GET", "/v1/cluster"),
         ("GET", "/v1/preview"),
         ("GET", "/v1/runs"),
@@ -95,6 +97,8 @@ async fn openapi_document_is_valid_and_lists_exactly_the_served_routes() {
         ("POST", "/v1/schedules/{name}/run"),
         ("GET", "/v1/schedules/{name}/next"),
         ("GET", "/v1/schedules/{name}/runs"),
+        ("POST", "/v1/schedules/{name}/backfill"),
+        ("GET", "/v1/schedules/{name}/backfills"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -114,10 +118,31 @@ async fn openapi_document_is_valid_and_lists_exactly_the_served_routes() {
         .post(&node.base, "/v1/schedules/doc/run", Some(ADMIN))
         .await;
     let run_id = run.json()["run_id"].as_str().expect("run id").to_string();
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let backfill = http
+        .call(
+            Method::POST,
+            &format!("{}/v1/schedules/doc/backfill", node.base),
+            Some(ADMIN),
+            &[],
+            Body::Json(
+                json!({"start": (hour_ago - chrono::Duration::hours(1)).to_rfc3339(),
+                              "end": hour_ago.to_rfc3339()}),
+            ),
+        )
+        .await;
+    assert_eq!(backfill.status, 202, "{}", backfill.text);
+    let backfill_id = backfill.json()["backfill_id"]
+        .as_str()
+        .expect("backfill id")
+        .to_string();
     // A documented operation on `doc` and its run, as the admin.
     let send = |method: &str, path: &str, body: Body| {
         let m = Method::from_bytes(method.as_bytes()).expect("method");
-        let concrete = path.replace("{name}", "doc").replace("{run_id}", &run_id);
+        let concrete = path
+            .replace("{name}", "doc")
+            .replace("{run_id}", &run_id)
+            .replace("{backfill_id}", &backfill_id);
         let url = format!("{}{concrete}", node.base);
         let http = &http;
         async move { http.call(m, &url, Some(ADMIN), &[], body).await }

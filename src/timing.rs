@@ -1,7 +1,9 @@
 //! How late is late: the thresholds a tick passes through, in one place,
 //! with the order they must keep. Pure: no clock reads.
 //!
-//! For a tick due at `t` of a schedule whose misfire grace is `g`:
+//! For a tick due at `t` of a schedule whose misfire grace is `g` — `t`
+//! being its due instant (`Schedule::due_at`: the tick plus its jitter
+//! delay; the tick itself without a jitter):
 //!
 //! 1. `t + BACKLOG_AFTER` (1 s): a tick not yet claimed because this
 //!    replica's queue or its database was behind is a *backlog* tick, which

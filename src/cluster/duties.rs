@@ -35,10 +35,21 @@ struct Watermark {
     through: DateTime<Utc>,
     /// The schedule definition it was computed for.
     updated_at: DateTime<Utc>,
-    /// The first tick after `through`, computed once: most schedules are not
-    /// due between passes, and recomputing 100,000 cron successors every
-    /// pass would cost seconds.
-    next: Option<DateTime<Utc>>,
+    /// The first tick after `through` and its due instant
+    /// (`Schedule::due_at`), computed once: most schedules are not due
+    /// between passes, and recomputing 100,000 cron successors every pass
+    /// would cost seconds.
+    next: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// `s`'s first tick after `after`, with its due instant.
+fn next_with_due(
+    s: &StoredSchedule,
+    after: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    s.schedule
+        .next_fire_after(after)
+        .map(|t| (t, s.schedule.due_at(t)))
 }
 
 /// Runs until shutdown.
@@ -200,8 +211,10 @@ async fn sweep_misfires(
             }
         };
         for s in new {
+            // A pass at `at` accounted for the ticks due by `at - grace -
+            // margin`: surely those up to a jitter before that.
             let accounted = match swept_at {
-                Some(at) => Some(at - grace_of(s) - SWEEP_MARGIN),
+                Some(at) => Some(at - grace_of(s) - SWEEP_MARGIN - jitter_of(s)),
                 None => last.get(s.schedule.name()).copied(),
             };
             // Ticks before the definition never were due, but for the one a
@@ -216,7 +229,7 @@ async fn sweep_misfires(
                 Watermark {
                     through: from,
                     updated_at: s.updated_at,
-                    next: s.schedule.next_fire_after(from),
+                    next: next_with_due(s, from),
                 },
             );
         }
@@ -231,13 +244,15 @@ async fn sweep_misfires(
             // Ticks of an older definition (or of a pause) never were due.
             mark.through = mark.through.max(s.schedule.due_after(s.updated_at));
             mark.updated_at = s.updated_at;
-            mark.next = s.schedule.next_fire_after(mark.through);
+            mark.next = next_with_due(s, mark.through);
         }
         let grace = grace_of(s);
+        // Lateness counts from the due instant (the tick plus its jitter),
+        // which keeps tick order: the first not yet overdue ends the walk.
         let until = now - grace - SWEEP_MARGIN;
         let mut taken = 0;
-        while let Some(t) = mark.next {
-            if t > until {
+        while let Some((t, due)) = mark.next {
+            if due > until {
                 break;
             }
             if taken == MAX_TICKS_PER_PASS {
@@ -248,10 +263,11 @@ async fn sweep_misfires(
                 schedule_name: s.schedule.name().to_string(),
                 pipeline: s.schedule.pipeline().to_string(),
                 scheduled_at: t,
+                due_at: due,
                 grace_secs: i32::try_from(grace.num_seconds()).unwrap_or(i32::MAX),
             });
             mark.through = t;
-            mark.next = s.schedule.next_fire_after(t);
+            mark.next = next_with_due(s, t);
             taken += 1;
         }
     }
@@ -270,4 +286,8 @@ async fn sweep_misfires(
 
 fn grace_of(s: &StoredSchedule) -> chrono::Duration {
     crate::timing::misfire_grace(&s.schedule)
+}
+
+fn jitter_of(s: &StoredSchedule) -> chrono::Duration {
+    crate::timing::chrono(s.schedule.jitter())
 }

@@ -200,19 +200,20 @@ async fn claim_chunk(
             schedule_name: s.name().to_string(),
             pipeline: s.pipeline().to_string(),
             scheduled_at: tick.at,
+            due_at: tick.due,
             max_instances: s.max_instances(),
             misfire_grace_secs: u32::try_from(s.misfire_grace().as_secs()).unwrap_or(u32::MAX),
             coalesce: s.coalesce(),
             backlog: tick.backlog,
             overlap_policy: s.overlap_policy(),
-            next_at: s.next_fire_after(tick.at),
+            next_at: s.next_fire_after(tick.at).map(|next| s.due_at(next)),
         });
         by_key.insert((s.name().to_string(), tick.at), tick);
     }
     let retry_delay = crate::timing::chrono(deps.claim_retry_delay);
     // The batch may arrive up to the claim lead early: the INSERT waits
     // until its newest tick is due on our estimate of the database clock.
-    let due = by_key.values().map(|t| t.at).max();
+    let due = by_key.values().map(|t| t.due).max();
     let begun = std::time::Instant::now();
     let resumed = std::sync::OnceLock::new();
     // Executing, except while it waits for the tick (see `priority`).
@@ -265,7 +266,7 @@ async fn claim_chunk(
                     // Overdue by the time it is asked again: a backlog now
                     // (`timing` step 1), whether it was ours or handed over.
                     tick: Tick {
-                        backlog: tick.backlog || at - tick.at > crate::timing::BACKLOG_AFTER,
+                        backlog: tick.backlog || at - tick.due > crate::timing::BACKLOG_AFTER,
                         ..tick
                     },
                 })
@@ -337,6 +338,7 @@ fn dispatch(
                     run_id: claimed.run_id,
                     schedule: tick.schedule,
                     scheduled_at: claimed.scheduled_at,
+                    due_at: tick.due,
                     attempt: 1,
                     trigger: RunTrigger::Schedule,
                     params: None,
@@ -386,8 +388,8 @@ fn to_retry(
             // rolls back — soon for our own share (so the others' handoff
             // checks find the row and never race us for it), at the next
             // handoff for the others' share (riding along with the next batch).
-            let at = if tick.at > db_now {
-                tick.at
+            let at = if tick.due > db_now {
+                tick.due
             } else if share.prefers(tick.name()) {
                 db_now + retry_delay
             } else {
@@ -416,6 +418,7 @@ mod tests {
                 pause: None,
             }),
             at: DateTime::UNIX_EPOCH + chrono::Duration::seconds(second),
+            due: DateTime::UNIX_EPOCH + chrono::Duration::seconds(second),
             backlog: true,
         }
     }

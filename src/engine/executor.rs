@@ -38,6 +38,11 @@ pub struct Job {
     pub schedule: Arc<StoredSchedule>,
     /// The tick.
     pub scheduled_at: DateTime<Utc>,
+    /// When it fell due: the tick plus its jitter delay (`Schedule::due_at`)
+    /// for a scheduled tick, the tick itself for other runs. The fire lag
+    /// and the misfire grace of a run that waits count from here, so a
+    /// jitter shows as neither lag nor lateness.
+    pub due_at: DateTime<Utc>,
     /// Attempt number.
     pub attempt: i32,
     /// Why it runs.
@@ -265,7 +270,7 @@ async fn execute(
                 }
             };
             let grace = crate::timing::misfire_grace(schedule);
-            let give_up = deps.clock.until(job.scheduled_at + grace);
+            let give_up = deps.clock.until(job.due_at + grace);
             tokio::select! {
                 _ = wait => {}
                 _ = tokio::time::sleep(give_up) => {}
@@ -277,15 +282,15 @@ async fn execute(
                 }
             }
             let now = deps.clock.now();
-            if now - job.scheduled_at > grace {
+            if now - job.due_at > grace {
                 // Waited past its grace: recorded missed, not run.
                 let error = format!(
-                    "not started within the misfire grace of {} s: it waited for run {} of this schedule (max_instances {}, overlap_policy {}), still unfinished {:.3} s after this tick",
+                    "not started within the misfire grace of {} s: it waited for run {} of this schedule (max_instances {}, overlap_policy {}), still unfinished {:.3} s after this tick fell due",
                     grace.num_seconds(),
                     waited_for,
                     schedule.max_instances(),
                     schedule.overlap_policy(),
-                    (now - job.scheduled_at).num_milliseconds() as f64 / 1000.0
+                    (now - job.due_at).num_milliseconds() as f64 / 1000.0
                 );
                 tracing::warn!(%error, "tick recorded without running");
                 completions.send(ended(RunStatus::Missed, error, now));
@@ -298,11 +303,12 @@ async fn execute(
         let _permit = permits.acquire().await;
         let started_at = deps.clock.now();
         let started = std::time::Instant::now();
-        let lag_ms = (started_at - job.scheduled_at).num_milliseconds();
+        // Measured from the due instant: a jitter is not lag.
+        let lag_ms = (started_at - job.due_at).num_milliseconds();
         if job.trigger == RunTrigger::Schedule {
             deps.metrics.fire_lag(lag_ms as f64 / 1000.0);
         }
-        tracing::info!(tick = %job.scheduled_at, lag_ms, "run started");
+        tracing::info!(tick = %job.scheduled_at, due = %job.due_at, lag_ms, "run started");
         let outcome = run_cancellable(&deps, &job, &mut cancel).await;
         // The clock estimate may have been corrected meanwhile: never before the start.
         let finished = deps.clock.now().max(started_at);

@@ -86,6 +86,8 @@ pub async fn run(
                         run_id: run.run_id,
                         schedule,
                         scheduled_at: run.scheduled_at,
+                        // Run by hand, retried or backfilled: no jitter.
+                        due_at: run.scheduled_at,
                         attempt: run.attempt,
                         trigger: run.trigger,
                         params: run.params,

@@ -1,4 +1,9 @@
 //! The in-memory priority queue of next due ticks. Pure: no I/O, no clock.
+//!
+//! Ordered and taken by *due instant* (`Schedule::due_at`: the tick plus
+//! its jitter), not by tick: a schedule's due instants keep its ticks'
+//! order (each falls due before the next tick), so taking by due instant
+//! still yields each schedule's ticks oldest first.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -13,8 +18,12 @@ use crate::store::schedules::StoredSchedule;
 pub struct Tick {
     /// The schedule as the queue knew it when the tick fell due.
     pub schedule: Arc<StoredSchedule>,
-    /// The instant.
+    /// The instant: the tick, as the ledger records it (`scheduled_at`).
     pub at: DateTime<Utc>,
+    /// When it falls due: `at` plus the schedule's jitter delay
+    /// (`Schedule::due_at`). Everything about "is it time, how late is it"
+    /// counts from here.
+    pub due: DateTime<Utc>,
     /// Whether it is part of a backlog: this replica's queue or its
     /// database was behind, and the tick could not be claimed within
     /// `timing::BACKLOG_AFTER` of falling due. Only backlog ticks are coalesced
@@ -29,11 +38,23 @@ impl Tick {
     pub fn name(&self) -> &str {
         self.schedule.schedule.name()
     }
+
+    /// A tick of `schedule` at `at`, with its due instant.
+    pub fn new(schedule: Arc<StoredSchedule>, at: DateTime<Utc>, backlog: bool) -> Self {
+        let due = schedule.schedule.due_at(at);
+        Tick {
+            schedule,
+            at,
+            due,
+            backlog,
+        }
+    }
 }
 
 struct Entry {
     schedule: Arc<StoredSchedule>,
     next: DateTime<Utc>,
+    due: DateTime<Utc>,
     generation: u64,
 }
 
@@ -95,12 +116,14 @@ impl DueQueue {
     fn insert(&mut self, name: String, schedule: Arc<StoredSchedule>, next: DateTime<Utc>) {
         self.generation += 1;
         let generation = self.generation;
-        self.heap.push(Reverse((next, generation, name.clone())));
+        let due = schedule.schedule.due_at(next);
+        self.heap.push(Reverse((due, generation, name.clone())));
         self.entries.insert(
             name,
             Entry {
                 schedule,
                 next,
+                due,
                 generation,
             },
         );
@@ -116,13 +139,14 @@ impl DueQueue {
         self.entries.keys().map(String::as_str)
     }
 
-    /// The earliest due instant.
+    /// The earliest due instant (of any schedule's next tick).
     pub fn next_due(&mut self) -> Option<DateTime<Utc>> {
         self.discard_stale();
         self.heap.peek().map(|Reverse((t, _, _))| *t)
     }
 
-    /// The next due instant of one schedule.
+    /// The next tick of one schedule (the tick, not its due instant: a
+    /// changed schedule restarts from it, and it is what `next_fire` exports).
     pub fn next_of(&self, name: &str) -> Option<DateTime<Utc>> {
         self.entries.get(name).map(|e| e.next)
     }
@@ -138,8 +162,9 @@ impl DueQueue {
         }
     }
 
-    /// Every tick due at or before `now`, oldest first per schedule; each
-    /// schedule advances to its next tick after the last one taken.
+    /// Every tick whose due instant is at or before `now`, oldest first per
+    /// schedule; each schedule advances to its next tick after the last one
+    /// taken.
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Tick> {
         let mut out = Vec::new();
         loop {
@@ -150,28 +175,37 @@ impl DueQueue {
             if *t > now {
                 break;
             }
-            let Some(Reverse((mut tick, _, name))) = self.heap.pop() else {
+            let Some(Reverse((_, _, name))) = self.heap.pop() else {
                 break;
             };
             let Some(entry) = self.entries.remove(&name) else {
                 continue;
             };
+            let schedule = &entry.schedule.schedule;
+            let (mut tick, mut due) = (entry.next, entry.due);
             let mut taken = 0;
             let next = loop {
                 out.push(Tick {
                     schedule: entry.schedule.clone(),
                     at: tick,
+                    due,
                     backlog: false,
                 });
                 taken += 1;
-                match entry.schedule.schedule.next_fire_after(tick) {
-                    Some(n) if n <= now && taken < MAX_BACKLOG_PER_TAKE => tick = n,
-                    Some(n) if n <= now => {
-                        // Skip the rest of an enormous backlog in one step.
-                        break entry.schedule.schedule.next_fire_after(now);
-                    }
-                    other => break other,
+                let Some(n) = schedule.next_fire_after(tick) else {
+                    break None;
+                };
+                let n_due = schedule.due_at(n);
+                if n_due > now {
+                    break Some(n);
                 }
+                if taken == MAX_BACKLOG_PER_TAKE {
+                    // Skip the rest of an enormous backlog in one step (to
+                    // the first tick that may not be due yet; never back).
+                    let jitter = crate::timing::chrono(schedule.jitter());
+                    break schedule.next_fire_after((now - jitter).max(tick));
+                }
+                (tick, due) = (n, n_due);
             };
             if let Some(next) = next {
                 self.insert(name, entry.schedule, next);
@@ -234,6 +268,33 @@ mod tests {
         let huge = q.take_due(at(10_000));
         assert_eq!(huge.len(), MAX_BACKLOG_PER_TAKE);
         assert_eq!(q.next_due(), Some(at(10_001)));
+    }
+
+    #[test]
+    fn jittered_ticks_are_taken_at_their_due_instant() {
+        let s = Schedule::interval("j", "p", Duration::from_secs(10))
+            .and_then(|s| s.with_jitter(Duration::from_secs(8)))
+            .expect("valid");
+        let first_due = s.due_at(at(10));
+        let mut q = DueQueue::new();
+        q.upsert(stored(s.clone(), 1), at(0));
+        assert_eq!(q.next_due(), Some(first_due));
+        assert_eq!(q.next_of("j"), Some(at(10)), "the tick itself");
+        if first_due > at(10) {
+            assert!(q.take_due(at(10)).is_empty(), "not due at its tick");
+        }
+        let due = q.take_due(first_due);
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].at, due[0].due), (at(10), first_due));
+        // A backlog: every tick whose due instant has passed, in order.
+        let due = q.take_due(at(100));
+        let ticks: Vec<DateTime<Utc>> = due.iter().map(|t| t.at).collect();
+        let want: Vec<DateTime<Utc>> = (2..=10)
+            .map(|k| at(10 * k))
+            .filter(|t| s.due_at(*t) <= at(100))
+            .collect();
+        assert_eq!(ticks, want);
+        assert!(due.iter().all(|t| t.due == s.due_at(t.at)));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The timer task: sleeps until the earliest due tick (on the database
 //! clock) and hands every due tick to the claimer. It never waits on the
 //! database itself, so a slow claim or a slow job cannot make it oversleep.
+//!
+//! "Due" is a tick's due instant (`Tick::due`: the tick plus the schedule's
+//! jitter delay): the horizon, the backlog rule, the handoff delay, the
+//! give-up and the take-over all count from it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,7 +112,7 @@ pub async fn run(
         let horizon = now + lead;
         let mut due = queue.take_due(horizon);
         for t in &mut due {
-            t.backlog = now - t.at > crate::timing::BACKLOG_AFTER;
+            t.backlog = now - t.due > crate::timing::BACKLOG_AFTER;
         }
         let mut seen = std::collections::HashSet::new();
         for t in &due {
@@ -128,7 +132,7 @@ pub async fn run(
             "due ticks"
         );
         retries.extend(others.into_iter().map(|tick| Retry {
-            at: tick.at + handoff,
+            at: tick.due + handoff,
             tick,
         }));
         // Handed-off ticks fall due a whole handoff delay after their tick,
@@ -139,7 +143,7 @@ pub async fn run(
         retries = later;
         for r in ready {
             let grace = timing::misfire_grace(&r.tick.schedule.schedule);
-            if now - r.tick.at > grace + timing::OFFER_MARGIN {
+            if now - r.tick.due > grace + timing::OFFER_MARGIN {
                 // Past its grace: the leader's misfire sweep records it.
                 tracing::debug!(schedule = r.tick.name(), tick = %r.tick.at, "giving up on an unclaimable tick");
                 continue;
@@ -162,7 +166,7 @@ fn take_over(deps: &Deps, retries: &mut [Retry]) {
     let now = deps.clock.now();
     let mut moved = 0;
     for r in retries.iter_mut() {
-        let due = r.tick.at.max(now);
+        let due = r.tick.due.max(now);
         if r.at > due && share.prefers(r.tick.name()) {
             r.at = due;
             moved += 1;
@@ -215,10 +219,12 @@ fn apply_change(clock: &DbClock, queue: &mut DueQueue, change: Change) {
         Change::Load(all) => {
             for s in all {
                 // Ticks from before the schedule's current definition (creation,
-                // change, resume) never were due; older ones than the grace are
-                // the misfire sweep's.
+                // change, resume) never were due; ticks that fell due longer
+                // ago than the grace are the misfire sweep's (a tick falls
+                // due up to its jitter after it).
                 let grace = timing::misfire_grace(&s.schedule);
-                let after = (now - grace).max(s.schedule.due_after(s.updated_at));
+                let jitter = timing::chrono(s.schedule.jitter());
+                let after = (now - grace - jitter).max(s.schedule.due_after(s.updated_at));
                 queue.upsert(s, after);
             }
         }

@@ -43,6 +43,11 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 pub const MAX_POLICY_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default misfire grace, as in the seed (APScheduler's job default).
 pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(60);
+/// Longest `jitter` (1 hour). Spreading a herd over more than an hour is a
+/// different schedule, not a jitter; and every lateness threshold (grace,
+/// sweep, the timer's give-up, a restart's look-back) stretches by the
+/// jitter, so it stays bounded.
+pub const MAX_JITTER: Duration = Duration::from_secs(3600);
 
 /// `cron`, `interval` or `date`: the three kinds of schedule, as the seed names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
@@ -116,6 +121,7 @@ pub struct Schedule {
     retry: RetryPolicy,
     description: Option<String>,
     end_at: Option<DateTime<Utc>>,
+    jitter: Duration,
 }
 
 impl Schedule {
@@ -180,6 +186,7 @@ impl Schedule {
             retry: RetryPolicy::default(),
             description: None,
             end_at: None,
+            jitter: Duration::ZERO,
         }
     }
 
@@ -240,6 +247,31 @@ impl Schedule {
     /// The same schedule, coalescing a backlog of missed ticks into one run or not.
     pub fn with_coalesce(self, coalesce: bool) -> Self {
         Schedule { coalesce, ..self }
+    }
+
+    /// The same schedule with another jitter: each tick falls due at a
+    /// delay in `[0, jitter)` after it (see [`jitter_delay`](Self::jitter_delay)),
+    /// so a herd of schedules ticking at the same instant is spread instead
+    /// of claimed and started all at once. Whole seconds, at most
+    /// [`MAX_JITTER`]; zero (the default) means none.
+    pub fn with_jitter(self, jitter: Duration) -> Result<Self, ValidationError> {
+        if jitter > MAX_JITTER {
+            return Err(ValidationError::new(
+                "jitter",
+                format!(
+                    "must be between 0s and {}, got {}",
+                    humantime::format_duration(MAX_JITTER),
+                    humantime::format_duration(jitter)
+                ),
+            ));
+        }
+        if jitter.subsec_nanos() != 0 {
+            return Err(ValidationError::new(
+                "jitter",
+                "must be a whole number of seconds",
+            ));
+        }
+        Ok(Schedule { jitter, ..self })
     }
 
     /// The same schedule with a run timeout (`None`: runs may take as long as they need).
@@ -390,6 +422,61 @@ impl Schedule {
     pub fn end_at(&self) -> Option<DateTime<Utc>> {
         self.end_at
     }
+    /// The spread of its ticks' start (zero: none; see [`with_jitter`](Self::with_jitter)).
+    pub fn jitter(&self) -> Duration {
+        self.jitter
+    }
+
+    /// How long after `tick` it falls due: the jitter rule. Zero without a
+    /// jitter. Otherwise a whole number of milliseconds in
+    /// `[0, min(jitter, gap))`, where `gap` is the time to the schedule's
+    /// next tick (the jitter alone for its last tick): the first 8 bytes of
+    /// SHA-256 over `"spine-jitter"`, the schedule's name and the tick's
+    /// Unix milliseconds (big-endian), read as a big-endian integer, modulo
+    /// that bound. So every replica, process and version computes the same
+    /// delay for a (schedule, tick), different ticks and schedules spread
+    /// evenly, and a tick always falls due before the next one does — a
+    /// schedule's due instants keep its ticks' order.
+    pub fn jitter_delay(&self, tick: DateTime<Utc>) -> chrono::Duration {
+        let Ok(jitter_ms) = i64::try_from(self.jitter.as_millis()) else {
+            return chrono::Duration::zero();
+        };
+        if jitter_ms == 0 {
+            return chrono::Duration::zero();
+        }
+        let bound = match self.next_fire_after(tick) {
+            Some(next) => (next - tick).num_milliseconds().min(jitter_ms),
+            None => jitter_ms,
+        };
+        let Ok(bound) = u64::try_from(bound) else {
+            return chrono::Duration::zero();
+        };
+        if bound == 0 {
+            return chrono::Duration::zero();
+        }
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"spine-jitter");
+        h.update([0]);
+        h.update(self.name.as_bytes());
+        h.update([0]);
+        h.update(tick.timestamp_millis().to_be_bytes());
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        let delay = u64::from_be_bytes(first) % bound;
+        // Below the bound, itself an i64 of milliseconds.
+        chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(0))
+    }
+
+    /// The instant `tick` falls due: `tick` plus its
+    /// [`jitter_delay`](Self::jitter_delay). Everything that asks "is it
+    /// time yet" or "how late is it" — the engine's queue and timer, the
+    /// claim, the fire lag, the misfire grace, the sweep — counts from here;
+    /// the ledger keeps `tick` as `scheduled_at` (its identity).
+    pub fn due_at(&self, tick: DateTime<Utc>) -> DateTime<Utc> {
+        tick + self.jitter_delay(tick)
+    }
 
     /// Whether it will never fire again after `now`: its `end_at` has
     /// passed, or it is a one-time schedule whose `run_at` has (paused or
@@ -499,6 +586,7 @@ impl Schedule {
         check("retry", self.retry == other.retry);
         check("description", self.description == other.description);
         check("end_at", self.end_at == other.end_at);
+        check("jitter", self.jitter == other.jitter);
         out
     }
 
@@ -848,6 +936,99 @@ mod tests {
         let defined = at("2027-06-01T12:00:30Z");
         assert_eq!(s.next_fire_after(s.due_after(defined)), Some(run_at));
         assert_eq!(cron.due_after(defined), defined);
+        Ok(())
+    }
+
+    #[test]
+    fn jitter_is_deterministic_spread_and_before_the_next_tick() -> Result<(), ValidationError> {
+        let base = at("2027-01-01T00:00:00Z");
+        // Zero jitter (the default): due at the tick.
+        let plain = Schedule::interval("plain", "p", Duration::from_secs(10))?;
+        assert_eq!(plain.jitter(), Duration::ZERO);
+        assert_eq!(plain.due_at(base), base);
+        // The same (name, tick): the same delay, on every call and for
+        // every copy (every replica builds its own Schedule).
+        let s = Schedule::interval("spread", "p", Duration::from_secs(60))?
+            .with_jitter(Duration::from_secs(30))?;
+        let copy = Schedule::interval("spread", "p", Duration::from_secs(60))?
+            .with_jitter(Duration::from_secs(30))?;
+        for k in 0..50 {
+            let tick = base + chrono::Duration::minutes(k);
+            assert_eq!(s.jitter_delay(tick), copy.jitter_delay(tick));
+            assert_eq!(s.due_at(tick), tick + s.jitter_delay(tick));
+        }
+        // A pinned value (computed independently, with Python's hashlib):
+        // the rule must not change between versions, or replicas of two
+        // versions would disagree during a rolling upgrade.
+        assert_eq!(s.jitter_delay(base).num_milliseconds(), 7_220);
+        // Spread over [0, jitter): 1,000 ticks land in every tenth of the range.
+        let delays: Vec<i64> = (0..1000)
+            .map(|k| {
+                s.jitter_delay(base + chrono::Duration::minutes(k))
+                    .num_milliseconds()
+            })
+            .collect();
+        assert!(delays.iter().all(|d| (0..30_000).contains(d)));
+        for tenth in 0..10 {
+            let n = delays.iter().filter(|d| **d / 3_000 == tenth).count();
+            assert!((50..=150).contains(&n), "tenth {tenth}: {n} of 1000");
+        }
+        // Different schedules at the same tick differ (a herd is spread).
+        let distinct: std::collections::HashSet<i64> = (0..100)
+            .map(|i| {
+                Schedule::interval(&format!("herd{i}"), "p", Duration::from_secs(60))
+                    .and_then(|s| s.with_jitter(Duration::from_secs(30)))
+                    .map(|s| s.jitter_delay(base).num_milliseconds())
+                    .unwrap_or(-1)
+            })
+            .collect();
+        assert!(distinct.len() > 90, "{} distinct delays", distinct.len());
+        Ok(())
+    }
+
+    #[test]
+    fn jitter_never_reaches_the_next_tick() -> Result<(), ValidationError> {
+        let base = at("2027-01-01T00:00:00Z");
+        // A jitter longer than the interval is bounded by the gap.
+        let fast = Schedule::interval("fast", "p", Duration::from_secs(2))?
+            .with_jitter(Duration::from_secs(3600))?;
+        let mut last_due = None;
+        for k in 0..500 {
+            let tick = base + chrono::Duration::seconds(2 * k);
+            let due = fast.due_at(tick);
+            let next = fast.next_fire_after(tick).expect("next tick");
+            assert!(due >= tick && due < next, "{tick}: due {due}, next {next}");
+            // Due instants keep tick order.
+            assert!(last_due.is_none_or(|d| d < due));
+            last_due = Some(due);
+        }
+        // Cron ticks one second apart, every second of a minute.
+        let cron = Schedule::cron("c", "p", "* * * * * *")?.with_jitter(Duration::from_secs(10))?;
+        for k in 0..120 {
+            let tick = base + chrono::Duration::seconds(k);
+            assert!(cron.jitter_delay(tick) < chrono::Duration::seconds(1));
+        }
+        // The last tick (end_at) and a one-time schedule: the jitter alone bounds it.
+        let once = Schedule::once("o", "p", base)?.with_jitter(Duration::from_secs(5))?;
+        assert!(once.jitter_delay(base) < chrono::Duration::seconds(5));
+        Ok(())
+    }
+
+    #[test]
+    fn jitter_is_range_checked() -> Result<(), ValidationError> {
+        let s = Schedule::interval("j", "p", Duration::from_secs(60))?;
+        assert!(s.clone().with_jitter(MAX_JITTER).is_ok());
+        let field = |r: Result<Schedule, ValidationError>| r.map(|_| ()).map_err(|e| e.field);
+        assert_eq!(
+            field(s.clone().with_jitter(MAX_JITTER + Duration::from_secs(1))),
+            Err("jitter".into())
+        );
+        assert_eq!(
+            field(s.clone().with_jitter(Duration::from_millis(1500))),
+            Err("jitter".into())
+        );
+        let j = s.clone().with_jitter(Duration::from_secs(5))?;
+        assert_eq!(j.differences(&s), ["jitter"]);
         Ok(())
     }
 

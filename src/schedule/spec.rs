@@ -22,6 +22,7 @@
 //! | `misfire_grace_time` | seconds or a duration string, default 60 |
 //! | `coalesce` | default true |
 //! | `timeout` | seconds or a duration string, default none |
+//! | `jitter` | seconds or a duration string, default 0 (none), at most 1 h: each tick falls due at a deterministic delay in `[0, jitter)`, before the next tick (`Schedule::jitter_delay`) |
 //! | `retry` | `{max_attempts, backoff, backoff_max}`; default 1 attempt (no retry) |
 //! | `description` | free text |
 
@@ -106,6 +107,7 @@ pub const KEYS: &[Key] = &[
     setting("misfire_grace_time"),
     setting("coalesce"),
     setting("timeout"),
+    setting("jitter"),
     setting("retry"),
     setting("description"),
 ];
@@ -182,6 +184,7 @@ pub fn parse_schedule(input: &Value) -> Result<ParsedSchedule, ValidationErrors>
         misfire: r.opt_duration_secs("misfire_grace_time"),
         coalesce: r.opt_bool("coalesce"),
         timeout: r.opt_duration_secs("timeout"),
+        jitter: r.opt_duration_secs("jitter"),
         retry: read_retry(&mut r),
         description: r.opt_str("description").map(str::to_string),
         start_at: r.opt_instant("start_at"),
@@ -220,6 +223,7 @@ struct Parts<'a> {
     misfire: Option<Duration>,
     coalesce: Option<bool>,
     timeout: Option<Duration>,
+    jitter: Option<Duration>,
     retry: Option<RetryPolicy>,
     description: Option<String>,
     start_at: Option<DateTime<Utc>>,
@@ -283,6 +287,9 @@ impl Parts<'_> {
         }
         if self.timeout.is_some() {
             schedule = refine(schedule.clone(), schedule.with_timeout(self.timeout));
+        }
+        if let Some(j) = self.jitter {
+            schedule = refine(schedule.clone(), schedule.with_jitter(j));
         }
         if let Some(policy) = self.retry {
             schedule = schedule.with_retry(policy);
@@ -477,6 +484,10 @@ pub struct Definition {
     pub coalesce: bool,
     /// Seconds a run may take before it is cancelled.
     pub timeout: Option<u64>,
+    /// Seconds over which ticks are spread (0: none): each tick falls due
+    /// at a delay in `[0, jitter)` after it, the same on every replica, and
+    /// before the next tick; `scheduled_at` stays the tick.
+    pub jitter: u64,
     /// Retries of failed runs.
     pub retry: RetryDefinition,
     /// Free text.
@@ -521,6 +532,7 @@ impl Definition {
             misfire_grace_time: s.misfire_grace().as_secs(),
             coalesce: s.coalesce(),
             timeout: s.timeout().map(|t| t.as_secs()),
+            jitter: s.jitter().as_secs(),
             retry: RetryDefinition {
                 max_attempts: s.retry().max_attempts(),
                 backoff: s.retry().backoff().as_secs(),
@@ -580,6 +592,7 @@ impl Definition {
             misfire: Some(Duration::from_secs(self.misfire_grace_time)),
             coalesce: Some(self.coalesce),
             timeout: self.timeout.map(Duration::from_secs),
+            jitter: Some(Duration::from_secs(self.jitter)),
             retry,
             description: self.description.clone(),
             start_at: self.start_at,
@@ -744,6 +757,37 @@ mod tests {
             }))),
             ["end_at"]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn jitter_is_a_key() -> Result<(), ValidationErrors> {
+        let p = parse_schedule(&json!({
+            "name": "a", "pipeline": "p", "cron": "@daily", "jitter": "30s"
+        }))?;
+        assert_eq!(p.schedule.jitter(), Duration::from_secs(30));
+        assert_eq!(Definition::of(&p.schedule).jitter, 30);
+        assert_eq!(Definition::of(&p.schedule).to_schedule()?, p.schedule);
+        let n =
+            parse_schedule(&json!({"name": "a", "pipeline": "p", "cron": "@daily", "jitter": 5}))?;
+        assert_eq!(n.schedule.jitter(), Duration::from_secs(5));
+        let none = parse_schedule(&json!({"name": "a", "pipeline": "p", "cron": "@daily"}))?;
+        assert_eq!(none.schedule.jitter(), Duration::ZERO);
+        for bad in [
+            json!(-1),
+            json!("2h"),
+            json!("soon"),
+            json!(1.5),
+            json!("1500ms"),
+        ] {
+            assert_eq!(
+                fields(parse_schedule(&json!({
+                    "name": "a", "pipeline": "p", "cron": "@daily", "jitter": bad
+                }))),
+                ["jitter"],
+                "{bad}"
+            );
+        }
         Ok(())
     }
 

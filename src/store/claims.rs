@@ -19,7 +19,14 @@
 //!    finished (naming the oldest), else `running` — possibly waiting for a
 //!    run of the same claim.
 //! 3. [`DUE`] reads the database clock; the transaction commits only once it
-//!    has reached the newest tick written.
+//!    has reached the newest due instant written.
+//!
+//! A tick's *due instant* ([`ClaimRequest::due_at`]) is the tick plus the
+//! schedule's jitter delay (`schedule::Schedule::due_at`; the tick itself
+//! without a jitter). Every "is it time" and "how late" below counts from
+//! it — the due filter, the misfire grace, `claimed_at`/`started_at`, the
+//! overlap's "started by the time it fell due", the DUE check — while the
+//! row's `scheduled_at` (its identity in the unique key) stays the tick.
 //!
 //! The engine sends a batch a little *before* its ticks fall due (the claim
 //! lead). Steps 1 and 2 run ahead — the INSERT in "early" mode writes only
@@ -50,6 +57,10 @@ pub struct ClaimRequest {
     pub pipeline: String,
     /// The tick.
     pub scheduled_at: DateTime<Utc>,
+    /// When it falls due: the tick plus the schedule's jitter delay
+    /// (`schedule::Schedule::due_at`), never before the tick. The claim
+    /// commits no row before it, and lateness counts from it.
+    pub due_at: DateTime<Utc>,
     /// Cluster-wide limit of concurrently running runs of this schedule.
     pub max_instances: u32,
     /// How late, in seconds, the tick may start.
@@ -64,10 +75,11 @@ pub struct ClaimRequest {
     pub backlog: bool,
     /// What the tick does when `max_instances` runs are unfinished.
     pub overlap_policy: OverlapPolicy,
-    /// The schedule's next tick after this one: with `coalesce`, a backlog
-    /// tick whose next tick is already due is coalesced into it (APScheduler's
-    /// rule: of several missed run times, only the latest runs). Whichever
-    /// replica and claim judge it, the answer is the same.
+    /// When the schedule's next tick after this one falls due (its due
+    /// instant): with `coalesce`, a backlog tick whose next tick is already
+    /// due is coalesced into it (APScheduler's rule: of several missed run
+    /// times, only the latest runs). Whichever replica and claim judge it,
+    /// the answer is the same.
     pub next_at: Option<DateTime<Utc>>,
 }
 
@@ -137,8 +149,9 @@ SELECT now() AS db_now,
 
 /// Statement 2: the ledger rows, with the misfire, coalesce and overlap
 /// policies. `statement_timestamp()` is the database clock when the INSERT
-/// arrives (the transaction began earlier, during the claim lead). With
-/// `$10` (early) the ticks need not be due yet and only schedules whose
+/// arrives (the transaction began earlier, during the claim lead). `$15`
+/// holds each tick's due instant (`due_at`; `scheduled_at` is the tick,
+/// kept in the row). With `$10` (early) the ticks need not be due yet and only schedules whose
 /// ticks will all simply run are written; the rest wait for the INSERT after
 /// the clock check. Always returns one row: the clock, and the created rows
 /// as parallel arrays.
@@ -169,16 +182,18 @@ SELECT now() AS db_now,
 /// schedule in one claim, the row of the claim `free` places before it
 /// ([`Claimed::after`], worked out from the rows returned). Either wait is
 /// bounded by the misfire grace (`engine::executor`).
-/// `claimed_at` is when the claim takes effect: the tick for a row written
-/// ahead (it commits only after the tick), else the INSERT.
+/// `claimed_at` is when the claim takes effect: the due instant for a row
+/// written ahead (it commits only after it), else the INSERT.
+/// `started_at` likewise.
 pub const INSERT: &str = "\
 WITH c AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
-                $5::int[], $6::int[], $7::bool[], $9::bool[], $13::timestamptz[], $14::text[])
+                $5::int[], $6::int[], $7::bool[], $9::bool[], $13::timestamptz[], $14::text[],
+                $15::timestamptz[])
          AS c(run_id, schedule_name, pipeline, scheduled_at,
-              max_instances, grace_secs, coalesce, backlog, next_at, policy)
-    WHERE $10 OR c.scheduled_at <= statement_timestamp()
+              max_instances, grace_secs, coalesce, backlog, next_at, policy, due_at)
+    WHERE $10 OR c.due_at <= statement_timestamp()
 ), unfinished AS (
     -- The (few) unfinished runs of these schedules, oldest first: started
     -- ones by start, then the waiting ones.
@@ -202,13 +217,13 @@ WITH c AS (
     -- backlog) did not overlap it; the tick waits for it instead.
     SELECT c.run_id, count(*) AS n
     FROM c JOIN unfinished u USING (schedule_name)
-    WHERE u.started_at <= c.scheduled_at
+    WHERE u.started_at <= c.due_at
     GROUP BY c.run_id
 ), judged AS (
     SELECT c.*, coalesce(running.n, 0) AS running, coalesce(running.waiting, 0) AS waiting,
            running.oldest, running.newest, coalesce(before_tick.n, 0) AS running_at_tick,
            CASE
-             WHEN statement_timestamp() - c.scheduled_at > make_interval(secs => c.grace_secs) THEN 'late'
+             WHEN statement_timestamp() - c.due_at > make_interval(secs => c.grace_secs) THEN 'late'
              WHEN c.coalesce AND c.backlog AND c.next_at <= statement_timestamp() THEN 'coalesced'
            END AS dropped
     FROM c LEFT JOIN running USING (schedule_name) LEFT JOIN before_tick USING (run_id)
@@ -231,7 +246,7 @@ WITH c AS (
     -- allow_all; under buffer_one only one may wait, the rest are skipped.
     -- A schedule is written ahead only when every one of its ticks will
     -- simply run; the others are judged together once due.
-    SELECT run_id, schedule_name, pipeline, scheduled_at, max_instances, grace_secs, policy,
+    SELECT run_id, schedule_name, pipeline, scheduled_at, due_at, max_instances, grace_secs, policy,
            next_at, dropped, running, oldest, newest, queued, status,
            bool_and(status = 'running' AND NOT queued) OVER (PARTITION BY schedule_name) AS clean
     FROM (
@@ -244,25 +259,25 @@ WITH c AS (
                status = 'running' AND policy <> 'allow_all' AND rn > free AS queued0
         FROM ranked
     ) t(run_id, schedule_name, pipeline, scheduled_at, max_instances, grace_secs, coalesce,
-        backlog, next_at, policy, running, waiting, oldest, newest, running_at_tick, dropped,
+        backlog, next_at, policy, due_at, running, waiting, oldest, newest, running_at_tick, dropped,
         status0, free, rn, status, queued)
 ), inserted AS (
     INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
                                 node_id, status, claimed_at, started_at, completed_at, error,
                                 overlapped_run_id)
     SELECT run_id, schedule_name, pipeline, 'schedule', scheduled_at, 1, $8, status,
-           greatest(statement_timestamp(), scheduled_at),
+           greatest(statement_timestamp(), due_at),
            CASE WHEN status = 'running' AND NOT queued
-                THEN greatest(statement_timestamp(), scheduled_at) END,
+                THEN greatest(statement_timestamp(), due_at) END,
            CASE WHEN status <> 'running' THEN statement_timestamp() END,
            CASE
              WHEN status = 'running' THEN NULL
              WHEN dropped = 'late' THEN
-               format('not started within the misfire grace of %s s (claimed %s s after the tick)',
+               format('not started within the misfire grace of %s s (claimed %s s after it fell due)',
                       grace_secs,
-                      round(extract(epoch FROM statement_timestamp() - scheduled_at)::numeric, 3))
+                      round(extract(epoch FROM statement_timestamp() - due_at)::numeric, 3))
              WHEN dropped = 'coalesced' THEN
-               format('coalesced: the next tick (%s) was already due; a backlog runs once, for its newest tick',
+               format('coalesced: the next tick (due %s) was already due; a backlog runs once, for its newest tick',
                       next_at)
              WHEN policy = 'buffer_one' THEN
                format('overlap_policy buffer_one: max_instances (%s) runs were unfinished and a tick already waited for them, the oldest %s',
@@ -310,8 +325,8 @@ SELECT statement_timestamp() AS db_now,
         FROM cancelled) AS cancels
 FROM inserted";
 
-/// Statement 3: whether the database clock has reached the newest tick the
-/// transaction wrote, and the clock itself.
+/// Statement 3: whether the database clock has reached the newest due
+/// instant the transaction wrote, and the clock itself.
 pub const DUE: &str = "SELECT statement_timestamp() >= $1 AS due, statement_timestamp() AS db_now";
 
 /// The longest a claim sleeps between two clock checks: the gap between
@@ -428,9 +443,23 @@ pub async fn claim_with_idle_timeout(
         .await?
         .1;
     until_due.await;
-    // The commit must come after the newest tick written, on the database clock.
+    // The commit must come after the newest due instant written, on the
+    // database clock.
+    let due_of: HashMap<(&str, DateTime<Utc>), DateTime<Utc>> = mine
+        .iter()
+        .map(|r| ((r.schedule_name.as_str(), r.scheduled_at), r.due_at))
+        .collect();
+    let newest = created
+        .iter()
+        .map(|c| {
+            due_of
+                .get(&(c.schedule_name.as_str(), c.scheduled_at))
+                .copied()
+                .unwrap_or(c.scheduled_at)
+        })
+        .max();
     let mut db_now = began;
-    if let Some(newest) = created.iter().map(|c| c.scheduled_at).max() {
+    if let Some(newest) = newest {
         let waited = std::time::Instant::now();
         loop {
             let row = tx.query_one(&due, &[&newest]).await?;
@@ -470,7 +499,7 @@ pub async fn claim_with_idle_timeout(
             if written.contains(&(req.schedule_name.as_str(), req.scheduled_at)) {
                 continue;
             }
-            if req.scheduled_at > db_now {
+            if req.due_at > db_now {
                 // Not yet due on the database clock (our estimate of it ran fast).
                 outcome.retry.push(req);
             } else {
@@ -551,6 +580,7 @@ async fn insert_rows(
     let backlog: Vec<bool> = requests.iter().map(|r| r.backlog).collect();
     let next_at: Vec<Option<DateTime<Utc>>> = requests.iter().map(|r| r.next_at).collect();
     let policies: Vec<&str> = requests.iter().map(|r| r.overlap_policy.as_str()).collect();
+    let due_at: Vec<DateTime<Utc>> = requests.iter().map(|r| r.due_at).collect();
     let row = tx
         .query_one(
             insert,
@@ -569,6 +599,7 @@ async fn insert_rows(
                 &gone,
                 &next_at,
                 &policies,
+                &due_at,
             ],
         )
         .await?;

@@ -203,6 +203,9 @@ pub struct Unclaimed {
     pub pipeline: String,
     /// The tick.
     pub scheduled_at: DateTime<Utc>,
+    /// When it fell due (the tick plus its jitter delay): the grace counts
+    /// from here.
+    pub due_at: DateTime<Utc>,
     /// The grace it missed, in seconds (for the message).
     pub grace_secs: i32,
 }
@@ -222,6 +225,7 @@ pub async fn record_missed(
     let pipelines: Vec<&str> = ticks.iter().map(|t| t.pipeline.as_str()).collect();
     let at: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.scheduled_at).collect();
     let graces: Vec<i32> = ticks.iter().map(|t| t.grace_secs).collect();
+    let due: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.due_at).collect();
     let n = client
         .query(
             "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
@@ -229,12 +233,13 @@ pub async fn record_missed(
              SELECT u.id, u.name, u.pipeline, 'schedule', u.t, 1, $5, 'missed', now(), \
                     format('no replica claimed this tick within its misfire grace of %s s \
 (was every replica down or cut off?)', u.grace) \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $6::int4[]) \
-                  AS u(id, name, pipeline, t, grace) \
-             WHERE u.t < now() - make_interval(secs => u.grace) \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $6::int4[], \
+                         $7::timestamptz[]) \
+                  AS u(id, name, pipeline, t, grace, due) \
+             WHERE u.due < now() - make_interval(secs => u.grace) \
              ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING \
              RETURNING schedule_name",
-            &[&ids, &names, &pipelines, &at, &leader, &graces],
+            &[&ids, &names, &pipelines, &at, &leader, &graces, &due],
         )
         .await?;
     n.iter().map(|r| Ok(r.try_get(0)?)).collect()

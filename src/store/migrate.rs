@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "overlap_policies",
         sql: include_str!("../../migrations/0010_overlap_policies.sql"),
     },
+    Migration {
+        version: 11,
+        name: "jitter",
+        sql: include_str!("../../migrations/0011_jitter.sql"),
+    },
 ];
 
 /// What a migration run did.

@@ -83,19 +83,19 @@ const COLUMNS: &str = "name, pipeline, schedule_type, cron_expression, interval_
     start_at, run_at, timezone, params, enabled, max_instances, misfire_grace_time, coalesce, \
     timeout_seconds, retry_max_attempts, retry_backoff_seconds, retry_backoff_max_seconds, \
     description, created_at, updated_at, version, end_at, paused_at, paused_by, paused_note, \
-    overlap_policy";
+    overlap_policy, jitter_seconds";
 
 /// A schedule created paused (`enabled: false`) is paused from its creation.
 const INSERT: &str = "INSERT INTO scheduler_schedules (name, pipeline, schedule_type, \
     cron_expression, interval_seconds, start_at, run_at, timezone, params, enabled, \
     max_instances, misfire_grace_time, coalesce, timeout_seconds, retry_max_attempts, \
     retry_backoff_seconds, retry_backoff_max_seconds, description, end_at, overlap_policy, \
-    paused_at) \
+    jitter_seconds, paused_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-            CASE WHEN $10 THEN NULL ELSE now() END) \
+            $21, CASE WHEN $10 THEN NULL ELSE now() END) \
     ON CONFLICT (name) DO NOTHING";
 
-/// `$21` is the expected version, or NULL for "whatever is there". The
+/// `$22` is the expected version, or NULL for "whatever is there". The
 /// pause record follows `enabled` (`$10`; the SET expressions read the old
 /// row): enabling clears it, disabling an enabled schedule starts it, and a
 /// schedule that stays paused — an `apply` or PUT that keeps `enabled` —
@@ -105,11 +105,11 @@ const UPDATE: &str = "UPDATE scheduler_schedules SET pipeline = $2, schedule_typ
     params = $9, enabled = $10, max_instances = $11, misfire_grace_time = $12, coalesce = $13, \
     timeout_seconds = $14, retry_max_attempts = $15, retry_backoff_seconds = $16, \
     retry_backoff_max_seconds = $17, description = $18, end_at = $19, overlap_policy = $20, \
-    paused_at = CASE WHEN $10 THEN NULL WHEN enabled THEN now() ELSE paused_at END, \
+    jitter_seconds = $21, paused_at = CASE WHEN $10 THEN NULL WHEN enabled THEN now() ELSE paused_at END, \
     paused_by = CASE WHEN $10 THEN NULL ELSE paused_by END, \
     paused_note = CASE WHEN $10 THEN NULL ELSE paused_note END, \
     updated_at = now(), version = version + 1 \
-    WHERE name = $1 AND ($21::bigint IS NULL OR version = $21)";
+    WHERE name = $1 AND ($22::bigint IS NULL OR version = $22)";
 
 /// Pauses with a note (`$2` by, `$3` note; `$4`: whether the pause said
 /// either). An enabled schedule is paused, since now, with what was said.
@@ -386,6 +386,7 @@ struct Columns {
     description: Option<String>,
     end_at: Option<DateTime<Utc>>,
     overlap_policy: &'static str,
+    jitter_seconds: i32,
 }
 
 /// Every bound on the model keeps these conversions in range (a week of
@@ -395,8 +396,8 @@ fn int4(n: u64) -> i32 {
 }
 
 impl Columns {
-    /// `$1`..`$20` of INSERT and UPDATE, in column order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 20] {
+    /// `$1`..`$21` of INSERT and UPDATE, in column order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 21] {
         [
             &self.name,
             &self.pipeline,
@@ -418,6 +419,7 @@ impl Columns {
             &self.description,
             &self.end_at,
             &self.overlap_policy,
+            &self.jitter_seconds,
         ]
     }
 
@@ -446,6 +448,7 @@ impl Columns {
             description: d.description,
             end_at: d.end_at,
             overlap_policy: d.overlap_policy.as_str(),
+            jitter_seconds: int4(d.jitter),
         }
     }
 }
@@ -498,6 +501,7 @@ fn from_row(row: &Row) -> Result<StoredSchedule, StoreError> {
             row.try_get::<_, i32>("misfire_grace_time")?,
         ),
         coalesce: row.try_get("coalesce")?,
+        jitter: checked.of("jitter", row.try_get::<_, i32>("jitter_seconds")?),
         timeout: row
             .try_get::<_, Option<i32>>("timeout_seconds")?
             .map(|n| checked.of("timeout", n)),

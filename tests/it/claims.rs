@@ -417,3 +417,91 @@ async fn a_finished_run_awaiting_its_result_does_not_block_the_next_tick() {
     assert_eq!(ran.claimed[0].waits_for, None, "{:?}", ran.claimed);
     assert_eq!(ran.claimed[0].after, None);
 }
+
+/// A jittered tick falls due at its due instant, not at its tick: the
+/// claim commits nothing before it, the grace counts from it, and the row
+/// keeps the tick in `scheduled_at` with the start at the due instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jittered_tick_is_judged_by_its_due_instant() {
+    let db = TestDb::migrated().await;
+    let pool = pool(&db);
+    let mut client = pool.get().await.expect("connection");
+    let node = Uuid::now_v7();
+    let t = db_second(&db.client().await).await;
+    // 90 s after its tick but 30 s after it fell due (grace 60 s): it runs.
+    let late_tick = t - Duration::seconds(90);
+    let late_due = t - Duration::seconds(30);
+    // Its tick has passed but it falls due in 5 s: handed back, no row.
+    let early_tick = t - Duration::seconds(1);
+    let out = claims::claim(
+        &mut client,
+        node,
+        vec![
+            ClaimRequest {
+                due_at: late_due,
+                ..claim_request("jittered", late_tick)
+            },
+            ClaimRequest {
+                due_at: t + Duration::seconds(5),
+                ..claim_request("not_yet", early_tick)
+            },
+        ],
+        no_finished,
+        &[],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
+    // The DUE check refuses to commit before the newest due instant: the
+    // whole batch comes back, nothing is written.
+    assert!(out.claimed.is_empty(), "{:?}", out.claimed);
+    assert_eq!(out.retry.len(), 2);
+    let out = claims::claim(
+        &mut client,
+        node,
+        vec![ClaimRequest {
+            due_at: late_due,
+            ..claim_request("jittered", late_tick)
+        }],
+        no_finished,
+        &[],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
+    assert_eq!(out.claimed.len(), 1);
+    assert_eq!(out.claimed[0].status, RunStatus::Running);
+    assert_eq!(out.claimed[0].scheduled_at, late_tick);
+    // Past the grace counted from the due instant: missed.
+    let out = claims::claim(
+        &mut client,
+        node,
+        vec![ClaimRequest {
+            due_at: t - Duration::seconds(61),
+            ..claim_request("too_late", t - Duration::seconds(62))
+        }],
+        no_finished,
+        &[],
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim");
+    assert_eq!(out.claimed.len(), 1);
+    assert_eq!(out.claimed[0].status, RunStatus::Missed);
+    let c = db.client().await;
+    let row = c
+        .query_one(
+            "SELECT scheduled_at, started_at, claimed_at FROM scheduler_runs \
+             WHERE schedule_name = 'jittered'",
+            &[],
+        )
+        .await
+        .expect("row");
+    let scheduled: chrono::DateTime<Utc> = row.get(0);
+    let started: chrono::DateTime<Utc> = row.get(1);
+    assert_eq!(scheduled, late_tick);
+    assert!(
+        started >= t,
+        "started {started} at the claim, after its due instant"
+    );
+}

@@ -216,7 +216,7 @@ pub fn no_finished(_: &[&str]) -> Vec<Uuid> {
     Vec::new()
 }
 
-/// A claim of `name`'s tick at `at`: pipeline `p`, max_instances 1 with
+/// A claim of `name`'s tick at `at` (due at `at`: no jitter): pipeline `p`, max_instances 1 with
 /// overlap policy `skip`, 60 s of misfire grace, coalesce and backlog on,
 /// and the schedule's next tick
 /// not due (nothing to coalesce into).
@@ -225,6 +225,7 @@ pub fn claim_request(name: &str, at: DateTime<Utc>) -> ClaimRequest {
         schedule_name: name.to_string(),
         pipeline: "p".to_string(),
         scheduled_at: at,
+        due_at: at,
         max_instances: 1,
         misfire_grace_secs: 60,
         coalesce: true,

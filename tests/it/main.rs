@@ -21,6 +21,7 @@ mod dev;
 mod engine;
 mod failover;
 mod handoff;
+mod jitter;
 mod metrics;
 mod migrate;
 mod outage;

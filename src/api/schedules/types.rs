@@ -226,6 +226,11 @@ pub struct ScheduleInput {
     pub coalesce: Option<bool>,
     /// Cancel runs that take longer (default none).
     pub timeout: Option<SecondsOrDuration>,
+    /// Spread of the ticks' start, 0 to 1 hour (default 0: none): each tick
+    /// falls due at a delay in `[0, jitter)` after it, the same on every
+    /// replica and always before the next tick. The ledger keeps the tick
+    /// in `scheduled_at` and the real start in `started_at`.
+    pub jitter: Option<SecondsOrDuration>,
     /// Retries of failed runs.
     pub retry: Option<RetryInput>,
     /// Free text, up to 1000 characters.

@@ -83,6 +83,11 @@ pub struct Args {
     /// (`random`).
     #[arg(long, value_enum, default_value_t = KillTarget::Random)]
     kill: KillTarget,
+    /// Give the `burst` schedules this jitter (e.g. `2s`): their ticks fall
+    /// due spread over it (`Schedule::jitter_delay`); the start lag is then
+    /// measured from each tick's due instant.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    jitter: Option<std::time::Duration>,
     /// Keep the benchmark database afterwards (not with --private), to look
     /// at the ledger; its name is printed.
     #[arg(long)]

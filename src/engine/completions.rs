@@ -153,7 +153,12 @@ async fn write(deps: &Deps, batch: &[Completion]) {
                     give_up(&deps.unwritten, batch, &error);
                     return;
                 }
-                tokio::time::sleep(delay).await;
+                // Back off, but retry as soon as another task finds the
+                // database answering again.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = deps.db.health().answering() => {}
+                }
             }
         }
     }

@@ -83,6 +83,10 @@ struct State {
 #[derive(Debug, Default)]
 pub struct DatabaseHealth {
     state: Mutex<State>,
+    /// Woken when an outage ends, so that a task sleeping out its backoff
+    /// (the result writer) retries at once: a result held back after the
+    /// database is back makes another replica see its run still running.
+    recovered: tokio::sync::Notify,
 }
 
 /// What changed with a report, for the caller to export.
@@ -126,7 +130,21 @@ impl DatabaseHealth {
         );
         s.failures = 0;
         s.reported_at = None;
+        drop(s);
+        self.recovered.notify_waiters();
         Transition::Up
+    }
+
+    /// Completes when the database answers again (any task's success ends
+    /// the outage), at once if it already does.
+    pub async fn answering(&self) {
+        let notified = self.recovered.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_up() {
+            return;
+        }
+        notified.await;
     }
 
     /// A database operation (`what`) failed. The first failure of an outage

@@ -14,7 +14,7 @@
 //!
 //! | metric | type | labels | recorded by |
 //! |---|---|---|---|
-//! | `spine_runs_total` | counter | schedule, status | [`Metrics::fired`], [`Metrics::skipped`], [`Metrics::missed`] |
+//! | `spine_runs_total` | counter | schedule, status, trigger | [`Metrics::fired`], [`Metrics::skipped`], [`Metrics::missed`] |
 //! | `spine_fire_lag_seconds` | histogram | | [`Metrics::fire_lag`] |
 //! | `spine_run_duration_seconds` | histogram | schedule | [`Metrics::run_duration`] |
 //! | `spine_claims_total` | counter | outcome (`won`, `lost`) | [`Metrics::claims`] |
@@ -28,6 +28,10 @@
 //! | `spine_db_pool_connections` | gauge | pool, state (`in_use`, `idle`) | [`Metrics::pool`] |
 //! | `spine_db_pool_waiting` | gauge | pool | [`Metrics::pool`] |
 //! | `spine_schedule_next_fire_timestamp_seconds` | gauge | schedule | [`Metrics::next_fire`] |
+//! | `spine_schedule_expected_interval_seconds` | gauge | schedule | [`Metrics::expected_interval`] |
+//! | `spine_schedule_last_success_timestamp_seconds` | gauge | schedule | [`Metrics::last_successes`] (API, at scrape) |
+//! | `spine_pending_runs` | gauge | | [`Metrics::pending_runs`] (API, at scrape) |
+//! | `spine_replicas_alive` | gauge | | [`Metrics::replicas_alive`] (API, at scrape) |
 //! | `spine_clock_offset_seconds` | gauge | | [`Metrics::clock_offset`] |
 //! | `spine_database_unreachable_since_seconds` | gauge | | [`Metrics::database_unreachable_since`] |
 //! | `spine_http_requests_total` | counter | route, method, status | [`Metrics::http_request`] |
@@ -43,7 +47,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::types::RunStatus;
+use crate::types::{RunStatus, RunTrigger};
 
 /// The `schedule` label value used for every schedule when per-schedule
 /// labels are off.
@@ -123,6 +127,10 @@ struct Inner {
     pool_connections: IntGaugeVec,
     pool_waiting: IntGaugeVec,
     next_fire: GaugeVec,
+    expected_interval: GaugeVec,
+    last_success: GaugeVec,
+    pending_runs: IntGauge,
+    replicas_alive: IntGauge,
     clock_offset: Gauge,
     database_down_since: Gauge,
     http_requests: IntCounterVec,
@@ -170,7 +178,7 @@ impl Metrics {
                         "spine_runs_total",
                         "Runs this replica brought to a final status (completed, failed, abandoned, cancelled, skipped, missed).",
                     ),
-                    &["schedule", "status"],
+                    &["schedule", "status", "trigger"],
                 )?,
             )?,
             fire_lag: reg(
@@ -284,6 +292,40 @@ impl Metrics {
                     &["schedule"],
                 )?,
             )?,
+            expected_interval: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "spine_schedule_expected_interval_seconds",
+                        "Gap between each enabled schedule's next two ticks: its expected period.",
+                    ),
+                    &["schedule"],
+                )?,
+            )?,
+            last_success: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "spine_schedule_last_success_timestamp_seconds",
+                        "Unix time at which each schedule's newest completed run completed (from the database, any replica's).",
+                    ),
+                    &["schedule"],
+                )?,
+            )?,
+            pending_runs: reg(
+                &r,
+                IntGauge::new(
+                    "spine_pending_runs",
+                    "Runs waiting to start whose earliest start has passed (manual runs, retries; from the database).",
+                )?,
+            )?,
+            replicas_alive: reg(
+                &r,
+                IntGauge::new(
+                    "spine_replicas_alive",
+                    "Replicas sharing the ticks (alive by their liveness lock, active), as this replica sees them.",
+                )?,
+            )?,
             clock_offset: reg(
                 &r,
                 Gauge::new(
@@ -368,13 +410,22 @@ impl Metrics {
     /// succeeded (so a run the reaper took over is not counted twice), and
     /// the shutdown path for runs recorded `abandoned`; the leader's reaper
     /// for the runs of dead replicas it marks `abandoned`.
-    pub fn fired(&self, schedule: &str, status: RunStatus) {
+    ///
+    /// `trigger` is what started the run (`schedule`, `manual`, `retry`,
+    /// `backfill`), so that a retry's failure is told from its first
+    /// attempt's: at most 4 × 7 series per schedule, most of which never
+    /// appear.
+    pub fn fired(&self, schedule: &str, status: RunStatus, trigger: RunTrigger) {
         if !status.is_final() {
             return;
         }
         self.inner
             .runs
-            .with_label_values(&[self.schedule_label(schedule), status.as_str()])
+            .with_label_values(&[
+                self.schedule_label(schedule),
+                status.as_str(),
+                trigger.as_str(),
+            ])
             .inc();
     }
 
@@ -382,14 +433,14 @@ impl Metrics {
     /// `max_instances` runs running). Engine: the claimer, for each
     /// `skipped` row its claim inserted.
     pub fn skipped(&self, schedule: &str) {
-        self.fired(schedule, RunStatus::Skipped);
+        self.fired(schedule, RunStatus::Skipped, RunTrigger::Schedule);
     }
 
     /// A tick was recorded `missed` (not started within its misfire grace).
     /// Engine: the claimer for the `missed` rows its claim inserted, and the
     /// leader's sweep for the ticks no replica claimed.
     pub fn missed(&self, schedule: &str) {
-        self.fired(schedule, RunStatus::Missed);
+        self.fired(schedule, RunStatus::Missed, RunTrigger::Schedule);
     }
 
     /// How late a tick's pipeline started: `started_at − scheduled_at`, in
@@ -526,10 +577,75 @@ impl Metrics {
         }
         let i = &self.inner;
         for status in RunStatus::ALL {
-            let _ = i.runs.remove_label_values(&[schedule, status.as_str()]);
+            for trigger in RunTrigger::ALL {
+                let _ = i
+                    .runs
+                    .remove_label_values(&[schedule, status.as_str(), trigger.as_str()]);
+            }
         }
         let _ = i.run_duration.remove_label_values(&[schedule]);
         let _ = i.next_fire.remove_label_values(&[schedule]);
+        let _ = i.expected_interval.remove_label_values(&[schedule]);
+        let _ = i.last_success.remove_label_values(&[schedule]);
+    }
+
+    /// The gap in seconds between a schedule's next two ticks, or `None`
+    /// when it has no two more (paused, one-time, deleted), which removes
+    /// the series. Like [`Metrics::next_fire`], not exported without
+    /// per-schedule labels. Engine: the timer, beside [`Metrics::next_fire`].
+    pub fn expected_interval(&self, schedule: &str, seconds: Option<f64>) {
+        if !self.inner.per_schedule {
+            return;
+        }
+        match seconds {
+            Some(s) => self
+                .inner
+                .expected_interval
+                .with_label_values(&[schedule])
+                .set(s),
+            None => {
+                let _ = self
+                    .inner
+                    .expected_interval
+                    .remove_label_values(&[schedule]);
+            }
+        }
+    }
+
+    /// Each schedule's newest success (Unix seconds). Schedules absent from
+    /// `latest` keep what they had: the ledger query looks only at each
+    /// schedule's recent runs, so a long run of failures must not erase the
+    /// success before it; a never-successful schedule has no series, and a
+    /// deleted one loses it in [`Metrics::forget_schedule`]. Not exported
+    /// without per-schedule labels (the newest success of all schedules
+    /// together says nothing about any one; the API then skips the query).
+    /// The API, at each scrape, from the ledger.
+    pub fn last_successes(&self, latest: &[(String, f64)]) {
+        if !self.inner.per_schedule {
+            return;
+        }
+        for (schedule, t) in latest {
+            self.inner
+                .last_success
+                .with_label_values(&[schedule.as_str()])
+                .set(*t);
+        }
+    }
+
+    /// Pending runs whose earliest start has passed. The API, at each
+    /// scrape, from the ledger.
+    pub fn pending_runs(&self, n: u64) {
+        self.inner
+            .pending_runs
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Replicas sharing the ticks, from this replica's membership view. The
+    /// API, at each scrape.
+    pub fn replicas_alive(&self, n: usize) {
+        self.inner
+            .replicas_alive
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Database clock minus this replica's clock, in seconds. The API
@@ -573,9 +689,11 @@ mod tests {
     #[test]
     fn records_and_encodes() -> Result<(), MetricsError> {
         let m = Metrics::new(MetricsOptions::default())?;
-        m.fired("nightly", RunStatus::Completed);
-        m.fired("nightly", RunStatus::Completed);
-        m.fired("nightly", RunStatus::Running);
+        m.fired("nightly", RunStatus::Completed, RunTrigger::Schedule);
+        m.fired("nightly", RunStatus::Completed, RunTrigger::Schedule);
+        m.fired("nightly", RunStatus::Failed, RunTrigger::Schedule);
+        m.fired("nightly", RunStatus::Failed, RunTrigger::Retry);
+        m.fired("nightly", RunStatus::Running, RunTrigger::Schedule);
         m.missed("nightly");
         m.claims(3, 1);
         m.set_leader(true);
@@ -585,13 +703,22 @@ mod tests {
         let text = m.encode()?;
         let get = |s: &str| sample(&text, s);
         assert_eq!(
-            get(r#"spine_runs_total{schedule="nightly",status="completed"}"#),
+            get(r#"spine_runs_total{schedule="nightly",status="completed",trigger="schedule"}"#),
             Some(2.0)
         );
         assert_eq!(
-            get(r#"spine_runs_total{schedule="nightly",status="missed"}"#),
+            get(r#"spine_runs_total{schedule="nightly",status="missed",trigger="schedule"}"#),
             Some(1.0)
         );
+        // A retry's failure is told from the first attempt's.
+        for trigger in ["schedule", "retry"] {
+            assert_eq!(
+                get(&format!(
+                    r#"spine_runs_total{{schedule="nightly",status="failed",trigger="{trigger}"}}"#
+                )),
+                Some(1.0)
+            );
+        }
         assert!(!text.contains(r#"status="running""#));
         assert_eq!(get(r#"spine_claims_total{outcome="won"}"#), Some(3.0));
         assert_eq!(get("spine_leader_changes_total"), Some(2.0));
@@ -600,7 +727,33 @@ mod tests {
             get(r#"spine_schedule_next_fire_timestamp_seconds{schedule="nightly"}"#),
             Some(1_800_000_000.0)
         );
+        m.expected_interval("nightly", Some(86_400.0));
+        m.last_successes(&[("nightly".to_string(), 1_700_000_000.5)]);
+        m.pending_runs(4);
+        m.replicas_alive(3);
+        let text = m.encode()?;
+        let get = |s: &str| sample(&text, s);
+        assert_eq!(
+            get(r#"spine_schedule_expected_interval_seconds{schedule="nightly"}"#),
+            Some(86_400.0)
+        );
+        assert_eq!(
+            get(r#"spine_schedule_last_success_timestamp_seconds{schedule="nightly"}"#),
+            Some(1_700_000_000.5)
+        );
+        assert_eq!(get("spine_pending_runs"), Some(4.0));
+        assert_eq!(get("spine_replicas_alive"), Some(3.0));
+        m.last_successes(&[("other".to_string(), 1.0)]);
+        assert_eq!(
+            sample(
+                &m.encode()?,
+                r#"spine_schedule_last_success_timestamp_seconds{schedule="nightly"}"#
+            ),
+            Some(1_700_000_000.5),
+            "kept when the ledger query no longer finds it"
+        );
         m.forget_schedule("nightly");
+        m.forget_schedule("other");
         assert!(!m.encode()?.contains("nightly"));
         Ok(())
     }
@@ -610,20 +763,24 @@ mod tests {
         let m = Metrics::new(MetricsOptions {
             per_schedule_labels: false,
         })?;
-        m.fired("a", RunStatus::Failed);
-        m.fired("b", RunStatus::Failed);
+        m.fired("a", RunStatus::Failed, RunTrigger::Manual);
+        m.fired("b", RunStatus::Failed, RunTrigger::Manual);
         m.run_duration("a", 1.5);
         m.next_fire("a", Some(1.0));
+        m.expected_interval("a", Some(60.0));
+        m.last_successes(&[("a".to_string(), 1.0)]);
         let text = m.encode()?;
         assert_eq!(
             sample(
                 &text,
-                r#"spine_runs_total{schedule="_all",status="failed"}"#
+                r#"spine_runs_total{schedule="_all",status="failed",trigger="manual"}"#
             ),
             Some(2.0)
         );
         assert!(!text.contains(r#"schedule="a""#));
         assert!(!text.contains("spine_schedule_next_fire_timestamp_seconds{"));
+        assert!(!text.contains("spine_schedule_expected_interval_seconds{"));
+        assert!(!text.contains("spine_schedule_last_success_timestamp_seconds{"));
         Ok(())
     }
 

@@ -16,7 +16,8 @@ use crate::store::{api_queries, migrate};
 
 /// How long all readiness checks together may take.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the scrape waits for the schedule count before serving without it.
+/// How long the scrape waits for its database-derived gauges before serving
+/// without (the ones not refreshed keep their previous values).
 const SCRAPE_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A probe's answer when all is well.
@@ -144,7 +145,8 @@ async fn ready_problems(app: &AppState) -> Vec<FieldProblem> {
 /// Prometheus metrics.
 ///
 /// Text exposition format. Gauges the API can compute (pools, runs in
-/// flight, clock offset, schedules by state) are refreshed at each scrape.
+/// flight, clock offset, replicas alive, schedules by state, pending runs,
+/// each schedule's last success) are refreshed at each scrape.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -163,16 +165,30 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     m.pool("engine", engine.pool().status());
     m.pool("api", app.pool().status());
     m.runs_in_flight(engine.in_flight());
+    m.replicas_alive(engine.replicas_alive());
     let offset = engine.clock_offset();
     m.clock_offset(offset.num_microseconds().unwrap_or(0) as f64 / 1e6);
-    // Counting is one cheap query; a slow database must not fail the scrape.
-    let count = async {
-        let db = app.db().await.ok()?;
-        api_queries::schedule_counts(&**db).await.ok()
+    // A few cheap queries (counts, a bounded index walk per schedule); a slow
+    // database must not fail the scrape: what did not answer in time keeps
+    // its previous value.
+    let per_schedule = m.per_schedule_labels();
+    let refresh = async {
+        let Ok(db) = app.db().await else {
+            return;
+        };
+        if let Ok((enabled, paused)) = api_queries::schedule_counts(&**db).await {
+            m.schedules_by_state(enabled, paused);
+        }
+        if let Ok(n) = api_queries::pending_due(&**db).await {
+            m.pending_runs(n);
+        }
+        if per_schedule {
+            if let Ok(latest) = api_queries::last_successes(&**db).await {
+                m.last_successes(&latest);
+            }
+        }
     };
-    if let Ok(Some((enabled, paused))) = tokio::time::timeout(SCRAPE_QUERY_TIMEOUT, count).await {
-        m.schedules_by_state(enabled, paused);
-    }
+    let _ = tokio::time::timeout(SCRAPE_QUERY_TIMEOUT, refresh).await;
     match m.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => {

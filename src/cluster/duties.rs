@@ -145,9 +145,12 @@ async fn pass(
     let node = ctx.node_id;
 
     let (dead, abandoned) = housekeeping::reap(&**client, ctx.node_lease, confirmed_gone).await?;
-    for schedule in &abandoned {
-        ctx.metrics
-            .fired(schedule, crate::types::RunStatus::Abandoned);
+    for (schedule, trigger) in &abandoned {
+        // The column's CHECK admits only known triggers.
+        if let Ok(trigger) = trigger.parse() {
+            ctx.metrics
+                .fired(schedule, crate::types::RunStatus::Abandoned, trigger);
+        }
     }
     if dead > 0 || !abandoned.is_empty() {
         tracing::warn!(

@@ -132,7 +132,7 @@ async fn write(deps: &Deps, batch: &[Completion]) {
                 deps.unwritten
                     .written(batch.iter().map(|c| (c.schedule_name.as_str(), c.run_id)));
                 for c in batch.iter().filter(|c| !lost.contains(&c.run_id)) {
-                    deps.metrics.fired(&c.schedule_name, c.status);
+                    deps.metrics.fired(&c.schedule_name, c.status, c.trigger);
                 }
                 for run_id in lost {
                     tracing::warn!(

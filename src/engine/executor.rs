@@ -120,7 +120,11 @@ pub async fn run(
          running: &mut JoinSet<()>,
          owners: &mut HashMap<tokio::task::Id, Owner>,
          cancel_of: &mut HashMap<Uuid, watch::Sender<Option<CancelRequest>>>| {
-            let owner = (job.run_id, job.schedule.schedule.name().to_string());
+            let owner = (
+                job.run_id,
+                job.schedule.schedule.name().to_string(),
+                job.trigger,
+            );
             let (cancel_tx, cancel_rx) = watch::channel(None);
             cancel_of.insert(job.run_id, cancel_tx);
             let task = execute(
@@ -187,13 +191,18 @@ pub async fn run(
     jobs.close();
     let mut never_started = Vec::new();
     while let Ok(job) = jobs.try_recv() {
-        never_started.push((job.run_id, job.schedule.schedule.name().to_string()));
+        never_started.push((
+            job.run_id,
+            job.schedule.schedule.name().to_string(),
+            job.trigger,
+        ));
     }
-    for (run_id, schedule_name) in owners.into_values().chain(never_started) {
+    for (run_id, schedule_name, trigger) in owners.into_values().chain(never_started) {
         tracing::warn!(%run_id, "run cut off by shutdown; recorded abandoned");
         completions.send(Completion {
             run_id,
             schedule_name,
+            trigger,
             status: RunStatus::Abandoned,
             error: Some(format!(
                 "the replica shut down before the run finished (grace {})",
@@ -208,7 +217,7 @@ pub async fn run(
 }
 
 /// The run (and its schedule) a task executes.
-type Owner = (Uuid, String);
+type Owner = (Uuid, String, RunTrigger);
 
 /// Forgets a task that ended; a cancelled one stays in `owners` to be abandoned.
 fn finished(
@@ -222,7 +231,7 @@ fn finished(
         Err(e) if e.is_cancelled() => return,
         Err(e) => e.id(),
     };
-    if let Some((run_id, _)) = owners.remove(&id) {
+    if let Some((run_id, _, _)) = owners.remove(&id) {
         cancel_of.remove(&run_id);
     }
     let n = deps
@@ -252,6 +261,7 @@ async fn execute(
         let ended = |status: RunStatus, error: String, completed_at: DateTime<Utc>| Completion {
             run_id: job.run_id,
             schedule_name: schedule.name().to_string(),
+            trigger: job.trigger,
             status,
             error: Some(error),
             result: None,
@@ -325,6 +335,7 @@ async fn execute(
                 Completion {
                     run_id: job.run_id,
                     schedule_name: schedule.name().to_string(),
+                    trigger: job.trigger,
                     status: RunStatus::Completed,
                     error: None,
                     result,
@@ -338,6 +349,7 @@ async fn execute(
                 Completion {
                     run_id: job.run_id,
                     schedule_name: schedule.name().to_string(),
+                    trigger: job.trigger,
                     status: RunStatus::Failed,
                     error: Some(e.message),
                     result: e.result,
@@ -356,6 +368,7 @@ async fn execute(
                 Completion {
                     run_id: job.run_id,
                     schedule_name: schedule.name().to_string(),
+                    trigger: job.trigger,
                     status: RunStatus::Cancelled,
                     error: Some(error),
                     result,

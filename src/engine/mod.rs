@@ -281,6 +281,11 @@ impl EngineHandle {
     pub fn pool(&self) -> &Pool {
         &self.shared.pool
     }
+    /// Replicas sharing the ticks (alive, `active`) in this replica's
+    /// latest membership view.
+    pub fn replicas_alive(&self) -> usize {
+        self.shared.membership.members().len()
+    }
 }
 
 /// Builds a [`Scheduler`]: the library form of `spine-scheduler serve`.

@@ -103,6 +103,7 @@ pub async fn run(
                     completions.send(Completion {
                         run_id: run.run_id,
                         schedule_name: run.schedule_name.clone(),
+                        trigger: run.trigger,
                         status: RunStatus::Failed,
                         error: Some(format!(
                             "schedule {:?} no longer exists or is invalid",

@@ -151,6 +151,14 @@ impl DueQueue {
         self.entries.get(name).map(|e| e.next)
     }
 
+    /// The gap in seconds between a schedule's next tick and the one after,
+    /// or `None` when it is not queued or has no tick after the next.
+    pub fn interval_of(&self, name: &str) -> Option<f64> {
+        let e = self.entries.get(name)?;
+        let after = e.schedule.schedule.next_fire_after(e.next)?;
+        Some((after - e.next).num_milliseconds() as f64 / 1000.0)
+    }
+
     fn discard_stale(&mut self) {
         while let Some(Reverse((_, generation, name))) = self.heap.peek() {
             match self.entries.get(name) {

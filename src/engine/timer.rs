@@ -187,6 +187,7 @@ fn publish_next(metrics: &Metrics, queue: &DueQueue, name: &str) {
         .next_of(name)
         .map(|t| t.timestamp_millis() as f64 / 1000.0);
     metrics.next_fire(name, next);
+    metrics.expected_interval(name, queue.interval_of(name));
 }
 
 fn apply(deps: &Deps, queue: &mut DueQueue, change: Change) {

@@ -27,7 +27,7 @@ pub async fn reap(
     client: &impl GenericClient,
     lease: Duration,
     confirmed_gone: &[Uuid],
-) -> Result<(u64, Vec<String>), StoreError> {
+) -> Result<(u64, Vec<(String, String)>), StoreError> {
     use super::membership::{ALIVE, HELD};
     let dead = client
         .execute(
@@ -40,7 +40,7 @@ pub async fn reap(
             &[&super::locks::LIVENESS_CLASS, &secs(lease), &confirmed_gone],
         )
         .await?;
-    let abandoned: Vec<String> = client
+    let abandoned: Vec<(String, String)> = client
         .query(
             "UPDATE scheduler_runs r \
              SET status = 'abandoned', completed_at = now(), \
@@ -51,13 +51,13 @@ pub async fn reap(
                AND NOT EXISTS ( \
                    SELECT 1 FROM scheduler_nodes n \
                    WHERE n.node_id = r.node_id AND n.state IN ('active', 'draining')) \
-             RETURNING r.schedule_name",
+             RETURNING r.schedule_name, r.trigger",
             &[],
         )
         .await?
         .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok((dead, abandoned))
 }
 

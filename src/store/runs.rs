@@ -288,6 +288,8 @@ pub struct Completion {
     pub run_id: Uuid,
     /// Its schedule (for metrics and logs; not written).
     pub schedule_name: String,
+    /// What started it (for metrics; not written).
+    pub trigger: RunTrigger,
     /// `completed` or `failed` (or `abandoned` at shutdown).
     pub status: RunStatus,
     /// Why it failed.

@@ -149,7 +149,9 @@ pub fn parse_exposition(text: &str) -> Result<Exposition, String> {
             }
             continue;
         }
-        let (series_part, value_part) = match line.find('}') {
+        // The last brace: label values may hold braces (route templates
+        // such as /v1/schedules/{name}), the value and timestamp never do.
+        let (series_part, value_part) = match line.rfind('}') {
             Some(i) => (&line[..=i], line[i + 1..].trim()),
             None => line.split_once(' ').ok_or(at("no value".into()))?,
         };

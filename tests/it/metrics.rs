@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::api_replica::{start_api_replica, Http, PIPELINE};
+use crate::api_replica::{start_api_replica, Http, ADMIN, PIPELINE};
 use crate::exposition::Exposition;
 use crate::harness::{eventually, external_tool, TestDb};
 use crate::replica::temp_dir;
@@ -18,6 +18,12 @@ pub use crate::exposition::parse_exposition;
 fn the_parser_refuses_malformed_expositions() {
     let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\\\"q\"} 3\n";
     assert!(parse_exposition(ok).is_ok());
+    let braces = "# TYPE a_total counter\na_total{route=\"/v1/s/{name}/run\"} 3\n";
+    let parsed = parse_exposition(braces).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        parsed.value("a_total", &[("route", "/v1/s/{name}/run")]),
+        Some(3.0)
+    );
     for bad in [
         "a_total 3\n",                           // no TYPE
         "# TYPE a counter\na{x=\"1} 3\n",        // unterminated
@@ -85,6 +91,8 @@ async fn metrics_are_valid_exposition_and_counters_move() {
         ("spine_claims_total", "counter"),
         ("spine_claim_round_trip_seconds", "histogram"),
         ("spine_runs_in_flight", "gauge"),
+        ("spine_replicas_alive", "gauge"),
+        ("spine_pending_runs", "gauge"),
         ("spine_is_leader", "gauge"),
         ("spine_leader_changes_total", "counter"),
         ("spine_schedules", "gauge"),
@@ -112,6 +120,7 @@ async fn metrics_are_valid_exposition_and_counters_move() {
         Some(0.0),
         "the database answers"
     );
+    assert_eq!(m.value("spine_pending_runs", &[]), Some(0.0));
 
     // Counters move: requests, and the schedule gauge refreshed per scrape.
     let route = [
@@ -152,6 +161,21 @@ async fn metrics_are_valid_exposition_and_counters_move() {
         m.value("spine_schedules", &[("state", "paused")]),
         Some(0.0)
     );
+    // Daily schedules: expected every 86,400 s; never run, so no success.
+    assert_eq!(
+        m.value(
+            "spine_schedule_expected_interval_seconds",
+            &[("schedule", "m1")]
+        ),
+        Some(86_400.0)
+    );
+    assert_eq!(
+        m.value(
+            "spine_schedule_last_success_timestamp_seconds",
+            &[("schedule", "m1")]
+        ),
+        None
+    );
     assert!(node.replica.terminate(Duration::from_secs(30)));
 }
 
@@ -170,6 +194,19 @@ async fn engine_counters_move_when_runs_happen() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
+    // A daily schedule run by hand: its run is counted with trigger manual.
+    let r = http
+        .create_schedule(
+            &node.base,
+            json!({"name": "by-hand", "pipeline": PIPELINE, "cron": "@daily"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let created = unix_now();
+    let r = http
+        .post(&node.base, "/v1/schedules/by-hand/run", Some(ADMIN))
+        .await;
+    assert!((200..300).contains(&r.status), "{} {}", r.status, r.text);
     let base = node.base.clone();
     eventually(Duration::from_secs(20), "engine counters move", || {
         let http = http.clone();
@@ -179,7 +216,11 @@ async fn engine_counters_move_when_runs_happen() {
             let completed = m
                 .value(
                     "spine_runs_total",
-                    &[("schedule", "tick"), ("status", "completed")],
+                    &[
+                        ("schedule", "tick"),
+                        ("status", "completed"),
+                        ("trigger", "schedule"),
+                    ],
                 )
                 .unwrap_or(0.0);
             let won = m
@@ -199,6 +240,42 @@ async fn engine_counters_move_when_runs_happen() {
                 )
                 .unwrap_or(0.0);
             let leader = m.value("spine_is_leader", &[]).unwrap_or(0.0);
+            // Read from the ledger at the scrape: a completion of this
+            // test's schedule, so after it was created and not in the future.
+            let last_success = m
+                .value(
+                    "spine_schedule_last_success_timestamp_seconds",
+                    &[("schedule", "tick")],
+                )
+                .unwrap_or(0.0);
+            let interval = m.value(
+                "spine_schedule_expected_interval_seconds",
+                &[("schedule", "tick")],
+            );
+            let alive = m.value("spine_replicas_alive", &[]);
+            let pending = m.value("spine_pending_runs", &[]);
+            let manual = m.value(
+                "spine_runs_total",
+                &[
+                    ("schedule", "by-hand"),
+                    ("status", "completed"),
+                    ("trigger", "manual"),
+                ],
+            );
+            let manual_as_scheduled = m.value(
+                "spine_runs_total",
+                &[
+                    ("schedule", "by-hand"),
+                    ("status", "completed"),
+                    ("trigger", "schedule"),
+                ],
+            );
+            let by_hand_success = m
+                .value(
+                    "spine_schedule_last_success_timestamp_seconds",
+                    &[("schedule", "by-hand")],
+                )
+                .unwrap_or(0.0);
             completed >= 2.0
                 && won >= 2.0
                 && lag >= 2.0
@@ -206,8 +283,23 @@ async fn engine_counters_move_when_runs_happen() {
                 && durations >= 2.0
                 && next > 0.0
                 && leader == 1.0
+                && last_success >= created - 1.0
+                && last_success <= unix_now() + 1.0
+                && interval == Some(1.0)
+                && alive == Some(1.0)
+                && pending == Some(0.0)
+                && manual == Some(1.0)
+                && manual_as_scheduled.is_none()
+                && by_hand_success >= created - 1.0
         }
     })
     .await;
     assert!(node.replica.terminate(Duration::from_secs(30)));
+}
+
+/// Seconds since the Unix epoch, by this process's clock.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

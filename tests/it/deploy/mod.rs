@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 use spine_scheduler::api::auth;
 use spine_scheduler::metrics::Metrics;
-use spine_scheduler::types::RunStatus;
+use spine_scheduler::types::{RunStatus, RunTrigger};
 
 use crate::harness::{binary, external_tool};
 
@@ -187,7 +187,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 /// not encoded, until its first observation).
 fn exported_metrics() -> BTreeSet<String> {
     let metrics = Metrics::new(Default::default()).expect("metrics");
-    metrics.fired("s", RunStatus::Completed);
+    metrics.fired("s", RunStatus::Completed, RunTrigger::Schedule);
     metrics.skipped("s");
     metrics.missed("s");
     metrics.fire_lag(0.1);
@@ -209,6 +209,10 @@ fn exported_metrics() -> BTreeSet<String> {
         },
     );
     metrics.next_fire("s", Some(1.0));
+    metrics.expected_interval("s", Some(60.0));
+    metrics.last_successes(&[("s".to_string(), 1.0)]);
+    metrics.pending_runs(0);
+    metrics.replicas_alive(1);
     metrics.clock_offset(0.0);
     metrics.http_request("/v1/schedules", "GET", 200, 0.001);
     metrics

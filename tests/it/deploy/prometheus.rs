@@ -134,6 +134,14 @@ fn alert_rules_pass_promtool_and_query_real_metrics() {
         &["kube_deployment_status_replicas_available"],
     );
     has("SpineSchedulerReplicaDown", &["up{"]);
+    has(
+        "SpineSchedulerNoRecentSuccess",
+        &[
+            "spine_schedule_last_success_timestamp_seconds",
+            "spine_schedule_expected_interval_seconds",
+            "time()",
+        ],
+    );
 
     // Every alert has a unit test in which it fires.
     let tests = yaml(&dir.join("alerts_test.yaml"));

@@ -28,8 +28,9 @@ pub const TOKEN_ENV: &str = "SPINE_API_TOKEN";
 pub const READONLY_TOKEN_ENV: &str = "SPINE_API_READONLY_TOKEN";
 /// Shortest token accepted: guessing must not be an option.
 pub const MIN_TOKEN_LEN: usize = 16;
-/// Routes that need no token.
-pub const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// Routes that need no token: the probes, the metrics and the OpenAPI
+/// document (it describes the API, and holds no data).
+pub const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 /// Where the tokens come from (see [`Auth::load`]).
 #[derive(Clone, Default)]

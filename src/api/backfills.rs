@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
 use super::extract::{Json, Path, Query};
+use super::params::ScheduleName;
 use super::{cursor, page_limit, AppState};
 use crate::backfill;
 use crate::schedule::OverlapPolicy;
@@ -79,6 +80,7 @@ impl From<BackfillState> for BackfillStateName {
 
 /// A backfill request. Unknown keys are refused.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documentation only: bodies are read by `backfill::parse_request`
 pub struct BackfillInput {
     /// First instant of the range, inclusive (RFC 3339); not in the future.
@@ -193,8 +195,10 @@ pub struct BackfillPage {
 #[into_params(parameter_in = Query)]
 pub struct BackfillsQuery {
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -270,7 +274,7 @@ fn with_location(status: StatusCode, b: Backfill) -> Response {
     operation_id = "backfill_schedule",
     tag = "backfills",
     params(
-        ("name" = String, Path, description = "The schedule's name"),
+        ("name" = ScheduleName, Path, description = "The schedule's name"),
         ("Idempotency-Key" = Option<String>, Header,
          description = "Makes the request idempotent: a later request with the same key (for this schedule) answers with this backfill"),
     ),
@@ -365,7 +369,7 @@ pub async fn create(
     path = "/v1/schedules/{name}/backfills",
     operation_id = "list_schedule_backfills",
     tag = "backfills",
-    params(("name" = String, Path, description = "The schedule's name"), BackfillsQuery),
+    params(("name" = ScheduleName, Path, description = "The schedule's name"), BackfillsQuery),
     responses(
         (status = 200, description = "A page of backfills", body = BackfillPage),
         (status = 400, description = "Invalid name, limit or cursor", body = ErrorBody),
@@ -404,7 +408,7 @@ pub async fn list_for_schedule(
     path = "/v1/backfills/{backfill_id}",
     operation_id = "get_backfill",
     tag = "backfills",
-    params(("backfill_id" = String, Path, description = "The backfill's id (a UUID)")),
+    params(("backfill_id" = Uuid, Path, description = "The backfill's id")),
     responses(
         (status = 200, description = "The backfill", body = BackfillView),
         (status = 400, description = "Not a UUID", body = ErrorBody),
@@ -435,7 +439,7 @@ pub async fn get(
     path = "/v1/backfills/{backfill_id}/cancel",
     operation_id = "cancel_backfill",
     tag = "backfills",
-    params(("backfill_id" = String, Path, description = "The backfill's id (a UUID)")),
+    params(("backfill_id" = Uuid, Path, description = "The backfill's id")),
     responses(
         (status = 200, description = "Cancelled", body = BackfillView),
         (status = 400, description = "Not a UUID", body = ErrorBody),

@@ -60,8 +60,8 @@ pub struct ErrorDetail {
     /// `not_found`, `method_not_allowed`, `already_exists`,
     /// `version_conflict`, `run_not_finished`, `schedule_deleted`,
     /// `backfill_active`, `backfill_finished`, `idempotency_key_reused`,
-    /// `payload_too_large`, `unsupported_media_type`, `unavailable`,
-    /// `internal`.
+    /// `payload_too_large`, `headers_too_large`, `unsupported_media_type`,
+    /// `unavailable`, `internal`.
     #[schema(example = "invalid_input")]
     pub code: &'static str,
     /// What is wrong, in words a person can act on.
@@ -138,6 +138,19 @@ impl ApiError {
     /// 503: a dependency (the database) is not answering.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 431: the request's header fields are `size` bytes, over
+    /// [`super::HEADER_LIMIT`].
+    pub fn headers_too_large(size: usize) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request's header fields are {size} bytes, over the limit of {} KiB",
+                super::HEADER_LIMIT / 1024
+            ),
+        )
     }
 
     /// 500: a fault on our side, never the caller's input.

@@ -11,7 +11,9 @@ use serde_json::Value;
 use super::error::ApiError;
 
 /// A JSON body (`Content-Type: application/json` or any `+json` type, within
-/// the body limit); rejects with 400/413/415 in the API's shape.
+/// the body limit); rejects with 400/413/415 in the API's shape. An object
+/// with a key twice (at any depth) is refused (400 `invalid_json` naming the
+/// key): serde_json alone would silently keep the last one.
 pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
@@ -22,8 +24,123 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(Json(value))
+        let json_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_type);
+        if !json_type {
+            return Err(ApiError::from_status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::from_status(r.status(), &r.body_text()))?;
+        let value = parse_strict(&bytes)?;
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body: {e}")))
+    }
+}
+
+/// Parses a JSON body, refusing an object that has a key twice (at any
+/// depth): 400 `invalid_json` naming the key and where it is.
+pub fn parse_strict(bytes: &[u8]) -> Result<Value, ApiError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = UniqueKeys {
+        path: String::new(),
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v))
+    .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
+    Ok(value)
+}
+
+/// Builds a [`Value`] like serde_json does, but refuses duplicate keys.
+/// `path` is where the value is (`params.x`; empty at the top), for the
+/// message.
+struct UniqueKeys {
+    path: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let path = format!("{}[{}]", self.path, items.len());
+            match seq.next_element_seed(UniqueKeys { path })? {
+                Some(v) => items.push(v),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {path:?} (each key may appear once)"
+                )));
+            }
+            let value = map.next_value_seed(UniqueKeys { path })?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -60,11 +177,7 @@ where
                 "send the body as JSON with Content-Type: application/json (or no body at all)",
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(|v| OptionalJson(Some(v)))
-            .map_err(|e| {
-                ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}"))
-            })
+        parse_strict(&bytes).map(|v| OptionalJson(Some(v)))
     }
 }
 
@@ -116,28 +229,120 @@ where
     }
 }
 
-/// The version an `If-Match` header names: `"3"`, `W/"3"` or a bare `3`
-/// (the schedule's `version`, as sent in `ETag`); `*` or no header: none.
-pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(raw) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::invalid(
-            "If-Match",
-            "must be the schedule's version as sent in its ETag, e.g. \"3\"",
-        )
-    };
-    let text = raw.to_str().map_err(|_| bad())?.trim();
-    if text == "*" {
+/// The versions an `If-Match` header accepts (RFC 9110 §13.1.1): `None`
+/// when there is no header or it is `*` (any current version will do);
+/// otherwise the versions named by its entity tags, any of which matches —
+/// a list (`"3", "4"`, also spread over several `If-Match` lines). The
+/// comparison is the strong one RFC 9110 prescribes for `If-Match`: a weak
+/// tag (`W/"3"`) never matches, nor does a well-formed tag that is not one
+/// of our ETags (`"abc"`, `"03"`); then the list may be empty, and the
+/// request fails its precondition (409). Malformed syntax (a bare `3`, an
+/// unclosed quote, `*` in a list, no tag at all) is a 400 naming `If-Match`.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<i64>>, ApiError> {
+    let mut lines = headers.get_all(header::IF_MATCH).iter().peekable();
+    if lines.peek().is_none() {
         return Ok(None);
     }
-    let text = text.strip_prefix("W/").unwrap_or(text);
-    let text = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    text.parse::<i64>().map(Some).map_err(|_| bad())
+    let mut any = false;
+    let mut tags = 0usize;
+    let mut versions = Vec::new();
+    for line in lines {
+        let text = line
+            .to_str()
+            .map_err(|_| bad_if_match("has characters other than visible ASCII"))?;
+        for tag in entity_tags(text)? {
+            match tag {
+                EntityTag::Any => any = true,
+                EntityTag::Weak => tags += 1,
+                EntityTag::Strong(opaque) => {
+                    tags += 1;
+                    if let Ok(v) = opaque.parse::<i64>() {
+                        if etag(v) == format!("\"{opaque}\"") {
+                            versions.push(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match (any, tags) {
+        (true, 0) => Ok(None),
+        (true, _) => Err(bad_if_match("`*` cannot be part of a list")),
+        (false, 0) => Err(bad_if_match("names no entity tag")),
+        (false, _) => Ok(Some(versions)),
+    }
+}
+
+fn bad_if_match(why: &str) -> ApiError {
+    ApiError::invalid(
+        "If-Match",
+        format!(
+            "{why}: send `*`, or one or more entity tags as the ETag gives them, \
+             e.g. \"3\" or \"3\", \"4\""
+        ),
+    )
+}
+
+/// One element of an `If-Match` list.
+#[derive(Debug, PartialEq, Eq)]
+enum EntityTag<'a> {
+    /// `*`.
+    Any,
+    /// `W/"…"`: never matches under the strong comparison.
+    Weak,
+    /// `"…"`: the opaque text between the quotes.
+    Strong(&'a str),
+}
+
+/// The elements of one `If-Match` field line: `*` or `#entity-tag` (RFC
+/// 9110 §8.8.3: `[W/] DQUOTE *etagc DQUOTE`, where etagc is any visible
+/// character but `"`, commas included), empty list elements ignored.
+fn entity_tags(text: &str) -> Result<Vec<EntityTag<'_>>, ApiError> {
+    let is_ows = |c: char| c == ' ' || c == '\t';
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches(|c| is_ows(c) || c == ',');
+        if rest.is_empty() {
+            return Ok(out);
+        }
+        let (tag, after) = if let Some(after) = rest.strip_prefix('*') {
+            (EntityTag::Any, after)
+        } else {
+            let (weak, quoted) = match rest.strip_prefix("W/") {
+                Some(q) => (true, q),
+                None => (false, rest),
+            };
+            let body = quoted
+                .strip_prefix('"')
+                .ok_or_else(|| bad_if_match("has an entity tag without its double quotes"))?;
+            let close = body
+                .find('"')
+                .ok_or_else(|| bad_if_match("has an unclosed double quote"))?;
+            let opaque = &body[..close];
+            if !opaque
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+            {
+                return Err(bad_if_match(
+                    "has an entity tag with a space or a control character",
+                ));
+            }
+            let tag = if weak {
+                EntityTag::Weak
+            } else {
+                EntityTag::Strong(opaque)
+            };
+            (tag, &body[close + 1..])
+        };
+        out.push(tag);
+        rest = after.trim_start_matches(is_ows);
+        if !(rest.is_empty() || rest.starts_with(',')) {
+            return Err(bad_if_match(
+                "has something other than a comma between entity tags",
+            ));
+        }
+    }
 }
 
 /// The `ETag` value for a schedule version.
@@ -159,6 +364,32 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let ok = parse_strict(br#"{"a": 1, "b": {"a": [{"a": 1}, {"a": 2}]}, "c": 1.5}"#);
+        assert_eq!(
+            ok.ok(),
+            Some(serde_json::json!({"a": 1, "b": {"a": [{"a": 1}, {"a": 2}]}, "c": 1.5}))
+        );
+        for (body, key) in [
+            (r#"{"name": "a", "name": "b"}"#, "\"name\""),
+            (r#"{"params": {"x": 1, "y": 2, "x": 3}}"#, "\"params.x\""),
+            (r#"[{"k": 1}, {"k": 1, "k": 2}]"#, "\"[1].k\""),
+        ] {
+            let e = parse_strict(body.as_bytes()).err();
+            assert_eq!(
+                e.as_ref().map(ApiError::code),
+                Some("invalid_json"),
+                "{body}"
+            );
+            let message = e.map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains(key), "{body}: {message}");
+        }
+        assert!(parse_strict(b"{} {}").is_err());
+        assert!(parse_strict(b"{\"a\": ").is_err());
+        assert_eq!(parse_strict(b" null ").ok(), Some(Value::Null));
+    }
+
+    #[test]
     fn json_types() {
         for yes in [
             "application/json",
@@ -174,11 +405,44 @@ mod tests {
 
     #[test]
     fn if_match_forms() {
+        let versions = |v: &str| if_match(&with(v)).ok();
         assert_eq!(if_match(&HeaderMap::new()).ok(), Some(None));
-        assert_eq!(if_match(&with("\"3\"")).ok(), Some(Some(3)));
-        assert_eq!(if_match(&with("W/\"4\"")).ok(), Some(Some(4)));
-        assert_eq!(if_match(&with("5")).ok(), Some(Some(5)));
-        assert_eq!(if_match(&with("*")).ok(), Some(None));
-        assert!(if_match(&with("\"abc\"")).is_err());
+        assert_eq!(versions("\"3\""), Some(Some(vec![3])));
+        assert_eq!(versions("*"), Some(None));
+        assert_eq!(versions(" * "), Some(None));
+        // A list: any of them matches; empty elements are ignored.
+        assert_eq!(versions("\"1\", \"2\""), Some(Some(vec![1, 2])));
+        assert_eq!(versions("\"1\",,\t\"2\","), Some(Some(vec![1, 2])));
+        // Strong comparison: weak tags and tags that are not ours never match.
+        assert_eq!(versions("W/\"4\""), Some(Some(vec![])));
+        assert_eq!(versions("W/\"4\", \"5\""), Some(Some(vec![5])));
+        assert_eq!(versions("\"abc\", \"03\", \"a,b\""), Some(Some(vec![])));
+        assert_eq!(versions("\"\""), Some(Some(vec![])));
+        // Malformed.
+        for bad in [
+            "5",
+            "\"5",
+            "5\"",
+            "\"5\" \"6\"",
+            "*, \"5\"",
+            "\"5\", *",
+            "",
+            " , ",
+            "w/\"5\"",
+            "\"a b\"",
+            "W/5",
+        ] {
+            let e = if_match(&with(bad)).err();
+            assert_eq!(
+                e.map(|e| e.to_string().contains("If-Match")),
+                Some(true),
+                "{bad:?}"
+            );
+        }
+        // Several field lines make one list.
+        let mut h = HeaderMap::new();
+        h.append(header::IF_MATCH, HeaderValue::from_static("\"7\""));
+        h.append(header::IF_MATCH, HeaderValue::from_static("\"8\""));
+        assert_eq!(if_match(&h).ok(), Some(Some(vec![7, 8])));
     }
 }

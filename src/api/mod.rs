@@ -6,7 +6,7 @@
 //! themselves ([`openapi()`]), so the document and the router cannot drift.
 //!
 //! ```text
-//!  request ─▶ record (metrics) ─▶ timeout ─▶ enforce_shape ─▶ require_token ─▶ body limit ─▶ handler
+//!  request ─▶ record (metrics) ─▶ timeout ─▶ enforce_shape ─▶ header_limit ─▶ require_token ─▶ body limit ─▶ handler
 //! ```
 //!
 //! The API has its own small connection pool: a burst of API requests must
@@ -21,6 +21,7 @@ mod cluster;
 pub mod error;
 mod extract;
 pub mod openapi;
+mod params;
 mod preview;
 mod probes;
 mod runs;
@@ -52,6 +53,12 @@ use crate::store::{self, StoreError};
 /// Largest request body accepted (413 above it). A schedule definition is a
 /// few hundred bytes; `params` may be up to 64 KiB of JSON.
 pub const BODY_LIMIT: usize = 256 * 1024;
+/// Largest total size of a request's header fields handled in the API's
+/// error shape (each field counts its name, its value and 4 bytes for `: `
+/// and the line end): above it, 431 `headers_too_large`. hyper refuses a
+/// request head over its own buffer (about 400 KiB) or with more than 100
+/// fields itself, with a bare 431 before any of this code runs.
+pub const HEADER_LIMIT: usize = 32 * 1024;
 /// Default address of `--listen`: loopback, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Connections in the API's own pool.
@@ -233,6 +240,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(middleware::from_fn(header_limit))
         .layer(middleware::from_fn(error::enforce_shape))
         .layer(middleware::from_fn(time_limit))
         .layer(middleware::from_fn_with_state(state.clone(), record))
@@ -245,6 +253,20 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::from_status(axum::http::StatusCode::METHOD_NOT_ALLOWED, "")
+}
+
+/// Middleware: request headers over [`HEADER_LIMIT`] in all get a 431 in
+/// the error shape (before the token is checked: the token is a header too).
+async fn header_limit(request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > HEADER_LIMIT {
+        return ApiError::headers_too_large(size).into_response();
+    }
+    next.run(request).await
 }
 
 /// Middleware: a request that takes longer than [`REQUEST_TIMEOUT`] (a

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::error::{ApiError, Unauthorized};
+use super::error::ApiError;
+use super::params::{EntityTags, RunStatusList, RunTriggerName, ScheduleName};
 
 /// Name of the bearer security scheme in the document (also spelled out in
 /// `ApiDoc`, whose macro wants a literal).
@@ -23,11 +24,13 @@ pub const BEARER: &str = "bearer";
         description = "Schedules, run history, cluster state and cron previews of a \
             spine-scheduler cluster. Any replica answers any request. Every error has the \
             shape {\"error\": {\"code\", \"message\", \"field\", \"details\"}}. Send \
-            `Authorization: Bearer <token>` to everything but /healthz, /readyz and /metrics; \
+            `Authorization: Bearer <token>` to everything but /healthz, /readyz, /metrics and \
+            /openapi.json; \
             the read-only token may only GET. Request bodies are JSON, at most 256 KiB.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     modifiers(&BearerAuth),
+    components(schemas(ScheduleName, EntityTags, RunStatusList, RunTriggerName)),
     security(("bearer" = [])),
     tags(
         (name = "schedules", description = "Schedule definitions and actions"),
@@ -75,9 +78,9 @@ static DOCUMENT: LazyLock<Result<String, String>> =
     path = "/openapi.json",
     operation_id = "get_openapi",
     tag = "operations",
+    security(()),
     responses(
         (status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json"),
-        Unauthorized,
     )
 )]
 pub async fn get() -> Response {

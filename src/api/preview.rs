@@ -35,6 +35,7 @@ pub struct PreviewQuery {
     /// IANA zone the expression is read in (default `UTC`).
     pub timezone: Option<String>,
     /// How many fire times, 1–1000 (default 10).
+    #[param(minimum = 1, maximum = 1000)]
     pub count: Option<u32>,
     /// Fire times strictly after this RFC 3339 instant (default now, on the database clock).
     pub after: Option<String>,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
 use super::extract::{OptionalJson, Path, Query};
+use super::params::{RunStatusList, RunTriggerName, ScheduleName};
 use super::schedules::InvalidControl;
 use super::{cursor, page_limit, AppState};
 use crate::schedule::{controls, validate_name};
@@ -178,16 +179,22 @@ pub struct RunPage {
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// Only these statuses, comma-separated (`failed,abandoned`).
+    #[param(value_type = Option<RunStatusList>)]
     pub status: Option<String>,
     /// Only this trigger: `schedule`, `manual`, `retry` or `backfill`.
+    #[param(value_type = Option<RunTriggerName>)]
     pub trigger: Option<String>,
     /// Only ticks at or after this RFC 3339 instant.
+    #[param(format = DateTime)]
     pub since: Option<String>,
-    /// Only ticks before this RFC 3339 instant.
+    /// Only ticks before this RFC 3339 instant (after `since`).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -197,18 +204,25 @@ pub struct RunsQuery {
 #[into_params(parameter_in = Query)]
 pub struct AllRunsQuery {
     /// Only this schedule's runs.
+    #[param(value_type = Option<ScheduleName>)]
     pub schedule: Option<String>,
     /// Only these statuses, comma-separated (`failed,abandoned`).
+    #[param(value_type = Option<RunStatusList>)]
     pub status: Option<String>,
     /// Only this trigger: `schedule`, `manual`, `retry` or `backfill`.
+    #[param(value_type = Option<RunTriggerName>)]
     pub trigger: Option<String>,
     /// Only ticks at or after this RFC 3339 instant.
+    #[param(format = DateTime)]
     pub since: Option<String>,
-    /// Only ticks before this RFC 3339 instant.
+    /// Only ticks before this RFC 3339 instant (after `since`).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -296,7 +310,7 @@ async fn page(app: &AppState, filter: RunFilter) -> Result<axum::Json<RunPage>, 
     path = "/v1/schedules/{name}/runs",
     operation_id = "list_schedule_runs",
     tag = "runs",
-    params(("name" = String, Path, description = "The schedule's name"), RunsQuery),
+    params(("name" = ScheduleName, Path, description = "The schedule's name"), RunsQuery),
     responses(
         (status = 200, description = "A page of runs", body = RunPage),
         (status = 400, description = "Invalid name, filter or cursor", body = ErrorBody),
@@ -356,7 +370,7 @@ fn parse_run_id(text: &str) -> Result<Uuid, ApiError> {
     path = "/v1/runs/{run_id}",
     operation_id = "get_run",
     tag = "runs",
-    params(("run_id" = String, Path, description = "The run's id (a UUID)")),
+    params(("run_id" = Uuid, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The run", body = RunView),
         (status = 400, description = "Not a UUID", body = ErrorBody),
@@ -391,7 +405,7 @@ pub async fn get(
     path = "/v1/runs/{run_id}/rerun",
     operation_id = "rerun",
     tag = "runs",
-    params(("run_id" = String, Path, description = "The run to repeat (a UUID)")),
+    params(("run_id" = Uuid, Path, description = "The run's id")),
     responses(
         (status = 202, description = "Accepted: the new run", body = RunView,
          headers(("Location" = String, description = "The new run"))),
@@ -500,7 +514,7 @@ pub struct CancelAccepted {
     path = "/v1/runs/{run_id}/cancel",
     operation_id = "cancel_run",
     tag = "runs",
-    params(("run_id" = String, Path, description = "The run's id (a UUID)")),
+    params(("run_id" = Uuid, Path, description = "The run's id")),
     request_body(content = Option<CancelInput>, content_type = "application/json",
                  description = "Optional; `{\"mode\": \"immediate\"}` kills at once"),
     responses(
@@ -510,20 +524,21 @@ pub struct CancelAccepted {
         ReadOnly,
         (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "The run is not running", body = ErrorBody),
+        TooLarge,
+        NotJson,
     )
 )]
 pub async fn cancel(
     State(app): State<AppState>,
     Path(run_id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson,
 ) -> Result<(axum::http::StatusCode, axum::Json<CancelAccepted>), ApiError> {
     let id = Uuid::parse_str(&run_id)
         .map_err(|_| ApiError::invalid("run_id", format!("{run_id:?} is not a run id (a UUID)")))?;
-    let input: CancelInput = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelInput::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body: {e}")))?
+    let input: CancelInput = match body {
+        None | Some(Value::Null) => CancelInput::default(),
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body: {e}")))?,
     };
     let mode = input.mode.unwrap_or(CancelModeName::Graceful);
     let mode_text = match mode {

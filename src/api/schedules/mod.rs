@@ -26,10 +26,12 @@ use self::patch::{body_map, patched, pin_name, take_version};
 pub(super) use self::types::InvalidControl;
 use self::types::{
     InvalidName, InvalidScheduleView, ListQuery, NextFires, NextQuery, NoSuchSchedule, PauseInput,
-    RunNowAccepted, RunNowInput, ScheduleInput, SchedulePage, ScheduleView, StaleVersion,
+    RunNowAccepted, RunNowInput, ScheduleInput, SchedulePage, SchedulePatchInput,
+    ScheduleReplaceInput, ScheduleView, StaleVersion,
 };
 use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
 use super::extract::{etag, if_match, Json, OptionalJson, Path, Query};
+use super::params::{IfMatchHeader, ScheduleName};
 use super::preview::{database_now, Preview};
 use super::{cursor, page_limit, AppState};
 use crate::schedule::controls::{self, PauseNote, RunRequest};
@@ -218,7 +220,7 @@ pub async fn create(
     path = "/v1/schedules/{name}",
     operation_id = "get_schedule",
     tag = "schedules",
-    params(("name" = String, Path, description = "The schedule's name")),
+    params(("name" = ScheduleName, Path, description = "The schedule's name")),
     responses(
         (status = 200, description = "The schedule", body = ScheduleView,
          headers(("ETag" = String, description = "The version, for If-Match"))),
@@ -246,16 +248,35 @@ async fn current(db: &deadpool_postgres::Object, name: &str) -> Result<StoredSch
         .ok_or_else(|| ApiError::not_found(format!("schedule {name:?} not found")))
 }
 
-/// 409 unless the caller's version (if any) is the stored one.
-fn check_version(stored: &StoredSchedule, expected: Option<i64>) -> Result<(), ApiError> {
+/// 409 unless the stored version is one the caller accepts (if any).
+fn check_version(stored: &StoredSchedule, expected: Option<&[i64]>) -> Result<(), ApiError> {
     match expected {
-        Some(v) if v != stored.version => {
-            Err(ApiError::from(crate::store::StoreError::VersionConflict {
+        Some(accepted) if !accepted.contains(&stored.version) => match accepted {
+            [v] => Err(ApiError::from(crate::store::StoreError::VersionConflict {
                 name: stored.schedule.name().to_string(),
-                expected: v,
+                expected: *v,
                 current: stored.version,
-            }))
-        }
+            })),
+            _ => Err(ApiError::conflict(
+                "version_conflict",
+                format!(
+                    "schedule {:?} is at version {}, which If-Match does not name \
+                     (it names {}); read it again and retry",
+                    stored.schedule.name(),
+                    stored.version,
+                    if accepted.is_empty() {
+                        "none of its ETags".to_string()
+                    } else {
+                        accepted
+                            .iter()
+                            .map(|v| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            )
+            .with_field("version")),
+        },
         _ => Ok(()),
     }
 }
@@ -273,10 +294,10 @@ fn check_version(stored: &StoredSchedule, expected: Option<i64>) -> Result<(), A
     operation_id = "replace_schedule",
     tag = "schedules",
     params(
-        ("name" = String, Path, description = "The schedule's name"),
-        ("If-Match" = Option<String>, Header, description = "The version it is based on, as in the ETag"),
+        ("name" = ScheduleName, Path, description = "The schedule's name"),
+        IfMatchHeader,
     ),
-    request_body = ScheduleInput,
+    request_body = ScheduleReplaceInput,
     responses(
         (status = 200, description = "Updated", body = ScheduleView),
         (status = 400, description = "Invalid definition", body = ErrorBody),
@@ -300,7 +321,7 @@ pub async fn replace(
     pin_name(&mut map, &name)?;
     let db = app.db().await?;
     let stored = current(&db, &name).await?;
-    check_version(&stored, expected)?;
+    check_version(&stored, expected.as_deref())?;
     if map.get("enabled").is_none_or(Value::is_null) {
         map.insert("enabled".into(), Value::Bool(stored.schedule.enabled()));
     }
@@ -323,10 +344,10 @@ pub async fn replace(
     operation_id = "patch_schedule",
     tag = "schedules",
     params(
-        ("name" = String, Path, description = "The schedule's name"),
-        ("If-Match" = Option<String>, Header, description = "The version it is based on, as in the ETag"),
+        ("name" = ScheduleName, Path, description = "The schedule's name"),
+        IfMatchHeader,
     ),
-    request_body(content = ScheduleInput, content_type = "application/merge-patch+json",
+    request_body(content = SchedulePatchInput, content_type = "application/merge-patch+json",
                  description = "Any subset of the schedule's keys (also accepted as application/json)"),
     responses(
         (status = 200, description = "Updated", body = ScheduleView),
@@ -353,7 +374,7 @@ pub async fn patch(
     }
     let db = app.db().await?;
     let stored = current(&db, &name).await?;
-    check_version(&stored, expected)?;
+    check_version(&stored, expected.as_deref())?;
     let merged = patched(&stored.schedule, &map)?;
     let schedule = parse_definition(&app, &merged)?;
     check_at(&db, &schedule, Some(&stored.schedule)).await?;
@@ -371,8 +392,8 @@ pub async fn patch(
     operation_id = "delete_schedule",
     tag = "schedules",
     params(
-        ("name" = String, Path, description = "The schedule's name"),
-        ("If-Match" = Option<String>, Header, description = "Delete only this version"),
+        ("name" = ScheduleName, Path, description = "The schedule's name"),
+        IfMatchHeader,
     ),
     responses(
         (status = 204, description = "Deleted"),
@@ -389,8 +410,19 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     path_name(&name)?;
-    let expected = if_match(&headers)?;
+    let accepted = if_match(&headers)?;
     let db = app.db().await?;
+    let expected = match accepted {
+        // Several versions (or none that can match): check against the
+        // stored one, then delete only that one.
+        Some(list) if list.len() != 1 => {
+            let stored = current(&db, &name).await?;
+            check_version(&stored, Some(&list))?;
+            Some(stored.version)
+        }
+        Some(list) => list.first().copied(),
+        None => None,
+    };
     schedules::delete(&**db, &name, expected).await?;
     tracing::info!(schedule = %name, "schedule deleted through the API");
     Ok(StatusCode::NO_CONTENT)
@@ -410,7 +442,7 @@ pub async fn delete(
     path = "/v1/schedules/{name}/pause",
     operation_id = "pause_schedule",
     tag = "schedules",
-    params(("name" = String, Path, description = "The schedule's name")),
+    params(("name" = ScheduleName, Path, description = "The schedule's name")),
     request_body(content = Option<PauseInput>, content_type = "application/json",
                  description = "Optional: why, and who"),
     responses(
@@ -451,7 +483,7 @@ pub async fn pause(
     path = "/v1/schedules/{name}/resume",
     operation_id = "resume_schedule",
     tag = "schedules",
-    params(("name" = String, Path, description = "The schedule's name")),
+    params(("name" = ScheduleName, Path, description = "The schedule's name")),
     responses(
         (status = 200, description = "Resumed", body = ScheduleView),
         InvalidControl,
@@ -490,7 +522,7 @@ pub async fn resume(
     path = "/v1/schedules/{name}/run",
     operation_id = "run_schedule_now",
     tag = "schedules",
-    params(("name" = String, Path, description = "The schedule's name")),
+    params(("name" = ScheduleName, Path, description = "The schedule's name")),
     request_body(content = Option<RunNowInput>, content_type = "application/json",
                  description = "Optional: params merged over the schedule's for this run"),
     responses(
@@ -563,7 +595,7 @@ const MAX_NEXT: u32 = 100;
     path = "/v1/schedules/{name}/next",
     operation_id = "next_fire_times",
     tag = "schedules",
-    params(("name" = String, Path, description = "The schedule's name"), NextQuery),
+    params(("name" = ScheduleName, Path, description = "The schedule's name"), NextQuery),
     responses(
         (status = 200, description = "The next fire times", body = NextFires),
         (status = 400, description = "Invalid name or count", body = ErrorBody),

@@ -21,11 +21,12 @@ const READ_ONLY_KEYS: &[&str] = &[
     "last_run",
 ];
 
-/// Takes `version` out of a PUT/PATCH body and reconciles it with `If-Match`.
+/// Takes `version` out of a PUT/PATCH body and reconciles it with
+/// `If-Match`: the versions the change may be based on (`None`: any).
 pub(super) fn take_version(
     body: &mut Map<String, Value>,
     headers: &HeaderMap,
-) -> Result<Option<i64>, ApiError> {
+) -> Result<Option<Vec<i64>>, ApiError> {
     let header = if_match(headers)?;
     let in_body = match body.remove("version") {
         None | Some(Value::Null) => None,
@@ -34,11 +35,12 @@ pub(super) fn take_version(
         })?),
     };
     match (header, in_body) {
-        (Some(h), Some(b)) if h != b => Err(ApiError::invalid(
+        (Some(h), Some(b)) if !h.contains(&b) => Err(ApiError::invalid(
             "version",
-            format!("is {b} but If-Match says {h}; send one of them"),
+            format!("is {b} but If-Match does not name it; send one of them"),
         )),
-        (h, b) => Ok(h.or(b)),
+        (_, Some(b)) => Ok(Some(vec![b])),
+        (h, None) => Ok(h),
     }
 }
 

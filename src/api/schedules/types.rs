@@ -6,6 +6,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 use uuid::Uuid;
 
@@ -131,17 +133,22 @@ pub struct SchedulePage {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only enabled (`true`) or only paused (`false`) schedules.
+    /// Only enabled (`true`) or only paused (`false`) schedules. Give
+    /// `enabled` or `paused`, not both with the same value (that
+    /// contradicts: 400).
     pub enabled: Option<bool>,
-    /// Only paused (`true`) or only enabled (`false`) schedules.
+    /// Only paused (`true`) or only enabled (`false`) schedules; the
+    /// opposite of `enabled`.
     pub paused: Option<bool>,
     /// Only schedules of this pipeline.
     pub pipeline: Option<String>,
     /// Only names starting with this.
     pub name_prefix: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -168,18 +175,16 @@ pub struct RetryInput {
     pub backoff_max: Option<SecondsOrDuration>,
 }
 
-/// A schedule definition: the keys of the schedules file. Exactly one of
-/// `cron` (or `cron_expression`), `interval` (or `interval_seconds`,
-/// `interval_minutes`, `interval_hours`) and `run_at`. Unknown keys are
-/// refused. PUT and PATCH also accept `version` (like `If-Match`) and ignore
-/// the read-only keys a GET returns (`created_at`, `updated_at`, `next_run`,
-/// `ended`, `pause`, `last_run`); in a PATCH every key is optional and
-/// `null` resets a key to its default.
+/// A schedule definition (POST): the keys of the schedules file. Exactly
+/// one of `cron` (or `cron_expression`), `interval` (or
+/// `interval_seconds`, `interval_minutes`, `interval_hours`) and `run_at`.
+/// Unknown keys are refused. PUT and PATCH take [`ScheduleUpdateInput`].
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documentation only
 pub struct ScheduleInput {
     /// Unique name: 1–128 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
-    #[schema(example = "finra_otc_t1")]
+    #[schema(schema_with = crate::api::params::schedule_name)]
     pub name: String,
     /// A pipeline defined in the replicas' pipelines file.
     #[schema(example = "finra.otc_transparency.ingest_week")]
@@ -215,6 +220,7 @@ pub struct ScheduleInput {
     /// Default true; false creates it paused. Omitted in a PUT: unchanged.
     pub enabled: Option<bool>,
     /// Runs allowed at once across the cluster, 1–1000 (default 1).
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_instances: Option<u32>,
     /// What a tick does when `max_instances` runs are unfinished (default
     /// `skip`): `buffer_one`/`buffer_all` wait, `allow_all` ignores the
@@ -234,9 +240,75 @@ pub struct ScheduleInput {
     /// Retries of failed runs.
     pub retry: Option<RetryInput>,
     /// Free text, up to 1000 characters.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
-    /// PUT/PATCH only: the version the change is based on (409 if stale).
-    pub version: Option<i64>,
+}
+
+/// The body of a PUT (`patch: false`) or a PATCH (`patch: true`):
+/// [`ScheduleInput`]'s keys, `name` optional (it must be the path's), plus
+/// `version` (like `If-Match`). PUT and PATCH also ignore the read-only keys
+/// a GET returns (`created_at`, `updated_at`, `next_run`, `ended`, `pause`,
+/// `last_run`), so a GET's output can be sent back; they are not input and
+/// so not in this schema. In a PATCH every key is optional and `null`
+/// resets a key to its default.
+fn update_schema(patch: bool) -> RefOr<Schema> {
+    let RefOr::T(Schema::Object(mut object)) = <ScheduleInput as utoipa::PartialSchema>::schema()
+    else {
+        return <ScheduleInput as utoipa::PartialSchema>::schema();
+    };
+    object.required.retain(|k| !patch && k != "name");
+    object.properties.insert(
+        "version".into(),
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .description(Some(
+                "The version the change is based on (409 if stale); as If-Match",
+            ))
+            .into(),
+    );
+    object.description = Some(if patch {
+        "A JSON merge patch (RFC 7396) of a schedule's keys: any subset; `null` resets \
+         a key to its default. `version` is as If-Match."
+            .into()
+    } else {
+        "A schedule's full definition (keys left out take their defaults, except \
+         `enabled`); `name`, if given, must be the path's. `version` is as If-Match."
+            .into()
+    });
+    Schema::Object(object).into()
+}
+
+/// The body of a PUT (see [`update_schema`]).
+#[allow(dead_code)] // documentation only
+pub struct ScheduleReplaceInput;
+
+impl utoipa::PartialSchema for ScheduleReplaceInput {
+    fn schema() -> RefOr<Schema> {
+        update_schema(false)
+    }
+}
+
+impl ToSchema for ScheduleReplaceInput {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <ScheduleInput as ToSchema>::schemas(schemas);
+    }
+}
+
+/// The body of a PATCH (see [`update_schema`]).
+#[allow(dead_code)] // documentation only
+pub struct SchedulePatchInput;
+
+impl utoipa::PartialSchema for SchedulePatchInput {
+    fn schema() -> RefOr<Schema> {
+        update_schema(true)
+    }
+}
+
+impl ToSchema for SchedulePatchInput {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <ScheduleInput as ToSchema>::schemas(schemas);
+    }
 }
 
 /// The answer to a run-now request.
@@ -258,6 +330,7 @@ pub struct RunNowAccepted {
 
 /// The optional body of a run-now request.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documentation only: read by `controls::RunRequest`
 pub struct RunNowInput {
     /// Merged over the schedule's params for this run only: each top-level
@@ -270,6 +343,7 @@ pub struct RunNowInput {
 
 /// The optional body of a pause.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documentation only: read by `controls::PauseNote`
 pub struct PauseInput {
     /// Why it is paused (up to 1000 characters); shown with the schedule
@@ -355,9 +429,35 @@ mod tests {
     #[test]
     fn the_documented_input_is_the_key_table() {
         let mut want: Vec<String> = KEYS.iter().map(|k| k.name.to_string()).collect();
-        want.push("version".into());
         want.sort();
         assert_eq!(properties::<ScheduleInput>(), want);
+        want.push("version".into());
+        want.sort();
+        assert_eq!(properties::<ScheduleReplaceInput>(), want);
+        assert_eq!(properties::<SchedulePatchInput>(), want);
+        let required =
+            |s: RefOr<Schema>| serde_json::to_value(s).unwrap_or_default()["required"].clone();
+        assert_eq!(
+            required(<ScheduleInput as utoipa::PartialSchema>::schema()),
+            serde_json::json!(["name", "pipeline"])
+        );
+        assert_eq!(
+            required(update_schema(false)),
+            serde_json::json!(["pipeline"])
+        );
+        assert_eq!(required(update_schema(true)), Value::Null);
+    }
+
+    #[test]
+    fn the_documented_limits_are_the_code_s() {
+        use crate::schedule::{MAX_DESCRIPTION_LEN, MAX_INSTANCES};
+        let schema = serde_json::to_value(<ScheduleInput as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
+        let p = &schema["properties"];
+        assert_eq!(p["max_instances"]["minimum"], 1);
+        assert_eq!(p["max_instances"]["maximum"], MAX_INSTANCES);
+        assert_eq!(p["description"]["maxLength"], MAX_DESCRIPTION_LEN);
+        assert_eq!(schema["additionalProperties"], false);
         let mut retry: Vec<String> = RETRY_KEYS.iter().map(|k| k.to_string()).collect();
         retry.sort();
         assert_eq!(properties::<RetryInput>(), retry);

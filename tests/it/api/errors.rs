@@ -90,7 +90,8 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
     let post = |what, body| case(what, Method::POST, "/v1/schedules", body);
     let big_params: String = "x".repeat(70 * 1024);
     let too_big = vec![b' '; spine_scheduler::api::BODY_LIMIT + 1];
-    let cases = vec![
+    let cases =
+        vec![
         post("bad cron", schedule(json!({"cron": "0 25 * * *"})))
             .field("cron")
             .says("column 3"),
@@ -120,6 +121,51 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
         .field("params"),
         post("not an object", Body::Json(json!(["keep"]))),
         post("name taken", schedule(json!({"name": "keep"}))).gives(409, "already_exists"),
+        post(
+            "a key twice",
+            Body::Raw(
+                "application/json",
+                format!(
+                    r#"{{"name": "a", "name": "b", "pipeline": "{PIPELINE}", "cron": "@daily"}}"#
+                )
+                .into_bytes(),
+            ),
+        )
+        .gives(400, "invalid_json")
+        .says("\"name\""),
+        case(
+            "a nested key twice in PATCH",
+            Method::PATCH,
+            "/v1/schedules/keep",
+            Body::Raw(
+                "application/merge-patch+json",
+                br#"{"params": {"x": 1, "x": 2}}"#.to_vec(),
+            ),
+        )
+        .gives(400, "invalid_json")
+        .says("\"params.x\""),
+        case(
+            "a key twice in a control's body",
+            Method::POST,
+            "/v1/schedules/keep/pause",
+            Body::Raw(
+                "application/json",
+                br#"{"note": "a", "note": "b"}"#.to_vec(),
+            ),
+        )
+        .gives(400, "invalid_json")
+        .says("\"note\""),
+        case(
+            "a key twice in a cancel body",
+            Method::POST,
+            "/v1/runs/01900000-0000-7000-8000-000000000000/cancel",
+            Body::Raw(
+                "application/json",
+                br#"{"mode": "graceful", "mode": "immediate"}"#.to_vec(),
+            ),
+        )
+        .gives(400, "invalid_json")
+        .says("\"mode\""),
         post(
             "malformed JSON",
             Body::Raw("application/json", b"{\"name\": ".to_vec()),
@@ -221,6 +267,32 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             Body::None,
         )
         .header("if-match", "yesterday")
+        .field("If-Match"),
+        case(
+            "If-Match list without the version",
+            Method::DELETE,
+            "/v1/schedules/keep",
+            Body::None,
+        )
+        .header("if-match", "\"40\", \"41\"")
+        .gives(409, "version_conflict")
+        .field("version"),
+        case(
+            "weak If-Match",
+            Method::PATCH,
+            "/v1/schedules/keep",
+            Body::Json(json!({"description": "x"})),
+        )
+        .header("if-match", "W/\"1\"")
+        .gives(409, "version_conflict")
+        .field("version"),
+        case(
+            "malformed If-Match list",
+            Method::PUT,
+            "/v1/schedules/keep",
+            schedule(json!({"name": "keep"})),
+        )
+        .header("if-match", "\"1\" \"2\"")
         .field("If-Match"),
         case(
             "run a missing schedule",
@@ -357,6 +429,9 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             Body::None,
         )
         .field("count"),
+        case("oversized headers", Method::GET, "/v1/schedules", Body::None)
+            .header("x-padding", &"x".repeat(spine_scheduler::api::HEADER_LIMIT))
+            .gives(431, "headers_too_large"),
         case("no such route", Method::GET, "/v1/nothing", Body::None).gives(404, "not_found"),
         case("wrong method", Method::DELETE, "/v1/schedules", Body::None)
             .gives(405, "method_not_allowed"),

@@ -181,7 +181,11 @@ async fn schedule_lifecycle_through_two_replicas() {
             Method::PATCH,
             &url(&ua, "/v1/schedules/tick"),
             Some(ADMIN),
-            &[("if-match", &format!("\"{version}\""))],
+            // A list (RFC 9110): any strong tag may match; a weak one never does.
+            &[(
+                "if-match",
+                &format!("\"999\", W/\"{version}\", \"{version}\""),
+            )],
             Body::Raw(
                 "application/merge-patch+json",
                 br#"{"cron": "*/2 * * * * *"}"#.to_vec(),
@@ -225,7 +229,7 @@ async fn schedule_lifecycle_through_two_replicas() {
             Method::DELETE,
             &url(&ub, "/v1/schedules/tick"),
             Some(ADMIN),
-            &[("if-match", "\"1\"")],
+            &[("if-match", &format!("\"1\", W/\"{}\"", version + 1))],
             Body::None,
         )
         .await;
@@ -235,7 +239,7 @@ async fn schedule_lifecycle_through_two_replicas() {
             Method::DELETE,
             &url(&ub, "/v1/schedules/tick"),
             Some(ADMIN),
-            &[],
+            &[("if-match", &format!("\"1\", \"{}\"", version + 1))],
             Body::None,
         )
         .await;

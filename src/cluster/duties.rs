@@ -144,7 +144,19 @@ async fn pass(
     let client = ctx.pool.get().await?;
     let node = ctx.node_id;
 
-    let (dead, abandoned) = housekeeping::reap(&**client, ctx.node_lease, confirmed_gone).await?;
+    // No replica can show it is alive while the database is away: after an
+    // outage, each gets one node lease to take its liveness lock again (or
+    // heartbeat) before any is reaped, or a replica already claiming and
+    // running again would have its runs recorded `abandoned`.
+    let settled = ctx
+        .health
+        .answering_for()
+        .is_some_and(|d| d >= ctx.node_lease);
+    let (dead, abandoned) = if settled {
+        housekeeping::reap(&**client, ctx.node_lease, confirmed_gone).await?
+    } else {
+        (0, Vec::new())
+    };
     for (schedule, trigger) in &abandoned {
         // The column's CHECK admits only known triggers.
         if let Ok(trigger) = trigger.parse() {

@@ -77,6 +77,8 @@ struct State {
     reported_at: Option<Instant>,
     /// The delays of the claim path, shared by its chunks.
     claims: Backoff,
+    /// When the last outage ended (none yet: `None`).
+    up_since: Option<Instant>,
 }
 
 /// Whether the database answers this replica, and since when not.
@@ -130,9 +132,20 @@ impl DatabaseHealth {
         );
         s.failures = 0;
         s.reported_at = None;
+        s.up_since = Some(Instant::now());
         drop(s);
         self.recovered.notify_waiters();
         Transition::Up
+    }
+
+    /// How long the database has answered since the last outage: `None`
+    /// while it does not, `Duration::MAX` when there was no outage.
+    pub fn answering_for(&self) -> Option<Duration> {
+        let s = self.state();
+        if s.down_since.is_some() {
+            return None;
+        }
+        Some(s.up_since.map_or(Duration::MAX, |t| t.elapsed()))
     }
 
     /// Completes when the database answers again (any task's success ends
@@ -240,6 +253,17 @@ pub fn failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn how_long_the_database_has_answered_since_an_outage() {
+        let health = DatabaseHealth::default();
+        assert_eq!(health.answering_for(), Some(Duration::MAX), "never down");
+        health.failed("test", &"refused");
+        assert_eq!(health.answering_for(), None, "down");
+        health.succeeded();
+        let up = health.answering_for().expect("answering");
+        assert!(up < Duration::from_secs(1), "{up:?}");
+    }
 
     #[test]
     fn delays_grow_to_at_most_five_seconds_and_reset() {

@@ -326,10 +326,7 @@ pub async fn replace(
         map.insert("enabled".into(), Value::Bool(stored.schedule.enabled()));
     }
     let schedule = parse_definition(&app, &Value::Object(map))?;
-    check_at(&db, &schedule, Some(&stored.schedule)).await?;
-    let updated = schedules::update(&**db, &schedule, Some(stored.version)).await?;
-    tracing::info!(schedule = %name, version = updated.version, "schedule replaced through the API");
-    respond(&db, StatusCode::OK, &updated).await
+    save_over(&db, &stored, &schedule, "replaced").await
 }
 
 /// Change some keys of a schedule.
@@ -377,10 +374,22 @@ pub async fn patch(
     check_version(&stored, expected.as_deref())?;
     let merged = patched(&stored.schedule, &map)?;
     let schedule = parse_definition(&app, &merged)?;
-    check_at(&db, &schedule, Some(&stored.schedule)).await?;
-    let updated = schedules::update(&**db, &schedule, Some(stored.version)).await?;
-    tracing::info!(schedule = %name, version = updated.version, "schedule patched through the API");
-    respond(&db, StatusCode::OK, &updated).await
+    save_over(&db, &stored, &schedule, "patched").await
+}
+
+/// Stores `schedule` over the version read (`stored`), for PUT and PATCH:
+/// the `run_at` check against the stored one, the compare-and-set update,
+/// the log line (`how`: replaced, patched) and the 200 answer.
+async fn save_over(
+    db: &deadpool_postgres::Object,
+    stored: &StoredSchedule,
+    schedule: &Schedule,
+    how: &str,
+) -> Result<Response, ApiError> {
+    check_at(db, schedule, Some(&stored.schedule)).await?;
+    let updated = schedules::update(&***db, schedule, Some(stored.version)).await?;
+    tracing::info!(schedule = %schedule.name(), version = updated.version, "schedule {how} through the API");
+    respond(db, StatusCode::OK, &updated).await
 }
 
 /// Delete a schedule.

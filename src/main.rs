@@ -14,6 +14,7 @@ use spine_scheduler::cluster::ClusterConfig;
 use spine_scheduler::engine::{EngineConfig, Scheduler};
 use spine_scheduler::metrics::{Metrics, MetricsOptions};
 use spine_scheduler::pipeline::{self, Registry};
+use spine_scheduler::schedule::ownership::resolve_source;
 use spine_scheduler::schedule::{parse_timezone, CronExpr};
 use spine_scheduler::schedule_file::{self, CheckError};
 use spine_scheduler::store;
@@ -73,12 +74,20 @@ enum Command {
         /// The schedules file (YAML).
         #[arg(short, long)]
         file: PathBuf,
-        /// Delete schedules that the file does not name.
+        /// Delete schedules this file's source manages that the file no longer names (never
+        /// those the API manages or another file's).
         #[arg(long)]
         prune: bool,
-        /// Print the plan and change nothing.
+        /// Print the plan, with each changed key's stored and new value, and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The source name this file applies as: it manages the schedules it creates or adopts
+        /// [default: the file's `source:` key, else its file name].
+        #[arg(long)]
+        source: Option<String>,
+        /// Take over schedules another file's source manages instead of refusing the apply.
+        #[arg(long)]
+        force_conflicts: bool,
         /// Refuse schedules whose pipeline this pipelines file does not define.
         #[arg(long, env = "SPINE_PIPELINES_FILE")]
         pipelines: Option<PathBuf>,
@@ -125,9 +134,12 @@ struct ServeArgs {
     /// Schedules file applied at start (as `apply` does; replicas starting together queue up).
     #[arg(long, env = "SPINE_SCHEDULES_FILE")]
     schedules: Option<PathBuf>,
-    /// With --schedules: delete schedules the file does not name.
+    /// With --schedules: delete schedules the file's source manages that it no longer names.
     #[arg(long, env = "SPINE_SCHEDULES_PRUNE")]
     prune_schedules: bool,
+    /// With --schedules: the source name the file applies as [default: its `source:` key, else its file name].
+    #[arg(long, env = "SPINE_SCHEDULES_SOURCE")]
+    schedules_source: Option<String>,
     /// Name recorded for this replica (default: $HOSTNAME).
     #[arg(long, env = "SPINE_NODE_NAME")]
     node_name: Option<String>,
@@ -211,6 +223,9 @@ struct ServeArgs {
     /// File holding the read-only API token, which may only GET (instead of SPINE_API_READONLY_TOKEN).
     #[arg(long, env = "SPINE_API_READONLY_TOKEN_FILE")]
     api_readonly_token_file: Option<PathBuf>,
+    /// File of named API tokens, one `NAME:ROLE:TOKEN` a line (ROLE admin or read-only; `#` comments); the audit trail names the token (also SPINE_API_TOKENS, entries separated by spaces).
+    #[arg(long, env = "SPINE_API_TOKENS_FILE")]
+    api_tokens_file: Option<PathBuf>,
     /// Serve the API without authentication when no token is configured (local use only).
     #[arg(long, env = "SPINE_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
@@ -348,6 +363,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             file,
             prune,
             dry_run,
+            source,
+            force_conflicts,
             pipelines,
             db,
         } => {
@@ -357,13 +374,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 registry.as_ref().map(|(r, p)| (r, *p)),
                 "nothing was applied",
             )?;
+            let source = resolve_source(source.as_deref(), checked.source.as_deref(), &file)?;
             let plan = apply::connect_and_apply(
                 &db.conninfo()?,
                 &checked.schedules,
-                ApplyOptions { prune, dry_run },
+                &ApplyOptions {
+                    source,
+                    prune,
+                    dry_run,
+                    force_conflicts,
+                },
             )
             .await?;
             println!("{plan}");
+            if dry_run && !plan.conflicts.is_empty() {
+                println!("dry run: nothing was changed; applying would be refused (conflicts)");
+                return Ok(ExitCode::FAILURE);
+            }
             if dry_run {
                 println!("dry run: nothing was changed");
             }
@@ -434,6 +461,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let auth = Auth::load(&AuthSources::from_env(
         args.api_token_file.clone(),
         args.api_readonly_token_file.clone(),
+        args.api_tokens_file.clone(),
         args.insecure_no_auth,
     ))?;
     // One registry for the engine's and the API's metrics, served on /metrics.
@@ -466,12 +494,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )),
             "not starting",
         )?;
+        let source = resolve_source(
+            args.schedules_source.as_deref(),
+            checked.source.as_deref(),
+            path,
+        )?;
         let plan = apply::connect_and_apply(
             &database,
             &checked.schedules,
-            ApplyOptions {
+            &ApplyOptions {
+                source,
                 prune: args.prune_schedules,
                 dry_run: false,
+                force_conflicts: false,
             },
         )
         .await

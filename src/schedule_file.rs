@@ -71,6 +71,10 @@ impl std::fmt::Display for FileProblem {
 /// A checked schedules file.
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleFile {
+    /// The source name the file gives itself (its top-level `source:`
+    /// key): the manager of the schedules it applies
+    /// ([`crate::schedule::ownership`]).
+    pub source: Option<String>,
     /// The valid schedules, in file order.
     pub schedules: Vec<ParsedSchedule>,
     /// The line each of `schedules` starts on (same order).
@@ -82,6 +86,8 @@ pub struct ScheduleFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    #[serde(default)]
+    source: Option<serde_saphyr::Spanned<String>>,
     #[serde(default)]
     schedules: Vec<serde_saphyr::Spanned<Value>>,
 }
@@ -122,6 +128,8 @@ impl Refused {
 /// [`parse_checked`] make one, so holding it means the check was done.
 #[derive(Debug, Clone, Default)]
 pub struct Checked {
+    /// The source name the file gives itself (`source:`), if any.
+    pub source: Option<String>,
     /// The schedules, in file order.
     pub schedules: Vec<ParsedSchedule>,
 }
@@ -204,6 +212,7 @@ fn check(
     }
     if file.problems.is_empty() {
         return Ok(Checked {
+            source: file.source,
             schedules: file.schedules,
         });
     }
@@ -221,6 +230,16 @@ pub fn parse(text: &str) -> Result<ScheduleFile, String> {
     }
     let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
     let mut file = ScheduleFile::default();
+    if let Some(source) = raw.source {
+        match crate::schedule::ownership::validate_source(&source.value) {
+            Ok(()) => file.source = Some(source.value),
+            Err(error) => file.problems.push(FileProblem {
+                schedule: "(the file)".into(),
+                line: source.referenced.line() as usize,
+                error,
+            }),
+        }
+    }
     let mut seen: Vec<(String, usize)> = Vec::new();
     for (i, item) in raw.schedules.iter().enumerate() {
         let line = item.referenced.line() as usize;

@@ -133,3 +133,69 @@ impl BackfillState {
         matches!(self, BackfillState::Queued | BackfillState::Running)
     }
 }
+
+string_enum! {
+    /// What a change to a schedule did (a row of its history).
+    ChangeAction {
+        /// Created (through the API or by an apply).
+        Create = "create",
+        /// Its definition changed (or an apply adopted it).
+        Update = "update",
+        /// Deleted.
+        Delete = "delete",
+        /// Paused (with the pause's note, if any).
+        Pause = "pause",
+        /// Resumed.
+        Resume = "resume",
+        /// Taken over from its schedules file by an API write (the row also
+        /// names the definition keys that changed with it).
+        TakeOver = "take_over",
+    }
+}
+
+string_enum! {
+    /// What kind of actor made a change.
+    ActorKind {
+        /// An API token, by its name.
+        Token = "token",
+        /// A schedules file's apply, by its source name.
+        File = "file",
+        /// Nobody known: the API without authentication (`--insecure-no-auth`).
+        Anonymous = "anonymous",
+    }
+}
+
+/// Who made a change to a schedule: what its history row names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Token, file or nobody known.
+    pub kind: ActorKind,
+    /// The token's name or the file's source name (`None` for anonymous).
+    pub name: Option<String>,
+}
+
+impl Actor {
+    /// An API token, by its name.
+    pub fn token(name: impl Into<String>) -> Actor {
+        Actor {
+            kind: ActorKind::Token,
+            name: Some(name.into()),
+        }
+    }
+
+    /// A schedules file's apply, by its source name.
+    pub fn file(source: impl Into<String>) -> Actor {
+        Actor {
+            kind: ActorKind::File,
+            name: Some(source.into()),
+        }
+    }
+
+    /// The API without authentication.
+    pub fn anonymous() -> Actor {
+        Actor {
+            kind: ActorKind::Anonymous,
+            name: None,
+        }
+    }
+}

@@ -1,11 +1,15 @@
 //! Bearer-token authentication.
 //!
-//! Two tokens: the admin token may do everything; the optional read-only
-//! token may only `GET` (and `HEAD`). `/healthz`, `/readyz` and `/metrics`
-//! are open, since probes and scrapers carry no credentials. Tokens come
-//! from the environment or from files (a Kubernetes Secret mounted as a
-//! file); with none configured the server refuses to start unless insecure
-//! mode is asked for explicitly.
+//! Every token has a name and a role: `admin` may do everything,
+//! `read-only` may only `GET` (and `HEAD`). The name is who the audit trail
+//! of schedule changes says made a change. Tokens come from
+//! [`TOKENS_ENV`] / `--api-tokens-file` (`NAME:ROLE:TOKEN` entries), and the
+//! single admin and read-only tokens of earlier releases (named `admin` and
+//! `read-only`) from their variables or files (a Kubernetes Secret mounted
+//! as a file). `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are
+//! open, since probes and scrapers carry no credentials; with no token
+//! configured the server refuses to start unless insecure mode is asked
+//! for explicitly.
 //!
 //! Comparison is constant-time over SHA-256 digests, so neither the
 //! content nor the length of a token leaks through response timing.
@@ -26,6 +30,14 @@ use super::AppState;
 pub const TOKEN_ENV: &str = "SPINE_API_TOKEN";
 /// Environment variable holding the read-only token.
 pub const READONLY_TOKEN_ENV: &str = "SPINE_API_READONLY_TOKEN";
+/// Environment variable holding named tokens: `NAME:ROLE:TOKEN` entries
+/// separated by whitespace (tokens have no spaces), ROLE `admin` or
+/// `read-only`.
+pub const TOKENS_ENV: &str = "SPINE_API_TOKENS";
+/// Name of the token from [`TOKEN_ENV`] or `--api-token-file`.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+/// Name of the token from [`READONLY_TOKEN_ENV`] or `--api-readonly-token-file`.
+pub const READONLY_TOKEN_NAME: &str = "read-only";
 /// Shortest token accepted: guessing must not be an option.
 pub const MIN_TOKEN_LEN: usize = 16;
 /// Routes that need no token: the probes, the metrics and the OpenAPI
@@ -43,6 +55,12 @@ pub struct AuthSources {
     pub readonly_token: Option<String>,
     /// A file holding the read-only token.
     pub readonly_token_file: Option<PathBuf>,
+    /// Named tokens (from [`TOKENS_ENV`]): `NAME:ROLE:TOKEN` entries
+    /// separated by whitespace.
+    pub named_tokens: Option<String>,
+    /// A file of named tokens: one `NAME:ROLE:TOKEN` a line; blank lines
+    /// and lines starting with `#` are skipped.
+    pub named_tokens_file: Option<PathBuf>,
     /// Start without any token (local use only).
     pub insecure_no_auth: bool,
 }
@@ -55,6 +73,8 @@ impl std::fmt::Debug for AuthSources {
             .field("admin_token_file", &self.admin_token_file)
             .field("readonly_token", &redact(&self.readonly_token))
             .field("readonly_token_file", &self.readonly_token_file)
+            .field("named_tokens", &redact(&self.named_tokens))
+            .field("named_tokens_file", &self.named_tokens_file)
             .field("insecure_no_auth", &self.insecure_no_auth)
             .finish()
     }
@@ -62,18 +82,22 @@ impl std::fmt::Debug for AuthSources {
 
 impl AuthSources {
     /// The token files and the insecure flag as given, and the tokens from
-    /// [`TOKEN_ENV`] and [`READONLY_TOKEN_ENV`] (unset or empty: none).
+    /// [`TOKEN_ENV`], [`READONLY_TOKEN_ENV`] and [`TOKENS_ENV`] (unset or
+    /// empty: none).
     pub fn from_env(
         admin_token_file: Option<PathBuf>,
         readonly_token_file: Option<PathBuf>,
+        named_tokens_file: Option<PathBuf>,
         insecure_no_auth: bool,
     ) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         AuthSources {
             admin_token: var(TOKEN_ENV),
             admin_token_file,
             readonly_token: var(READONLY_TOKEN_ENV),
             readonly_token_file,
+            named_tokens: var(TOKENS_ENV),
+            named_tokens_file,
             insecure_no_auth,
         }
     }
@@ -93,24 +117,146 @@ pub enum Access {
     ReadOnly,
 }
 
-/// The configured tokens (as digests; the tokens themselves are not kept).
+impl Access {
+    /// How the role is written in token entries and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Admin => "admin",
+            Access::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// Who a request comes from: the token's name and what it allows. The
+/// middleware puts it in the request's extensions for the handlers (the
+/// audit trail names the actor from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name; `None` without authentication (`--insecure-no-auth`).
+    pub name: Option<String>,
+    /// What the token allows.
+    pub access: Access,
+}
+
+impl Caller {
+    /// Who the audit trail says made a change.
+    pub fn actor(&self) -> crate::types::Actor {
+        match &self.name {
+            Some(name) => crate::types::Actor::token(name.clone()),
+            None => crate::types::Actor::anonymous(),
+        }
+    }
+}
+
+/// One configured token (as a digest; the token itself is not kept).
+#[derive(Clone)]
+struct NamedToken {
+    name: String,
+    access: Access,
+    digest: [u8; 32],
+}
+
+/// The configured tokens.
 #[derive(Clone)]
 pub struct Auth {
-    admin: Option<[u8; 32]>,
-    readonly: Option<[u8; 32]>,
+    tokens: Vec<NamedToken>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self
+            .tokens
+            .iter()
+            .map(|t| format!("{}:{}", t.name, t.access.as_str()))
+            .collect();
         f.debug_struct("Auth")
             .field("enforced", &self.is_enforced())
-            .field("readonly_token", &self.readonly.is_some())
+            .field("tokens", &names)
             .finish()
     }
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
+}
+
+/// Checks a token's text (`source` names where it came from).
+fn check_token(what: &str, source: &str, token: &str) -> Result<(), AuthConfigError> {
+    if token.is_empty() {
+        return Err(AuthConfigError(format!(
+            "the {what} token in {source} is empty"
+        )));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AuthConfigError(format!(
+            "the {what} token in {source} has characters other than printable ASCII \
+             (no spaces); generate one with e.g. `openssl rand -hex 32`"
+        )));
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(AuthConfigError(format!(
+            "the {what} token in {source} is {} characters; use at least {MIN_TOKEN_LEN} \
+             (e.g. `openssl rand -hex 32`)",
+            token.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Parses named-token entries (`NAME:ROLE:TOKEN`, whitespace separated;
+/// with `lines`, one a line with `#` comments) from `source`.
+fn named_tokens(
+    text: &str,
+    source: &str,
+    lines: bool,
+) -> Result<Vec<(String, Access, String)>, AuthConfigError> {
+    let entries: Vec<(usize, &str)> = if lines {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    } else {
+        text.split_whitespace()
+            .enumerate()
+            .map(|(i, e)| (i + 1, e))
+            .collect()
+    };
+    let place = |n: usize| {
+        if lines {
+            format!("{source} line {n}")
+        } else {
+            format!("{source} entry {n}")
+        }
+    };
+    entries
+        .into_iter()
+        .map(|(n, entry)| {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(name), Some(role), Some(token)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(AuthConfigError(format!(
+                    "{}: expected NAME:ROLE:TOKEN (ROLE admin or read-only)",
+                    place(n)
+                )));
+            };
+            crate::schedule::check_identifier("name", name, 64).map_err(|e| {
+                AuthConfigError(format!("{}: token name {name:?} {}", place(n), e.message))
+            })?;
+            let access = match role {
+                "admin" => Access::Admin,
+                "read-only" => Access::ReadOnly,
+                other => {
+                    return Err(AuthConfigError(format!(
+                        "{}: role {other:?} of token {name:?} is neither admin nor read-only",
+                        place(n)
+                    )))
+                }
+            };
+            check_token(&format!("{name:?}"), &place(n), token)?;
+            Ok((name.to_string(), access, token.to_string()))
+        })
+        .collect()
 }
 
 /// One token from its value or its file (not both), checked.
@@ -135,32 +281,17 @@ fn one_token(
         }
         (None, None) => return Ok(None),
     };
-    if token.is_empty() {
-        return Err(AuthConfigError(format!(
-            "the {what} token in {source} is empty"
-        )));
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(AuthConfigError(format!(
-            "the {what} token in {source} has characters other than printable ASCII \
-             (no spaces); generate one with e.g. `openssl rand -hex 32`"
-        )));
-    }
-    if token.len() < MIN_TOKEN_LEN {
-        return Err(AuthConfigError(format!(
-            "the {what} token in {source} is {} characters; use at least {MIN_TOKEN_LEN} \
-             (e.g. `openssl rand -hex 32`)",
-            token.len()
-        )));
-    }
+    check_token(what, &source, &token)?;
     Ok(Some(token))
 }
 
 impl Auth {
     /// Reads and checks the tokens. Refuses: a token given twice, empty,
-    /// shorter than [`MIN_TOKEN_LEN`] or with spaces; a read-only token
-    /// without an admin token, or equal to it; and no token at all unless
-    /// `insecure_no_auth` (tokens, when given, are enforced regardless).
+    /// shorter than [`MIN_TOKEN_LEN`] or with spaces; a malformed entry
+    /// (named by its line or position); two tokens with one name or one
+    /// value; read-only tokens without an admin token; and no token at all
+    /// unless `insecure_no_auth` (tokens, when given, are enforced
+    /// regardless).
     pub fn load(sources: &AuthSources) -> Result<Auth, AuthConfigError> {
         let admin = one_token(
             "admin",
@@ -174,49 +305,84 @@ impl Auth {
             sources.readonly_token.as_deref(),
             sources.readonly_token_file.as_deref(),
         )?;
-        match (&admin, &readonly) {
-            (None, Some(_)) => {
-                return Err(AuthConfigError(format!(
-                    "a read-only token is configured but no admin token; set {TOKEN_ENV} or --api-token-file"
-                )))
+        let mut all: Vec<(String, Access, String)> = Vec::new();
+        all.extend(admin.map(|t| (ADMIN_TOKEN_NAME.to_string(), Access::Admin, t)));
+        all.extend(readonly.map(|t| (READONLY_TOKEN_NAME.to_string(), Access::ReadOnly, t)));
+        if let Some(text) = &sources.named_tokens {
+            all.extend(named_tokens(text, TOKENS_ENV, false)?);
+        }
+        if let Some(file) = &sources.named_tokens_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| AuthConfigError(format!("reading {}: {e}", file.display())))?;
+            all.extend(named_tokens(&text, &file.display().to_string(), true)?);
+        }
+        for (i, (name, _, token)) in all.iter().enumerate() {
+            for (other, _, other_token) in &all[..i] {
+                if other == name {
+                    return Err(AuthConfigError(format!(
+                        "two tokens are named {name:?}; give each its own name \
+                         (the audit trail tells them apart by it)"
+                    )));
+                }
+                if other_token == token {
+                    return Err(AuthConfigError(format!(
+                        "tokens {other:?} and {name:?} are the same token; use different tokens"
+                    )));
+                }
             }
-            (Some(a), Some(r)) if a == r => {
-                return Err(AuthConfigError(
-                    "the read-only token equals the admin token; use two different tokens".into(),
-                ))
-            }
-            (None, None) if !sources.insecure_no_auth => {
-                return Err(AuthConfigError(format!(
-                    "no API token configured: set {TOKEN_ENV} (or --api-token-file), \
-                     or pass --insecure-no-auth to run without authentication (local use only)"
-                )))
-            }
-            _ => {}
+        }
+        let has_admin = all.iter().any(|(_, a, _)| *a == Access::Admin);
+        if !has_admin && !all.is_empty() {
+            return Err(AuthConfigError(format!(
+                "read-only tokens are configured but no admin token; set {TOKEN_ENV}, \
+                 --api-token-file or an admin entry in {TOKENS_ENV}"
+            )));
+        }
+        if all.is_empty() && !sources.insecure_no_auth {
+            return Err(AuthConfigError(format!(
+                "no API token configured: set {TOKEN_ENV} (or --api-token-file, or named \
+                 tokens in {TOKENS_ENV} / --api-tokens-file), or pass --insecure-no-auth to \
+                 run without authentication (local use only)"
+            )));
         }
         Ok(Auth {
-            admin: admin.map(|t| digest(t.as_bytes())),
-            readonly: readonly.map(|t| digest(t.as_bytes())),
+            tokens: all
+                .into_iter()
+                .map(|(name, access, token)| NamedToken {
+                    name,
+                    access,
+                    digest: digest(token.as_bytes()),
+                })
+                .collect(),
         })
     }
 
     /// No authentication at all (what `--insecure-no-auth` gives).
     pub fn insecure() -> Auth {
-        Auth {
-            admin: None,
-            readonly: None,
-        }
+        Auth { tokens: Vec::new() }
     }
 
     /// Whether requests must carry a token.
     pub fn is_enforced(&self) -> bool {
-        self.admin.is_some()
+        !self.tokens.is_empty()
     }
 
-    /// What the request's `Authorization` header allows.
-    pub fn access(&self, headers: &HeaderMap) -> Result<Access, ApiError> {
-        let Some(admin) = &self.admin else {
-            return Ok(Access::Admin);
-        };
+    /// The configured tokens' names and roles, in configuration order.
+    pub fn token_names(&self) -> Vec<(String, Access)> {
+        self.tokens
+            .iter()
+            .map(|t| (t.name.clone(), t.access))
+            .collect()
+    }
+
+    /// Who the request's `Authorization` header says it comes from.
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if !self.is_enforced() {
+            return Ok(Caller {
+                name: None,
+                access: Access::Admin,
+            });
+        }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(
                 "authentication required: send Authorization: Bearer <token>",
@@ -234,37 +400,53 @@ impl Auth {
             ));
         };
         let presented = digest(token.as_bytes());
-        // Both comparisons always run, so timing does not tell which token
-        // (if any) matched.
-        let is_admin = presented.ct_eq(admin);
-        let is_readonly = match &self.readonly {
-            Some(r) => presented.ct_eq(r),
-            None => 0u8.ct_eq(&1u8),
-        };
-        if bool::from(is_admin) {
-            Ok(Access::Admin)
-        } else if bool::from(is_readonly) {
-            Ok(Access::ReadOnly)
-        } else {
-            Err(ApiError::unauthorized("invalid token"))
+        // Every comparison runs, so timing does not tell which token (if
+        // any) matched.
+        let mut matched = None;
+        for t in &self.tokens {
+            if bool::from(presented.ct_eq(&t.digest)) {
+                matched = Some(t);
+            }
         }
+        match matched {
+            Some(t) => Ok(Caller {
+                name: Some(t.name.clone()),
+                access: t.access,
+            }),
+            None => Err(ApiError::unauthorized("invalid token")),
+        }
+    }
+
+    /// What the request's `Authorization` header allows.
+    pub fn access(&self, headers: &HeaderMap) -> Result<Access, ApiError> {
+        self.caller(headers).map(|c| c.access)
     }
 }
 
 /// Middleware: the open paths pass; everything else needs a token, and a
-/// read-only token only reads.
-pub async fn require_token(State(app): State<AppState>, request: Request, next: Next) -> Response {
+/// read-only token only reads. The [`Caller`] goes into the request's
+/// extensions.
+pub async fn require_token(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    match app.auth().access(request.headers()) {
-        Ok(Access::Admin) => next.run(request).await,
-        Ok(Access::ReadOnly) if matches!(*request.method(), Method::GET | Method::HEAD) => {
+    match app.auth().caller(request.headers()) {
+        Ok(caller)
+            if caller.access == Access::Admin
+                || matches!(*request.method(), Method::GET | Method::HEAD) =>
+        {
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Ok(Access::ReadOnly) => ApiError::forbidden(
-            "the read-only token may only read (GET); use the admin token to change anything",
-        )
+        Ok(caller) => ApiError::forbidden(format!(
+            "the token {:?} is read-only: it may only read (GET); use an admin token to \
+             change anything",
+            caller.name.unwrap_or_default()
+        ))
         .into_response(),
         Err(e) => e.into_response(),
     }
@@ -340,5 +522,75 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         assert_eq!(auth?.access(&bearer(ADMIN)).ok(), Some(Access::Admin));
         Ok(())
+    }
+
+    #[test]
+    fn named_tokens_say_who_and_what() -> Result<(), AuthConfigError> {
+        let auth = Auth::load(&AuthSources {
+            named_tokens: Some(format!(
+                "alice:admin:{ADMIN}\n  ci:read-only:{READER} bob:admin:bob:has:colons-0123"
+            )),
+            ..Default::default()
+        })?;
+        let caller = |t: &str| auth.caller(&bearer(t)).ok();
+        assert_eq!(
+            caller(ADMIN),
+            Some(Caller {
+                name: Some("alice".into()),
+                access: Access::Admin
+            })
+        );
+        assert_eq!(caller(READER).map(|c| c.access), Some(Access::ReadOnly));
+        assert_eq!(
+            caller("bob:has:colons-0123").and_then(|c| c.name),
+            Some("bob".into())
+        );
+        assert!(caller("nope-0123456789abcdef").is_none());
+        // The single tokens of earlier releases keep working, by fixed names.
+        let legacy = Auth::load(&sources(Some(ADMIN), Some(READER)))?;
+        assert_eq!(
+            legacy.token_names(),
+            [
+                ("admin".to_string(), Access::Admin),
+                ("read-only".to_string(), Access::ReadOnly)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn named_token_mistakes_are_named() {
+        let load = |text: &str| {
+            Auth::load(&AuthSources {
+                named_tokens: Some(text.to_string()),
+                ..Default::default()
+            })
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+        };
+        assert!(load("alice-admin-token").contains("entry 1: expected NAME:ROLE:TOKEN"));
+        assert!(
+            load(&format!("a:admin:{ADMIN} b:root:{READER}")).contains("entry 2: role \"root\"")
+        );
+        assert!(load(&format!("a:admin:{ADMIN} a:admin:{READER}"))
+            .contains("two tokens are named \"a\""));
+        assert!(load(&format!("a:admin:{ADMIN} b:read-only:{ADMIN}")).contains("the same token"));
+        assert!(load("a:admin:short").contains("at least 16"));
+        assert!(load(&format!("ci:read-only:{READER}")).contains("no admin token"));
+        assert!(load(&format!("has space:admin:{ADMIN}")).contains("expected NAME:ROLE:TOKEN"));
+        assert!(load(&format!("bad/name:admin:{ADMIN}")).contains("token name"));
+        // In a file, problems are named by line.
+        let path = std::env::temp_dir().join(format!("spine-tokens-{}", uuid::Uuid::now_v7()));
+        let written = std::fs::write(&path, format!("# ours\n\nalice:admin:{ADMIN}\nbroken\n"));
+        let e = Auth::load(&AuthSources {
+            named_tokens_file: Some(path.clone()),
+            ..Default::default()
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        assert!(written.is_ok() && e.contains("line 4"), "{e}");
     }
 }

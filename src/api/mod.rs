@@ -207,6 +207,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::resume))
         .routes(routes!(schedules::run_now))
         .routes(routes!(schedules::next))
+        .routes(routes!(schedules::history))
         .routes(routes!(backfills::create))
         .routes(routes!(backfills::list_for_schedule))
         .routes(routes!(backfills::get))

@@ -216,13 +216,17 @@ fn make_data_dir(dir: &Path) -> Result<(), DevError> {
     Ok(())
 }
 
-/// Migrates and applies the schedules (no pruning: schedules made through
-/// the API in an earlier run stay). Returns the plan's one-line summary.
+/// Source name of the example schedules `dev` applies.
+pub(super) const DEV_SOURCE: &str = "dev-example";
+
+/// Migrates and applies the schedules as source [`DEV_SOURCE`] (no pruning;
+/// schedules made through the API in an earlier run are the API's and
+/// stay). Returns the plan's one-line summary.
 pub(super) async fn load_schedules(
     url: &str,
     schedules: &[ParsedSchedule],
 ) -> Result<String, DevError> {
-    let plan = apply::connect_and_apply(url, schedules, ApplyOptions::default())
+    let plan = apply::connect_and_apply(url, schedules, &ApplyOptions::new(DEV_SOURCE))
         .await
         .map_err(|e| DevError::Database(e.to_string()))?;
     let created = plan
@@ -231,10 +235,11 @@ pub(super) async fn load_schedules(
         .filter(|c| matches!(c, Change::Create(_)))
         .count();
     Ok(format!(
-        "{created} created, {} updated, {} unchanged, {} others kept",
+        "{created} created, {} updated, {} unchanged, {} kept, {} managed by the API",
         plan.changes.len() - created,
         plan.unchanged.len(),
-        plan.kept.len()
+        plan.kept.len(),
+        plan.not_managed.len()
     ))
 }
 

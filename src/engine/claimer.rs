@@ -416,6 +416,7 @@ mod tests {
                 created_at: DateTime::UNIX_EPOCH,
                 updated_at: DateTime::UNIX_EPOCH,
                 pause: None,
+                manager: None,
             }),
             at: DateTime::UNIX_EPOCH + chrono::Duration::seconds(second),
             due: DateTime::UNIX_EPOCH + chrono::Duration::seconds(second),

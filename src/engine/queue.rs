@@ -236,6 +236,7 @@ mod tests {
             created_at: DateTime::UNIX_EPOCH,
             updated_at: DateTime::UNIX_EPOCH,
             pause: None,
+            manager: None,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod cron;
 mod error;
 pub(crate) mod fields;
 mod overlap;
+pub mod ownership;
 mod retry;
 pub mod spec;
 
@@ -654,7 +655,11 @@ pub fn validate_pipeline(pipeline: &str) -> Result<(), ValidationError> {
     check_identifier("pipeline", pipeline, MAX_PIPELINE_LEN)
 }
 
-fn check_identifier(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+pub(crate) fn check_identifier(
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }

@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "jitter",
         sql: include_str!("../../migrations/0011_jitter.sql"),
     },
+    Migration {
+        version: 12,
+        name: "ownership_and_history",
+        sql: include_str!("../../migrations/0012_ownership_and_history.sql"),
+    },
 ];
 
 /// What a migration run did.

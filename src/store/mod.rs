@@ -19,6 +19,7 @@ pub mod membership;
 pub mod migrate;
 pub mod nodes;
 pub mod runs;
+pub mod schedule_changes;
 pub mod schedules;
 pub mod session;
 pub mod tls;

@@ -12,6 +12,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::StoreError;
 use crate::schedule::controls::PauseNote;
+use crate::schedule::ownership::Manager;
 use crate::schedule::spec::{Definition, RetryDefinition};
 use crate::schedule::{OverlapPolicy, Schedule, ScheduleType, ValidationError, ValidationErrors};
 
@@ -29,6 +30,9 @@ pub struct StoredSchedule {
     /// While it is paused: since when, by whom and why (`None` while it is
     /// enabled).
     pub pause: Option<Pause>,
+    /// Who manages its definition (`None`: unclaimed, stored before
+    /// managers were recorded; see [`crate::schedule::ownership`]).
+    pub manager: Option<Manager>,
 }
 
 /// What is known of a schedule's pause. Every part may be unknown: a pause
@@ -83,19 +87,20 @@ const COLUMNS: &str = "name, pipeline, schedule_type, cron_expression, interval_
     start_at, run_at, timezone, params, enabled, max_instances, misfire_grace_time, coalesce, \
     timeout_seconds, retry_max_attempts, retry_backoff_seconds, retry_backoff_max_seconds, \
     description, created_at, updated_at, version, end_at, paused_at, paused_by, paused_note, \
-    overlap_policy, jitter_seconds";
+    overlap_policy, jitter_seconds, managed_by, managed_source";
 
 /// A schedule created paused (`enabled: false`) is paused from its creation.
 const INSERT: &str = "INSERT INTO scheduler_schedules (name, pipeline, schedule_type, \
     cron_expression, interval_seconds, start_at, run_at, timezone, params, enabled, \
     max_instances, misfire_grace_time, coalesce, timeout_seconds, retry_max_attempts, \
     retry_backoff_seconds, retry_backoff_max_seconds, description, end_at, overlap_policy, \
-    jitter_seconds, paused_at) \
+    jitter_seconds, paused_at, managed_by, managed_source) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-            $21, CASE WHEN $10 THEN NULL ELSE now() END) \
+            $21, CASE WHEN $10 THEN NULL ELSE now() END, $22, $23) \
     ON CONFLICT (name) DO NOTHING";
 
-/// `$22` is the expected version, or NULL for "whatever is there". The
+/// `$22` is the expected version, or NULL for "whatever is there"; `$23`
+/// and `$24` the new manager, or NULL and NULL to keep the stored one. The
 /// pause record follows `enabled` (`$10`; the SET expressions read the old
 /// row): enabling clears it, disabling an enabled schedule starts it, and a
 /// schedule that stays paused — an `apply` or PUT that keeps `enabled` —
@@ -108,6 +113,8 @@ const UPDATE: &str = "UPDATE scheduler_schedules SET pipeline = $2, schedule_typ
     jitter_seconds = $21, paused_at = CASE WHEN $10 THEN NULL WHEN enabled THEN now() ELSE paused_at END, \
     paused_by = CASE WHEN $10 THEN NULL ELSE paused_by END, \
     paused_note = CASE WHEN $10 THEN NULL ELSE paused_note END, \
+    managed_by = CASE WHEN $23::text IS NULL THEN managed_by ELSE $23 END, \
+    managed_source = CASE WHEN $23::text IS NULL THEN managed_source ELSE $24 END, \
     updated_at = now(), version = version + 1 \
     WHERE name = $1 AND ($22::bigint IS NULL OR version = $22)";
 
@@ -136,29 +143,62 @@ const DELETE: &str =
 
 const VERSION_OF: &str = "SELECT version FROM scheduler_schedules WHERE name = $1";
 
-/// Stores a new schedule. Fails with `AlreadyExists` if the name is taken.
+/// Stores a new schedule, managed by the API (as `POST /v1/schedules`
+/// does). Fails with `AlreadyExists` if the name is taken.
 pub async fn insert(
     client: &impl GenericClient,
     schedule: &Schedule,
 ) -> Result<StoredSchedule, StoreError> {
+    insert_managed(client, schedule, &Manager::Api).await
+}
+
+/// Stores a new schedule managed by `manager`. Fails with `AlreadyExists`
+/// if the name is taken.
+pub async fn insert_managed(
+    client: &impl GenericClient,
+    schedule: &Schedule,
+    manager: &Manager,
+) -> Result<StoredSchedule, StoreError> {
     let cols = Columns::of(schedule);
-    let n = client.execute(INSERT, &cols.params()).await?;
+    let (by, source) = manager.columns();
+    let n = client
+        .execute(INSERT, &[&cols.params()[..], &[&by, &source]].concat())
+        .await?;
     if n == 0 {
         return Err(StoreError::AlreadyExists(cols.name));
     }
     get_required(client, schedule.name()).await
 }
 
-/// Replaces a schedule's definition. With `expected_version`, fails with
-/// `VersionConflict` unless the stored version is that one.
+/// Replaces a schedule's definition; its manager stays. With
+/// `expected_version`, fails with `VersionConflict` unless the stored
+/// version is that one.
 pub async fn update(
     client: &impl GenericClient,
     schedule: &Schedule,
     expected_version: Option<i64>,
 ) -> Result<StoredSchedule, StoreError> {
+    update_managed(client, schedule, expected_version, None).await
+}
+
+/// [`update`], and with `manager` the schedule is managed by that one from
+/// now on (an apply adopting it, an API write claiming or taking it over).
+pub async fn update_managed(
+    client: &impl GenericClient,
+    schedule: &Schedule,
+    expected_version: Option<i64>,
+    manager: Option<&Manager>,
+) -> Result<StoredSchedule, StoreError> {
     let cols = Columns::of(schedule);
+    let (by, source) = match manager.map(Manager::columns) {
+        Some((by, source)) => (Some(by), source),
+        None => (None, None),
+    };
     let n = client
-        .execute(UPDATE, &[&cols.params()[..], &[&expected_version]].concat())
+        .execute(
+            UPDATE,
+            &[&cols.params()[..], &[&expected_version, &by, &source]].concat(),
+        )
         .await?;
     if n == 0 {
         return Err(miss(client, schedule.name(), expected_version).await);
@@ -214,6 +254,19 @@ pub async fn delete(
         return Err(miss(client, name, expected_version).await);
     }
     Ok(())
+}
+
+/// Reads one schedule and locks its row until the transaction `client` is
+/// in ends, so a change and its history row describe the same state.
+pub async fn get_for_update(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<Option<StoredSchedule>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM scheduler_schedules WHERE name = $1 FOR UPDATE");
+    match client.query_opt(&sql, &[&name]).await? {
+        Some(row) => from_row(&row).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Reads one schedule.
@@ -534,12 +587,34 @@ fn from_row(row: &Row) -> Result<StoredSchedule, StoreError> {
         errors if !errors.is_empty() => Err(ValidationErrors(errors)),
         _ => definition.to_schedule(),
     };
+    let manager = Manager::from_columns(
+        row.try_get::<_, Option<&str>>("managed_by")?,
+        row.try_get::<_, Option<&str>>("managed_source")?,
+    );
+    let (schedule, manager) = match (schedule, manager) {
+        (Ok(s), Ok(m)) => (s, m),
+        (Err(ValidationErrors(mut errors)), Err(e)) => {
+            errors.push(e);
+            return Err(StoreError::InvalidRow {
+                name,
+                errors: ValidationErrors(errors),
+            });
+        }
+        (Err(errors), _) => return Err(StoreError::InvalidRow { name, errors }),
+        (_, Err(e)) => {
+            return Err(StoreError::InvalidRow {
+                name,
+                errors: ValidationErrors(vec![e]),
+            })
+        }
+    };
     Ok(StoredSchedule {
-        schedule: schedule.map_err(|errors| StoreError::InvalidRow { name, errors })?,
+        schedule,
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         pause,
+        manager,
     })
 }
 

@@ -24,21 +24,23 @@ async fn the_seed_file_applies_and_reapplies_as_a_no_op() {
     let dry = apply(
         &mut c,
         &file.schedules,
-        ApplyOptions {
+        &ApplyOptions {
             dry_run: true,
             prune: false,
+            source: "test".into(),
+            force_conflicts: false,
         },
     )
     .await
     .expect("dry run");
     assert_eq!(dry.changes.len(), 5);
     assert!(names(&c).await.is_empty(), "a dry run writes nothing");
-    let done = apply(&mut c, &file.schedules, ApplyOptions::default())
+    let done = apply(&mut c, &file.schedules, &ApplyOptions::new("test"))
         .await
         .expect("apply");
     assert_eq!(done.changes.len(), 5);
     assert_eq!(names(&c).await.len(), 5);
-    let again = apply(&mut c, &file.schedules, ApplyOptions::default())
+    let again = apply(&mut c, &file.schedules, &ApplyOptions::new("test"))
         .await
         .expect("reapply");
     assert!(again.is_empty());
@@ -56,14 +58,14 @@ async fn prune_deletes_what_the_file_does_not_name() {
     let db = TestDb::migrated().await;
     let mut c = db.client().await;
     let seed = schedule_file::parse(SEED).expect("seed");
-    apply(&mut c, &seed.schedules, ApplyOptions::default())
+    apply(&mut c, &seed.schedules, &ApplyOptions::new("test"))
         .await
         .expect("apply");
     let one = schedule_file::parse(
         "schedules:\n  - name: daily_cleanup\n    pipeline: maintenance.cleanup_old_data\n    cron: \"0 3 * * *\"\n",
     )
     .expect("one");
-    let kept = apply(&mut c, &one.schedules, ApplyOptions::default())
+    let kept = apply(&mut c, &one.schedules, &ApplyOptions::new("test"))
         .await
         .expect("no prune");
     assert_eq!(kept.kept.len(), 4);
@@ -71,9 +73,11 @@ async fn prune_deletes_what_the_file_does_not_name() {
     let pruned = apply(
         &mut c,
         &one.schedules,
-        ApplyOptions {
+        &ApplyOptions {
             prune: true,
             dry_run: false,
+            source: "test".into(),
+            force_conflicts: false,
         },
     )
     .await
@@ -92,7 +96,7 @@ async fn an_unreadable_stored_row_stops_the_apply_before_any_write() {
     let db = TestDb::migrated().await;
     let mut c = db.client().await;
     let seed = schedule_file::parse(SEED).expect("seed");
-    apply(&mut c, &seed.schedules[..2], ApplyOptions::default())
+    apply(&mut c, &seed.schedules[..2], &ApplyOptions::new("test"))
         .await
         .expect("apply two");
     c.execute(
@@ -104,9 +108,11 @@ async fn an_unreadable_stored_row_stops_the_apply_before_any_write() {
     match apply(
         &mut c,
         &seed.schedules,
-        ApplyOptions {
+        &ApplyOptions {
             prune: true,
             dry_run: false,
+            source: "test".into(),
+            force_conflicts: false,
         },
     )
     .await

@@ -27,6 +27,7 @@ mod migrate;
 mod outage;
 mod overlap;
 mod overlap_policies;
+mod ownership;
 mod pg_cluster;
 mod pipelines;
 mod run_at;

@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 use spine_scheduler::apply::{apply, ApplyError, ApplyOptions};
+use spine_scheduler::schedule::ownership::Manager;
 use spine_scheduler::schedule::spec::ParsedSchedule;
 use spine_scheduler::schedule::Schedule;
 use spine_scheduler::store::schedules;
@@ -157,14 +158,18 @@ async fn apply_keeps_a_stored_run_at_and_refuses_a_new_past_one() {
     let mut c = db.client().await;
     // A one-time schedule that ran last week, stored when it was still ahead.
     let last_week = db_now(&c).await - chrono::Duration::days(7);
-    schedules::insert(&c, &once("ran", last_week).schedule)
+    schedules::insert_managed(&c, &once("ran", last_week).schedule, &Manager::file("test"))
         .await
         .expect("insert");
     // Re-applying the file that has it (as `serve --schedules` does at
     // every start) still works: nothing to do.
-    let again = apply(&mut c, &[once("ran", last_week)], ApplyOptions::default())
-        .await
-        .expect("re-apply");
+    let again = apply(
+        &mut c,
+        &[once("ran", last_week)],
+        &ApplyOptions::new("test"),
+    )
+    .await
+    .expect("re-apply");
     assert_eq!(again.unchanged, ["ran"]);
     // A new one in the past, or the old one moved, is refused with its name,
     // also in a dry run; nothing is written.
@@ -179,9 +184,9 @@ async fn apply_keeps_a_stored_run_at_and_refuses_a_new_past_one() {
         match apply(
             &mut c,
             &desired,
-            ApplyOptions {
+            &ApplyOptions {
                 dry_run,
-                prune: false,
+                ..ApplyOptions::new("test")
             },
         )
         .await

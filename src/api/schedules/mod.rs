@@ -12,23 +12,27 @@
 //! Here: the handlers. `types.rs`: what they return and the documented
 //! input; `patch.rs`: PUT/PATCH bodies and the merge patch.
 
+pub(crate) mod changes;
+mod history;
 mod patch;
 mod types;
 
 use std::collections::HashMap;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+pub use self::history::{__path_history, history};
 use self::patch::{body_map, patched, pin_name, take_version};
 pub(super) use self::types::InvalidControl;
 use self::types::{
     InvalidName, InvalidScheduleView, ListQuery, NextFires, NextQuery, NoSuchSchedule, PauseInput,
     RunNowAccepted, RunNowInput, ScheduleInput, SchedulePage, SchedulePatchInput,
-    ScheduleReplaceInput, ScheduleView, StaleVersion,
+    ScheduleReplaceInput, ScheduleView, StaleVersion, TakeOverQuery,
 };
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
 use super::extract::{etag, if_match, Json, OptionalJson, Path, Query};
 use super::params::{IfMatchHeader, ScheduleName};
@@ -64,24 +68,6 @@ fn parse_definition(app: &AppState, body: &Value) -> Result<Schedule, ApiError> 
         Ok(p) if errors.is_empty() => Ok(p.schedule),
         _ => Err(ValidationErrors(errors).into()),
     }
-}
-
-/// What only the present can refuse, on the database's clock (the one ticks
-/// are claimed by): a `run_at` set (created, or changed from `stored`) more
-/// than its misfire grace in the past, which would never run
-/// ([`Schedule::validate_change_at`]). Within the grace it runs at once.
-async fn check_at(
-    db: &deadpool_postgres::Object,
-    schedule: &Schedule,
-    stored: Option<&Schedule>,
-) -> Result<(), ApiError> {
-    if schedule.schedule_type() != crate::schedule::ScheduleType::Date {
-        return Ok(());
-    }
-    let now = api_queries::db_now(&***db).await?;
-    schedule
-        .validate_change_at(stored, now)
-        .map_err(|e| ValidationErrors::from(e).into())
 }
 
 fn unknown_pipeline(app: &AppState, name: &str) -> ValidationError {
@@ -204,12 +190,12 @@ pub async fn list(
 )]
 pub async fn create(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
     let schedule = parse_definition(&app, &body)?;
-    let db = app.db().await?;
-    check_at(&db, &schedule, None).await?;
-    let stored = schedules::insert(&**db, &schedule).await?;
+    let mut db = app.db().await?;
+    let stored = changes::create(&mut db, &schedule, &actor(caller)).await?;
     tracing::info!(schedule = %schedule.name(), "schedule created through the API");
     respond(&db, StatusCode::CREATED, &stored).await
 }
@@ -248,37 +234,10 @@ async fn current(db: &deadpool_postgres::Object, name: &str) -> Result<StoredSch
         .ok_or_else(|| ApiError::not_found(format!("schedule {name:?} not found")))
 }
 
-/// 409 unless the stored version is one the caller accepts (if any).
-fn check_version(stored: &StoredSchedule, expected: Option<&[i64]>) -> Result<(), ApiError> {
-    match expected {
-        Some(accepted) if !accepted.contains(&stored.version) => match accepted {
-            [v] => Err(ApiError::from(crate::store::StoreError::VersionConflict {
-                name: stored.schedule.name().to_string(),
-                expected: *v,
-                current: stored.version,
-            })),
-            _ => Err(ApiError::conflict(
-                "version_conflict",
-                format!(
-                    "schedule {:?} is at version {}, which If-Match does not name \
-                     (it names {}); read it again and retry",
-                    stored.schedule.name(),
-                    stored.version,
-                    if accepted.is_empty() {
-                        "none of its ETags".to_string()
-                    } else {
-                        accepted
-                            .iter()
-                            .map(|v| v.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
-            )
-            .with_field("version")),
-        },
-        _ => Ok(()),
-    }
+/// Who the audit trail names for a request: its token, or nobody known
+/// (without authentication).
+fn actor(caller: Option<Extension<Caller>>) -> crate::types::Actor {
+    caller.map_or_else(crate::types::Actor::anonymous, |Extension(c)| c.actor())
 }
 
 /// Replace a schedule's definition.
@@ -296,6 +255,7 @@ fn check_version(stored: &StoredSchedule, expected: Option<&[i64]>) -> Result<()
     params(
         ("name" = ScheduleName, Path, description = "The schedule's name"),
         IfMatchHeader,
+        TakeOverQuery,
     ),
     request_body = ScheduleReplaceInput,
     responses(
@@ -311,7 +271,9 @@ fn check_version(stored: &StoredSchedule, expected: Option<&[i64]>) -> Result<()
 )]
 pub async fn replace(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
+    Query(query): Query<TakeOverQuery>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
@@ -319,14 +281,21 @@ pub async fn replace(
     let mut map = body_map(body)?;
     let expected = take_version(&mut map, &headers)?;
     pin_name(&mut map, &name)?;
-    let db = app.db().await?;
-    let stored = current(&db, &name).await?;
-    check_version(&stored, expected.as_deref())?;
-    if map.get("enabled").is_none_or(Value::is_null) {
-        map.insert("enabled".into(), Value::Bool(stored.schedule.enabled()));
-    }
-    let schedule = parse_definition(&app, &Value::Object(map))?;
-    save_over(&db, &stored, &schedule, "replaced").await
+    let actor = actor(caller);
+    let write = changes::Write {
+        actor: &actor,
+        accepted: expected.as_deref(),
+        take_over: query.take_over.unwrap_or(false),
+    };
+    let mut db = app.db().await?;
+    let updated = changes::update(&mut db, &name, &write, |stored| {
+        if map.get("enabled").is_none_or(Value::is_null) {
+            map.insert("enabled".into(), Value::Bool(stored.schedule.enabled()));
+        }
+        parse_definition(&app, &Value::Object(map))
+    })
+    .await?;
+    saved(&db, &updated, "replaced").await
 }
 
 /// Change some keys of a schedule.
@@ -343,6 +312,7 @@ pub async fn replace(
     params(
         ("name" = ScheduleName, Path, description = "The schedule's name"),
         IfMatchHeader,
+        TakeOverQuery,
     ),
     request_body(content = SchedulePatchInput, content_type = "application/merge-patch+json",
                  description = "Any subset of the schedule's keys (also accepted as application/json)"),
@@ -359,7 +329,9 @@ pub async fn replace(
 )]
 pub async fn patch(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
+    Query(query): Query<TakeOverQuery>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
@@ -369,27 +341,29 @@ pub async fn patch(
     if map.contains_key("name") {
         pin_name(&mut map, &name)?;
     }
-    let db = app.db().await?;
-    let stored = current(&db, &name).await?;
-    check_version(&stored, expected.as_deref())?;
-    let merged = patched(&stored.schedule, &map)?;
-    let schedule = parse_definition(&app, &merged)?;
-    save_over(&db, &stored, &schedule, "patched").await
+    let actor = actor(caller);
+    let write = changes::Write {
+        actor: &actor,
+        accepted: expected.as_deref(),
+        take_over: query.take_over.unwrap_or(false),
+    };
+    let mut db = app.db().await?;
+    let updated = changes::update(&mut db, &name, &write, |stored| {
+        let merged = patched(&stored.schedule, &map)?;
+        parse_definition(&app, &merged)
+    })
+    .await?;
+    saved(&db, &updated, "patched").await
 }
 
-/// Stores `schedule` over the version read (`stored`), for PUT and PATCH:
-/// the `run_at` check against the stored one, the compare-and-set update,
-/// the log line (`how`: replaced, patched) and the 200 answer.
-async fn save_over(
+/// The answer to PUT and PATCH (`how`: replaced, patched), with its log line.
+async fn saved(
     db: &deadpool_postgres::Object,
-    stored: &StoredSchedule,
-    schedule: &Schedule,
+    updated: &StoredSchedule,
     how: &str,
 ) -> Result<Response, ApiError> {
-    check_at(db, schedule, Some(&stored.schedule)).await?;
-    let updated = schedules::update(&***db, schedule, Some(stored.version)).await?;
-    tracing::info!(schedule = %schedule.name(), version = updated.version, "schedule {how} through the API");
-    respond(db, StatusCode::OK, &updated).await
+    tracing::info!(schedule = %updated.schedule.name(), version = updated.version, "schedule {how} through the API");
+    respond(db, StatusCode::OK, updated).await
 }
 
 /// Delete a schedule.
@@ -403,6 +377,7 @@ async fn save_over(
     params(
         ("name" = ScheduleName, Path, description = "The schedule's name"),
         IfMatchHeader,
+        TakeOverQuery,
     ),
     responses(
         (status = 204, description = "Deleted"),
@@ -415,24 +390,21 @@ async fn save_over(
 )]
 pub async fn delete(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
+    Query(query): Query<TakeOverQuery>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     path_name(&name)?;
     let accepted = if_match(&headers)?;
-    let db = app.db().await?;
-    let expected = match accepted {
-        // Several versions (or none that can match): check against the
-        // stored one, then delete only that one.
-        Some(list) if list.len() != 1 => {
-            let stored = current(&db, &name).await?;
-            check_version(&stored, Some(&list))?;
-            Some(stored.version)
-        }
-        Some(list) => list.first().copied(),
-        None => None,
+    let actor = actor(caller);
+    let write = changes::Write {
+        actor: &actor,
+        accepted: accepted.as_deref(),
+        take_over: query.take_over.unwrap_or(false),
     };
-    schedules::delete(&**db, &name, expected).await?;
+    let mut db = app.db().await?;
+    changes::delete(&mut db, &name, &write).await?;
     tracing::info!(schedule = %name, "schedule deleted through the API");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -440,10 +412,11 @@ pub async fn delete(
 /// Pause a schedule.
 ///
 /// Its ticks stop firing on every replica. The optional body says why and
-/// who: `{"note": "…", "by": "…"}` (tokens carry no names, so `by` is the
-/// caller's word); both are shown in the schedule's `pause` until it is
-/// resumed, and an `apply` of the schedules file keeps them (as it keeps
-/// the pause). Idempotent: pausing a paused schedule without a body changes
+/// who: `{"note": "…", "by": "…"}` (`by` is the caller's word; the
+/// schedule's history also names the token); both are shown in the
+/// schedule's `pause` until it is resumed, and an `apply` of the schedules
+/// file keeps them (as it keeps the pause). Open whoever manages the
+/// schedule's definition (no take-over needed). Idempotent: pausing a paused schedule without a body changes
 /// nothing; with a note or `by`, those replace the old ones (`pause.at`
 /// stays). Any other key, or a body that is not an object, is refused.
 #[utoipa::path(
@@ -466,13 +439,14 @@ pub async fn delete(
 )]
 pub async fn pause(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     OptionalJson(body): OptionalJson,
 ) -> Result<Response, ApiError> {
     path_name(&name)?;
     let note = PauseNote::from_body(body.as_ref())?;
-    let db = app.db().await?;
-    let stored = schedules::pause(&**db, &name, &note).await?;
+    let mut db = app.db().await?;
+    let stored = changes::pause(&mut db, &name, &note, &actor(caller)).await?;
     tracing::info!(
         schedule = %name,
         by = note.by.as_deref().unwrap_or_default(),
@@ -505,13 +479,14 @@ pub async fn pause(
 )]
 pub async fn resume(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     OptionalJson(body): OptionalJson,
 ) -> Result<Response, ApiError> {
     path_name(&name)?;
     controls::no_keys(body.as_ref(), "resume")?;
-    let db = app.db().await?;
-    let stored = schedules::resume(&**db, &name).await?;
+    let mut db = app.db().await?;
+    let stored = changes::resume(&mut db, &name, &actor(caller)).await?;
     tracing::info!(schedule = %name, "schedule resumed through the API");
     respond(&db, StatusCode::OK, &stored).await
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::api::error::ErrorBody;
 use crate::api::preview::Preview;
 use crate::api::runs::{RunStatusName, TriggerName};
+use crate::schedule::ownership::Manager;
 use crate::schedule::spec::Definition;
 use crate::store::api_queries::LastRun;
 use crate::store::schedules::{Pause, StoredSchedule};
@@ -90,6 +91,37 @@ pub struct ScheduleView {
     pub pause: Option<PauseView>,
     /// Its newest run, if it has one.
     pub last_run: Option<LastRunView>,
+    /// Who manages its definition: the API, or a schedules file by its
+    /// source name. `null` for a schedule stored before managers were
+    /// recorded, until an apply adopts it or the API changes it.
+    pub managed_by: Option<ManagerView>,
+}
+
+/// Who manages a schedule's definition (see README, "Schedules from files
+/// and from the API").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ManagerView {
+    /// Created or taken over through the API; files leave it alone.
+    Api,
+    /// Created or adopted by a schedules file; the API changes its
+    /// definition only with `take_over=true`.
+    File {
+        /// The file's source name (`apply --source`, its `source:` key, or
+        /// its file name).
+        source: String,
+    },
+}
+
+impl From<&Manager> for ManagerView {
+    fn from(m: &Manager) -> Self {
+        match m {
+            Manager::Api => ManagerView::Api,
+            Manager::File { source } => ManagerView::File {
+                source: source.clone(),
+            },
+        }
+    }
 }
 
 impl ScheduleView {
@@ -104,6 +136,7 @@ impl ScheduleView {
             ended: next.is_none(),
             pause: s.pause.as_ref().map(PauseView::from),
             last_run: last.map(LastRunView::from),
+            managed_by: s.manager.as_ref().map(ManagerView::from),
         }
     }
 }
@@ -350,10 +383,23 @@ pub struct PauseInput {
     /// until it is resumed.
     #[schema(example = "upstream feed down, see INC-1234")]
     pub note: Option<String>,
-    /// Who paused it (up to 200 characters). Tokens carry no names, so the
-    /// caller says who they are.
+    /// Who paused it (up to 200 characters), in the caller's words; the
+    /// schedule's history also names the token that paused it.
     #[schema(example = "alice")]
     pub by: Option<String>,
+}
+
+/// The explicit take-over of a file-managed schedule by a definition
+/// change (PUT, PATCH, DELETE).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TakeOverQuery {
+    /// `true`: change a schedule a schedules file manages, which the API
+    /// manages from then on (the file's next apply leaves it alone and
+    /// reports so). Without it such a change is a 409 naming the file.
+    /// Pausing and resuming need no take-over.
+    pub take_over: Option<bool>,
 }
 
 /// How many fire times of a stored schedule.

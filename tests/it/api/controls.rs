@@ -430,9 +430,14 @@ async fn a_pause_note_is_shown_kept_by_apply_and_cleared_by_resume() {
     let dir = temp_dir("api-controls-pause");
     let node = start_api_replica(&db.url, &dir, "api-controls-pause").await;
     let (http, base) = (Http::new(), node.base.clone());
+    // Managed by a schedules file (source "fleet"); pausing needs no take-over.
     let definition = json!({"name": "nightly", "pipeline": PIPELINE, "cron": "0 3 * * *"});
-    let created = http.create_schedule(&base, definition.clone()).await;
-    assert_eq!(created.status, 201, "{}", created.text);
+    let parsed = parse_schedule(&definition).expect("valid definition");
+    connect_and_apply(&db.url, &[parsed], &ApplyOptions::new("fleet"))
+        .await
+        .expect("apply");
+    let created = http.get(&base, "/v1/schedules/nightly", Some(READER)).await;
+    assert_eq!(created.status, 200, "{}", created.text);
     assert!(created.json()["pause"].is_null(), "{}", created.text);
 
     let paused = post_json(
@@ -496,7 +501,7 @@ async fn a_pause_note_is_shown_kept_by_apply_and_cleared_by_resume() {
     let mut changed = definition.clone();
     changed["description"] = json!("re-applied");
     let parsed = parse_schedule(&changed).expect("valid definition");
-    let plan = connect_and_apply(&db.url, &[parsed], ApplyOptions::default())
+    let plan = connect_and_apply(&db.url, &[parsed], &ApplyOptions::new("fleet"))
         .await
         .expect("apply");
     assert_eq!(plan.changes.len(), 1, "{plan}");

@@ -96,6 +96,7 @@ async fn openapi_document_is_valid_and_lists_exactly_the_served_routes() {
         ("POST", "/v1/schedules/{name}/resume"),
         ("POST", "/v1/schedules/{name}/run"),
         ("GET", "/v1/schedules/{name}/next"),
+        ("GET", "/v1/schedules/{name}/history"),
         ("GET", "/v1/schedules/{name}/runs"),
         ("POST", "/v1/schedules/{name}/backfill"),
         ("GET", "/v1/schedules/{name}/backfills"),

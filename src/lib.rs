@@ -8,6 +8,7 @@
 pub mod api;
 pub mod apply;
 pub mod backfill;
+pub mod client;
 pub mod cluster;
 /// `spine-scheduler dev` (the binary's); not a library API.
 #[doc(hidden)]

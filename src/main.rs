@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use spine_scheduler::api::{self, ApiOptions, Auth, AuthSources};
 use spine_scheduler::apply::{self, ApplyOptions};
+use spine_scheduler::client::{self, ClientError};
 use spine_scheduler::cluster::ClusterConfig;
 use spine_scheduler::engine::{EngineConfig, Scheduler};
 use spine_scheduler::metrics::{Metrics, MetricsOptions};
@@ -97,6 +98,12 @@ enum Command {
     /// Run a local cluster: a private PostgreSQL (unless DATABASE_URL is set), the example
     /// schedules and three replicas on 127.0.0.1, until Ctrl-C.
     Dev(DevArgs),
+    /// Manage schedules through a replica's admin API (list, get, create, pause, trigger, …).
+    Schedules(client::SchedulesArgs),
+    /// Inspect and control runs through the admin API (list, get, cancel, rerun).
+    Runs(client::RunsArgs),
+    /// Show the replicas, their heartbeats and the leader, from the admin API.
+    Cluster(client::ClusterArgs),
 }
 
 #[derive(clap::Args)]
@@ -299,6 +306,9 @@ fn init_logging(format: LogFormat, serving: bool) {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve(*args).await,
+        Command::Schedules(args) => Ok(client_outcome(client::run_schedules(args).await)),
+        Command::Runs(args) => Ok(client_outcome(client::run_runs(args).await)),
+        Command::Cluster(args) => Ok(client_outcome(client::run_cluster(args).await)),
         Command::Dev(args) => {
             spine_scheduler::dev::run(spine_scheduler::dev::DevOptions {
                 database_url: args.database_url,
@@ -395,6 +405,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("dry run: nothing was changed");
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A client command's error printed as the API worded it, and its exit
+/// code (the client's own classes, see `client::EXIT_CODES_HELP`).
+fn client_outcome(result: Result<(), ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -15,6 +15,7 @@ mod apply;
 mod backfill;
 mod claims;
 mod cli;
+mod client;
 mod cluster;
 mod deploy;
 mod dev;

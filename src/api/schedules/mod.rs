@@ -38,7 +38,7 @@ use crate::schedule::controls::{self, PauseNote, RunRequest};
 use crate::schedule::spec::parse_schedule;
 use crate::schedule::{validate_name, Schedule, ValidationError, ValidationErrors};
 use crate::store::api_queries::{self, LastRun};
-use crate::store::runs::{self, ManualRun};
+use crate::store::runs::{self, ManualRun, Run};
 use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
 
 /// Checks a schedule name taken from the path.
@@ -47,8 +47,8 @@ fn path_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Parses a definition and checks its pipeline against this replica's
-/// registry, reporting every problem at once.
-fn parse_definition(app: &AppState, body: &Value) -> Result<Schedule, ApiError> {
+/// registry, reporting every problem at once (400 listing them).
+pub(in crate::api) fn parse_definition(app: &AppState, body: &Value) -> Result<Schedule, ApiError> {
     let parsed = parse_schedule(body);
     let mut errors = match &parsed {
         Ok(_) => Vec::new(),
@@ -208,10 +208,21 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let schedule = parse_definition(&app, &body)?;
     let db = app.db().await?;
-    check_at(&db, &schedule, None).await?;
-    let stored = schedules::insert(&**db, &schedule).await?;
-    tracing::info!(schedule = %schedule.name(), "schedule created through the API");
+    let stored = insert_new(&db, &schedule).await?;
     respond(&db, StatusCode::CREATED, &stored).await
+}
+
+/// Stores a new schedule, as `POST /v1/schedules` does (also used by the
+/// compatibility routes): the `run_at` check, the insert (409
+/// `already_exists` when the name is taken) and the log line.
+pub(in crate::api) async fn insert_new(
+    db: &deadpool_postgres::Object,
+    schedule: &Schedule,
+) -> Result<StoredSchedule, ApiError> {
+    check_at(db, schedule, None).await?;
+    let stored = schedules::insert(&***db, schedule).await?;
+    tracing::info!(schedule = %schedule.name(), "schedule created through the API");
+    Ok(stored)
 }
 
 /// Get a schedule.
@@ -322,11 +333,24 @@ pub async fn replace(
     let db = app.db().await?;
     let stored = current(&db, &name).await?;
     check_version(&stored, expected.as_deref())?;
+    let updated = replace_over(&app, &db, &stored, map).await?;
+    respond(&db, StatusCode::OK, &updated).await
+}
+
+/// Replaces `stored` with the definition `map`, as PUT does (also used by
+/// the compatibility routes' create-or-replace): keys left out take their
+/// defaults, except `enabled`, which stays as stored; then [`store_over`].
+pub(in crate::api) async fn replace_over(
+    app: &AppState,
+    db: &deadpool_postgres::Object,
+    stored: &StoredSchedule,
+    mut map: serde_json::Map<String, Value>,
+) -> Result<StoredSchedule, ApiError> {
     if map.get("enabled").is_none_or(Value::is_null) {
         map.insert("enabled".into(), Value::Bool(stored.schedule.enabled()));
     }
-    let schedule = parse_definition(&app, &Value::Object(map))?;
-    save_over(&db, &stored, &schedule, "replaced").await
+    let schedule = parse_definition(app, &Value::Object(map))?;
+    store_over(db, stored, &schedule, "replaced").await
 }
 
 /// Change some keys of a schedule.
@@ -374,22 +398,24 @@ pub async fn patch(
     check_version(&stored, expected.as_deref())?;
     let merged = patched(&stored.schedule, &map)?;
     let schedule = parse_definition(&app, &merged)?;
-    save_over(&db, &stored, &schedule, "patched").await
+    let updated = store_over(&db, &stored, &schedule, "patched").await?;
+    respond(&db, StatusCode::OK, &updated).await
 }
 
-/// Stores `schedule` over the version read (`stored`), for PUT and PATCH:
-/// the `run_at` check against the stored one, the compare-and-set update,
-/// the log line (`how`: replaced, patched) and the 200 answer.
-async fn save_over(
+/// Stores `schedule` over the version read (`stored`), for PUT and PATCH
+/// (and the compatibility routes' replace): the `run_at` check against the
+/// stored one, the compare-and-set update (409 `version_conflict` when
+/// someone changed it meanwhile) and the log line (`how`: replaced, patched).
+async fn store_over(
     db: &deadpool_postgres::Object,
     stored: &StoredSchedule,
     schedule: &Schedule,
     how: &str,
-) -> Result<Response, ApiError> {
+) -> Result<StoredSchedule, ApiError> {
     check_at(db, schedule, Some(&stored.schedule)).await?;
     let updated = schedules::update(&***db, schedule, Some(stored.version)).await?;
     tracing::info!(schedule = %schedule.name(), version = updated.version, "schedule {how} through the API");
-    respond(db, StatusCode::OK, &updated).await
+    Ok(updated)
 }
 
 /// Delete a schedule.
@@ -432,9 +458,21 @@ pub async fn delete(
         Some(list) => list.first().copied(),
         None => None,
     };
-    schedules::delete(&**db, &name, expected).await?;
-    tracing::info!(schedule = %name, "schedule deleted through the API");
+    remove(&db, &name, expected).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a schedule (only at version `expected`, if given), as DELETE
+/// does (also used by the compatibility routes): 404 when it is absent,
+/// 409 `version_conflict` at another version. Its run history stays.
+pub(in crate::api) async fn remove(
+    db: &deadpool_postgres::Object,
+    name: &str,
+    expected: Option<i64>,
+) -> Result<(), ApiError> {
+    schedules::delete(&***db, name, expected).await?;
+    tracing::info!(schedule = %name, "schedule deleted through the API");
+    Ok(())
 }
 
 /// Pause a schedule.
@@ -472,14 +510,25 @@ pub async fn pause(
     path_name(&name)?;
     let note = PauseNote::from_body(body.as_ref())?;
     let db = app.db().await?;
-    let stored = schedules::pause(&**db, &name, &note).await?;
+    let stored = pause_with(&db, &name, &note).await?;
+    respond(&db, StatusCode::OK, &stored).await
+}
+
+/// Pauses a schedule with `note`, as `…/pause` does (also used by the
+/// compatibility routes): 404 when it is absent.
+pub(in crate::api) async fn pause_with(
+    db: &deadpool_postgres::Object,
+    name: &str,
+    note: &PauseNote,
+) -> Result<StoredSchedule, ApiError> {
+    let stored = schedules::pause(&***db, name, note).await?;
     tracing::info!(
         schedule = %name,
         by = note.by.as_deref().unwrap_or_default(),
         note = note.note.as_deref().unwrap_or_default(),
         "schedule paused through the API"
     );
-    respond(&db, StatusCode::OK, &stored).await
+    Ok(stored)
 }
 
 /// Resume a paused schedule.
@@ -511,9 +560,19 @@ pub async fn resume(
     path_name(&name)?;
     controls::no_keys(body.as_ref(), "resume")?;
     let db = app.db().await?;
-    let stored = schedules::resume(&**db, &name).await?;
-    tracing::info!(schedule = %name, "schedule resumed through the API");
+    let stored = resume_stored(&db, &name).await?;
     respond(&db, StatusCode::OK, &stored).await
+}
+
+/// Resumes a schedule, as `…/resume` does (also used by the compatibility
+/// routes): 404 when it is absent.
+pub(in crate::api) async fn resume_stored(
+    db: &deadpool_postgres::Object,
+    name: &str,
+) -> Result<StoredSchedule, ApiError> {
+    let stored = schedules::resume(&***db, name).await?;
+    tracing::info!(schedule = %name, "schedule resumed through the API");
+    Ok(stored)
 }
 
 /// Run a schedule now.
@@ -553,26 +612,7 @@ pub async fn run_now(
     path_name(&name)?;
     let request = RunRequest::from_body(body.as_ref())?;
     let db = app.db().await?;
-    let stored = current(&db, &name).await?;
-    let params = request
-        .params_over(stored.schedule.params())
-        .map_err(ValidationErrors::from)?;
-    let run = runs::insert_manual_run(
-        &**db,
-        &ManualRun {
-            schedule_name: &name,
-            pipeline: stored.schedule.pipeline(),
-            params: Some(&params),
-            rerun_of: None,
-        },
-    )
-    .await?;
-    tracing::info!(
-        schedule = %name,
-        run_id = %run.run_id,
-        overridden = request.params.is_some(),
-        "run requested through the API"
-    );
+    let (run, params) = request_run(&db, &name, &request).await?;
     let mut response = (
         StatusCode::ACCEPTED,
         axum::Json(RunNowAccepted {
@@ -588,6 +628,38 @@ pub async fn run_now(
         response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
+}
+
+/// Records a manual run of schedule `name` with `request`'s params merged
+/// over the schedule's, as `…/run` does (also used by the compatibility
+/// routes): the `pending` run and the params it got; 404 when the schedule
+/// is absent.
+pub(in crate::api) async fn request_run(
+    db: &deadpool_postgres::Object,
+    name: &str,
+    request: &RunRequest,
+) -> Result<(Run, serde_json::Map<String, Value>), ApiError> {
+    let stored = current(db, name).await?;
+    let params = request
+        .params_over(stored.schedule.params())
+        .map_err(ValidationErrors::from)?;
+    let run = runs::insert_manual_run(
+        &***db,
+        &ManualRun {
+            schedule_name: name,
+            pipeline: stored.schedule.pipeline(),
+            params: Some(&params),
+            rerun_of: None,
+        },
+    )
+    .await?;
+    tracing::info!(
+        schedule = %name,
+        run_id = %run.run_id,
+        overridden = request.params.is_some(),
+        "run requested through the API"
+    );
+    Ok((run, params))
 }
 
 /// Most fire times one `next` returns.

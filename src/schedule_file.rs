@@ -322,6 +322,28 @@ mod tests {
         Ok(())
     }
 
+    /// The format the seed's `load_schedules_from_yaml` documents, verbatim
+    /// (its `interval` in minutes, as a number).
+    #[test]
+    fn the_seed_loader_format_is_valid() -> Result<(), String> {
+        let f = parse(
+            "schedules:\n  - name: daily_finra\n    pipeline: finra.otc_transparency.ingest_week\n    cron: \"0 6 * * 1-5\"\n    timezone: America/New_York\n    params:\n      tier: T1\n  \n  - name: hourly_prices\n    pipeline: prices.ingest\n    interval: 60  # minutes\n",
+        )?;
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
+        let [finra, hourly] = &f.schedules[..] else {
+            panic!("two schedules: {:?}", f.schedules.len());
+        };
+        assert_eq!(finra.schedule.params().get("tier"), Some(&"T1".into()));
+        assert_eq!(
+            hourly.schedule.trigger(),
+            &crate::schedule::Trigger::Interval {
+                every: std::time::Duration::from_secs(3600),
+                start_at: chrono::DateTime::UNIX_EPOCH,
+            }
+        );
+        Ok(())
+    }
+
     #[test]
     fn every_problem_is_named() -> Result<(), String> {
         let f = parse(

@@ -18,6 +18,7 @@
 pub mod auth;
 mod backfills;
 mod cluster;
+mod compat;
 pub mod error;
 mod extract;
 pub mod openapi;
@@ -223,6 +224,13 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(probes::healthz))
         .routes(routes!(probes::readyz))
         .routes(routes!(probes::metrics))
+        .routes(routes!(compat::schedules::list, compat::schedules::create))
+        .routes(routes!(compat::schedules::delete))
+        .routes(routes!(compat::schedules::run_now))
+        .routes(routes!(compat::schedules::pause))
+        .routes(routes!(compat::schedules::resume))
+        .routes(routes!(compat::runs::list))
+        .routes(routes!(compat::runs::get))
 }
 
 /// The OpenAPI document of [`router`].
@@ -244,6 +252,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(header_limit))
         .layer(middleware::from_fn(error::enforce_shape))
         .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn(compat::detail_shape))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }

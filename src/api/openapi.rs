@@ -23,7 +23,8 @@ pub const BEARER: &str = "bearer";
         title = "spine-scheduler admin API",
         description = "Schedules, run history, cluster state and cron previews of a \
             spine-scheduler cluster. Any replica answers any request. Every error has the \
-            shape {\"error\": {\"code\", \"message\", \"field\", \"details\"}}. Send \
+            shape {\"error\": {\"code\", \"message\", \"field\", \"details\"}} (under /scheduler: \
+            {\"detail\": \"…\"}). Send \
             `Authorization: Bearer <token>` to everything but /healthz, /readyz, /metrics and \
             /openapi.json; \
             the read-only token may only GET. Request bodies are JSON, at most 256 KiB.",
@@ -39,6 +40,8 @@ pub const BEARER: &str = "bearer";
         (name = "cluster", description = "Replicas and leadership"),
         (name = "preview", description = "Fire times without saving"),
         (name = "operations", description = "Probes, metrics and this document"),
+        (name = "compat", description = "The original service's /scheduler API, kept for its \
+            clients: its shapes and its error shape {\"detail\": \"…\"}. /v1 is the primary API."),
     ),
 )]
 struct ApiDoc;

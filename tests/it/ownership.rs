@@ -195,6 +195,21 @@ async fn a_file_and_the_api_manage_schedules_side_by_side() {
             "{message}"
         );
     }
+    // So is a replace through the original service's routes, in its words.
+    let compat = send(
+        &http,
+        Method::POST,
+        url("/scheduler/schedules"),
+        ALICE,
+        Some(json!({"name": "nightly", "pipeline": PIPELINE, "cron": "0 4 * * *"})),
+    )
+    .await;
+    assert_eq!(compat.status, 409, "{}", compat.text);
+    let detail = compat.json()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(detail.contains("\"fleet\""), "{detail}");
     assert_eq!(
         schedule(&http, &base, "nightly").await["version"],
         nightly["version"]

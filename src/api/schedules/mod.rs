@@ -42,7 +42,7 @@ use crate::schedule::controls::{self, PauseNote, RunRequest};
 use crate::schedule::spec::parse_schedule;
 use crate::schedule::{validate_name, Schedule, ValidationError, ValidationErrors};
 use crate::store::api_queries::{self, LastRun};
-use crate::store::runs::{self, ManualRun};
+use crate::store::runs::{self, ManualRun, Run};
 use crate::store::schedules::{self, ScheduleFilter, StoredSchedule};
 
 /// Checks a schedule name taken from the path.
@@ -51,8 +51,8 @@ fn path_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Parses a definition and checks its pipeline against this replica's
-/// registry, reporting every problem at once.
-fn parse_definition(app: &AppState, body: &Value) -> Result<Schedule, ApiError> {
+/// registry, reporting every problem at once (400 listing them).
+pub(in crate::api) fn parse_definition(app: &AppState, body: &Value) -> Result<Schedule, ApiError> {
     let parsed = parse_schedule(body);
     let mut errors = match &parsed {
         Ok(_) => Vec::new(),
@@ -236,7 +236,7 @@ async fn current(db: &deadpool_postgres::Object, name: &str) -> Result<StoredSch
 
 /// Who the audit trail names for a request: its token, or nobody known
 /// (without authentication).
-fn actor(caller: Option<Extension<Caller>>) -> crate::types::Actor {
+pub(in crate::api) fn actor(caller: Option<Extension<Caller>>) -> crate::types::Actor {
     caller.map_or_else(crate::types::Actor::anonymous, |Extension(c)| c.actor())
 }
 
@@ -289,13 +289,24 @@ pub async fn replace(
     };
     let mut db = app.db().await?;
     let updated = changes::update(&mut db, &name, &write, |stored| {
-        if map.get("enabled").is_none_or(Value::is_null) {
-            map.insert("enabled".into(), Value::Bool(stored.schedule.enabled()));
-        }
-        parse_definition(&app, &Value::Object(map))
+        replacement(&app, stored, map)
     })
     .await?;
     saved(&db, &updated, "replaced").await
+}
+
+/// The schedule a PUT of `map` over `stored` makes (also the compatibility
+/// routes' create-or-replace): keys left out take their defaults, except
+/// `enabled`, which stays as stored (a paused schedule stays paused).
+pub(in crate::api) fn replacement(
+    app: &AppState,
+    stored: &StoredSchedule,
+    mut map: serde_json::Map<String, Value>,
+) -> Result<Schedule, ApiError> {
+    if map.get("enabled").is_none_or(Value::is_null) {
+        map.insert("enabled".into(), Value::Bool(stored.schedule.enabled()));
+    }
+    parse_definition(app, &Value::Object(map))
 }
 
 /// Change some keys of a schedule.
@@ -528,26 +539,7 @@ pub async fn run_now(
     path_name(&name)?;
     let request = RunRequest::from_body(body.as_ref())?;
     let db = app.db().await?;
-    let stored = current(&db, &name).await?;
-    let params = request
-        .params_over(stored.schedule.params())
-        .map_err(ValidationErrors::from)?;
-    let run = runs::insert_manual_run(
-        &**db,
-        &ManualRun {
-            schedule_name: &name,
-            pipeline: stored.schedule.pipeline(),
-            params: Some(&params),
-            rerun_of: None,
-        },
-    )
-    .await?;
-    tracing::info!(
-        schedule = %name,
-        run_id = %run.run_id,
-        overridden = request.params.is_some(),
-        "run requested through the API"
-    );
+    let (run, params) = request_run(&db, &name, &request).await?;
     let mut response = (
         StatusCode::ACCEPTED,
         axum::Json(RunNowAccepted {
@@ -563,6 +555,38 @@ pub async fn run_now(
         response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
+}
+
+/// Records a manual run of schedule `name` with `request`'s params merged
+/// over the schedule's, as `…/run` does (also used by the compatibility
+/// routes): the `pending` run and the params it got; 404 when the schedule
+/// is absent.
+pub(in crate::api) async fn request_run(
+    db: &deadpool_postgres::Object,
+    name: &str,
+    request: &RunRequest,
+) -> Result<(Run, serde_json::Map<String, Value>), ApiError> {
+    let stored = current(db, name).await?;
+    let params = request
+        .params_over(stored.schedule.params())
+        .map_err(ValidationErrors::from)?;
+    let run = runs::insert_manual_run(
+        &***db,
+        &ManualRun {
+            schedule_name: name,
+            pipeline: stored.schedule.pipeline(),
+            params: Some(&params),
+            rerun_of: None,
+        },
+    )
+    .await?;
+    tracing::info!(
+        schedule = %name,
+        run_id = %run.run_id,
+        overridden = request.params.is_some(),
+        "run requested through the API"
+    );
+    Ok((run, params))
 }
 
 /// Most fire times one `next` returns.

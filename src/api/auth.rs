@@ -251,15 +251,26 @@ impl Auth {
     }
 }
 
-/// Middleware: the open paths pass; everything else needs a token, and a
-/// read-only token only reads.
-pub async fn require_token(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    if OPEN_PATHS.contains(&request.uri().path()) {
+/// Middleware: the open paths (and the web console's assets, which hold no
+/// data) pass; everything else needs a token, and a read-only token only
+/// reads. The handler finds the [`Access`] the token gave in the request's
+/// extensions (`GET /v1/whoami` answers with it).
+pub async fn require_token(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if OPEN_PATHS.contains(&path) || super::console::is_console_path(path) {
         return next.run(request).await;
     }
     match app.auth().access(request.headers()) {
-        Ok(Access::Admin) => next.run(request).await,
+        Ok(Access::Admin) => {
+            request.extensions_mut().insert(Access::Admin);
+            next.run(request).await
+        }
         Ok(Access::ReadOnly) if matches!(*request.method(), Method::GET | Method::HEAD) => {
+            request.extensions_mut().insert(Access::ReadOnly);
             next.run(request).await
         }
         Ok(Access::ReadOnly) => ApiError::forbidden(

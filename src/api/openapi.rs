@@ -39,6 +39,7 @@ pub const BEARER: &str = "bearer";
         (name = "cluster", description = "Replicas and leadership"),
         (name = "preview", description = "Fire times without saving"),
         (name = "operations", description = "Probes, metrics and this document"),
+        (name = "access", description = "What the presented token may do"),
     ),
 )]
 struct ApiDoc;

@@ -16,6 +16,7 @@ mod backfill;
 mod claims;
 mod cli;
 mod cluster;
+mod console;
 mod deploy;
 mod dev;
 mod engine;

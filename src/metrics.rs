@@ -452,6 +452,33 @@ impl Metrics {
         self.inner.fire_lag.observe(seconds.max(0.0));
     }
 
+    /// This process's fire lag so far ([`Metrics::fire_lag`]'s histogram),
+    /// summarised as `GET /v1/cluster` reports it: the count and the 50th,
+    /// 90th and 99th percentiles in seconds, estimated from the buckets as
+    /// PromQL's `histogram_quantile` does (`None` before any tick started).
+    pub fn fire_lag_summary(&self) -> LagSummary {
+        use prometheus::core::Collector;
+        let families = self.inner.fire_lag.collect();
+        let buckets: Vec<(f64, u64)> = families
+            .first()
+            .and_then(|f| f.get_metric().first())
+            .map(|m| {
+                m.get_histogram()
+                    .get_bucket()
+                    .iter()
+                    .map(|b| (b.upper_bound(), b.cumulative_count()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let count = self.inner.fire_lag.get_sample_count();
+        LagSummary {
+            count,
+            p50: histogram_quantile(0.5, &buckets, count),
+            p90: histogram_quantile(0.9, &buckets, count),
+            p99: histogram_quantile(0.99, &buckets, count),
+        }
+    }
+
     /// How long a pipeline ran, in seconds. Engine: the executor, when a run
     /// finishes (completed, failed or timed out).
     pub fn run_duration(&self, schedule: &str, seconds: f64) {
@@ -677,9 +704,70 @@ impl Metrics {
     }
 }
 
+/// Percentiles of a histogram (see [`Metrics::fire_lag_summary`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LagSummary {
+    /// Observations in all.
+    pub count: u64,
+    /// Median, in seconds.
+    pub p50: Option<f64>,
+    /// 90th percentile, in seconds.
+    pub p90: Option<f64>,
+    /// 99th percentile, in seconds.
+    pub p99: Option<f64>,
+}
+
+/// The `q` quantile of `count` observations in cumulative buckets (upper
+/// bound, observations at or below it; ascending), as PromQL's
+/// `histogram_quantile`: linear within the bucket it falls in, from 0 for the
+/// first; past the last finite bound, that bound (the histogram knows no more).
+fn histogram_quantile(q: f64, buckets: &[(f64, u64)], count: u64) -> Option<f64> {
+    if count == 0 {
+        return None;
+    }
+    let rank = q * count as f64;
+    let (mut lower, mut below) = (0.0, 0u64);
+    for &(upper, cumulative) in buckets {
+        if cumulative as f64 >= rank {
+            let inside = cumulative.saturating_sub(below);
+            if inside == 0 {
+                return Some(upper);
+            }
+            return Some(lower + (upper - lower) * (rank - below as f64) / inside as f64);
+        }
+        (lower, below) = (upper, cumulative);
+    }
+    buckets.last().map(|&(upper, _)| upper)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fire_lag_percentiles_follow_histogram_quantile() -> Result<(), MetricsError> {
+        let m = Metrics::new(MetricsOptions::default())?;
+        assert_eq!(m.fire_lag_summary().p50, None);
+        // 90 ticks in (0.001, 0.0025], 10 in (0.5, 1].
+        for _ in 0..90 {
+            m.fire_lag(0.002);
+        }
+        for _ in 0..10 {
+            m.fire_lag(0.8);
+        }
+        let s = m.fire_lag_summary();
+        assert_eq!(s.count, 100);
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        assert!(close(s.p50, 0.001 + 0.0015 * 50.0 / 90.0), "{s:?}");
+        assert!(close(s.p90, 0.0025), "{s:?}");
+        assert!(close(s.p99, 0.5 + 0.5 * 9.0 / 10.0), "{s:?}");
+        // Beyond the last bound: the last bound.
+        assert!(close(
+            histogram_quantile(1.0, &[(1.0, 1), (60.0, 1)], 2),
+            60.0
+        ));
+        Ok(())
+    }
 
     fn sample(text: &str, series: &str) -> Option<f64> {
         text.lines()

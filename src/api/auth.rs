@@ -423,15 +423,17 @@ impl Auth {
     }
 }
 
-/// Middleware: the open paths pass; everything else needs a token, and a
-/// read-only token only reads. The [`Caller`] goes into the request's
-/// extensions.
+/// Middleware: the open paths (and the web console's assets, which hold no
+/// data) pass; everything else needs a token, and a read-only token only
+/// reads. The handler finds the [`Caller`] in the request's extensions (the
+/// audit trail names it; `GET /v1/whoami` answers with it).
 pub async fn require_token(
     State(app): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if OPEN_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if OPEN_PATHS.contains(&path) || super::console::is_console_path(path) {
         return next.run(request).await;
     }
     match app.auth().caller(request.headers()) {

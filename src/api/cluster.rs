@@ -1,4 +1,5 @@
-//! `/v1/cluster`: the replicas, their heartbeats, and who leads.
+//! `/v1/cluster`: the replicas, their heartbeats, and who leads; and what
+//! only the answering replica knows: its clock offset and its fire lag.
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -39,6 +40,29 @@ pub struct NodeView {
     pub is_leader: bool,
     /// Whether it is the replica that answered this request.
     pub is_self: bool,
+    /// Its estimate of the database clock minus its own, in seconds
+    /// (positive: its clock is behind). Only the replica that answered
+    /// knows its own (`null` for the others).
+    pub clock_offset_seconds: Option<f64>,
+}
+
+/// How late the answering replica started its ticks' pipelines since it
+/// started (`started_at − scheduled_at`, schedule ticks only): percentiles
+/// estimated from its `spine_fire_lag_seconds` histogram as PromQL's
+/// `histogram_quantile` would, in seconds; `null` before its first tick.
+/// Values past the largest bucket (60 s) are reported as 60.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FireLagView {
+    /// The replica these figures are from (the one that answered).
+    pub node_id: Uuid,
+    /// Ticks it started.
+    pub count: u64,
+    /// Median.
+    pub p50_seconds: Option<f64>,
+    /// 90th percentile.
+    pub p90_seconds: Option<f64>,
+    /// 99th percentile.
+    pub p99_seconds: Option<f64>,
 }
 
 /// The cluster's leader.
@@ -63,6 +87,8 @@ pub struct ClusterView {
     pub leader: Option<LeaderView>,
     /// Every known replica, most recently started first.
     pub nodes: Vec<NodeView>,
+    /// The answering replica's fire lag.
+    pub fire_lag: FireLagView,
 }
 
 fn age_seconds(n: &Node) -> f64 {
@@ -102,6 +128,9 @@ pub async fn get(State(app): State<AppState>) -> Result<axum::Json<ClusterView>,
         None => crate::store::api_queries::db_now(&**db).await?,
     };
     let this_node = app.engine().node_id();
+    let offset = app.engine().clock_offset();
+    let offset_seconds = offset.num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let lag = app.metrics().fire_lag_summary();
     Ok(axum::Json(ClusterView {
         read_at,
         this_node,
@@ -120,8 +149,16 @@ pub async fn get(State(app): State<AppState>) -> Result<axum::Json<ClusterView>,
                 leader_since: n.leader_since,
                 is_leader: Some(n.node_id) == leader_id,
                 is_self: n.node_id == this_node,
+                clock_offset_seconds: (n.node_id == this_node).then_some(offset_seconds),
             })
             .collect(),
         leader,
+        fire_lag: FireLagView {
+            node_id: this_node,
+            count: lag.count,
+            p50_seconds: lag.p50,
+            p90_seconds: lag.p90,
+            p99_seconds: lag.p99,
+        },
     }))
 }

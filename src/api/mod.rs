@@ -19,6 +19,7 @@ pub mod auth;
 mod backfills;
 mod cluster;
 mod compat;
+mod console;
 pub mod error;
 mod extract;
 pub mod openapi;
@@ -27,6 +28,7 @@ mod preview;
 mod probes;
 mod runs;
 mod schedules;
+mod whoami;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -219,6 +221,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::rerun))
         .routes(routes!(runs::cancel))
         .routes(routes!(cluster::get))
+        .routes(routes!(whoami::get))
         .routes(routes!(preview::get))
         .routes(routes!(openapi::get))
         .routes(routes!(probes::healthz))
@@ -242,6 +245,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
     router
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

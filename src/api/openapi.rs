@@ -42,6 +42,7 @@ pub const BEARER: &str = "bearer";
         (name = "operations", description = "Probes, metrics and this document"),
         (name = "compat", description = "The original service's /scheduler API, kept for its \
             clients: its shapes and its error shape {\"detail\": \"…\"}. /v1 is the primary API."),
+        (name = "access", description = "What the presented token may do"),
     ),
 )]
 struct ApiDoc;

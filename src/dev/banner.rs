@@ -39,6 +39,9 @@ pub(super) fn print(setup: &Setup, url: &str, cluster: Option<&PgCluster>, repli
         out.push_str(&format!("  {:<7}  http://127.0.0.1:{}\n", r.name, r.port));
     }
     out.push_str(&format!(
+        "  console  http://127.0.0.1:{first}/ui/  (the web console; any replica serves it)\n"
+    ));
+    out.push_str(&format!(
         "\n  schedules from {}{} (next fire, in the schedule's zone):\n",
         setup.schedules_shown,
         if setup.demo.is_some() {

@@ -22,6 +22,8 @@ pub struct LastRun {
     pub trigger: RunTrigger,
     /// Its tick.
     pub scheduled_at: DateTime<Utc>,
+    /// When its pipeline started, if it has.
+    pub started_at: Option<DateTime<Utc>>,
     /// When it reached its final status, if it has.
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -35,10 +37,10 @@ const LAST_RUNS: &str = "\
 SELECT now() AS db_now, x.*
 FROM (SELECT 1) AS one
 LEFT JOIN (
-    SELECT n.name, r.run_id, r.status, r.trigger, r.scheduled_at, r.completed_at
+    SELECT n.name, r.run_id, r.status, r.trigger, r.scheduled_at, r.started_at, r.completed_at
     FROM unnest($1::text[]) AS n(name)
     CROSS JOIN LATERAL (
-        SELECT run_id, status, trigger, scheduled_at, completed_at
+        SELECT run_id, status, trigger, scheduled_at, started_at, completed_at
         FROM scheduler_runs
         WHERE schedule_name = n.name
         ORDER BY scheduled_at DESC, run_id DESC
@@ -117,6 +119,7 @@ pub async fn last_runs(
                 status: status.parse().map_err(bad)?,
                 trigger: trigger.parse().map_err(bad)?,
                 scheduled_at: row.try_get("scheduled_at")?,
+                started_at: row.try_get("started_at")?,
                 completed_at: row.try_get("completed_at")?,
             },
         );

@@ -355,6 +355,7 @@ async fn dev_mode_fires_within_seconds_and_ctrl_c_leaves_no_process_behind() {
     let banner = dev.stdout();
     for needle in [
         &format!("http://127.0.0.1:{base}"),
+        &format!("http://127.0.0.1:{base}/ui/"),
         "demo_every_5s",
         "every 5 seconds",
         "finra_otc_t1",

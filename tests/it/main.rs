@@ -17,6 +17,7 @@ mod claims;
 mod cli;
 mod client;
 mod cluster;
+mod console;
 mod deploy;
 mod dev;
 mod engine;

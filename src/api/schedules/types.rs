@@ -30,6 +30,11 @@ pub struct LastRunView {
     pub trigger: TriggerName,
     /// Its tick.
     pub scheduled_at: DateTime<Utc>,
+    /// When its pipeline started (`null` until it has).
+    pub started_at: Option<DateTime<Utc>>,
+    /// How late it started: `started_at − scheduled_at` in seconds, for
+    /// ticks (trigger `schedule`) that have started; `null` otherwise.
+    pub lag_seconds: Option<f64>,
     /// When it reached its final status.
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -41,6 +46,11 @@ impl From<&LastRun> for LastRunView {
             status: r.status.into(),
             trigger: r.trigger.into(),
             scheduled_at: r.scheduled_at,
+            started_at: r.started_at,
+            lag_seconds: r
+                .started_at
+                .filter(|_| matches!(r.trigger, crate::types::RunTrigger::Schedule))
+                .map(|s| (s - r.scheduled_at).num_microseconds().unwrap_or(0) as f64 / 1e6),
             completed_at: r.completed_at,
         }
     }

@@ -81,6 +81,7 @@ async fn openapi_document_is_valid_and_lists_exactly_the_served_routes() {
         ("GET", "/v1/backfills/{backfill_id}"),
         ("POST", "/v1/backfills/{backfill_id}/cancel"),
         ("GET", "/v1/cluster"),
+        ("GET", "/v1/whoami"),
         ("GET", "/v1/preview"),
         ("GET", "/v1/runs"),
         ("GET", "/v1/runs/{run_id}"),

@@ -61,7 +61,7 @@ pub enum SchedulesCommand {
         /// Why (up to 1000 characters), shown by `get` until it is resumed.
         #[arg(long)]
         note: Option<String>,
-        /// Who pauses it (tokens carry no names: this is what you say).
+        /// Who pauses it, in your words (the schedule's history also names the token).
         #[arg(long)]
         by: Option<String>,
     },
@@ -82,6 +82,17 @@ pub enum SchedulesCommand {
     Delete {
         /// The schedule's name.
         name: String,
+        /// Delete it even though a schedules file manages it (the API takes it over first).
+        #[arg(long)]
+        take_over: bool,
+    },
+    /// Every change to a schedule, newest first: what changed, who changed it (token or file).
+    History {
+        /// The schedule's name (a deleted schedule's history stays readable).
+        name: String,
+        /// Most changes to show (1–1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
     },
     /// The next fire times of a stored schedule (none while paused or ended).
     Next {
@@ -191,6 +202,54 @@ struct Schedule {
     ended: bool,
     pause: Option<Pause>,
     last_run: Option<LastRun>,
+    #[serde(default)]
+    managed_by: Option<ManagedBy>,
+}
+
+/// Who manages a schedule's definition (`{"kind": "api"}` or
+/// `{"kind": "file", "source": …}`).
+#[derive(Debug, Deserialize)]
+struct ManagedBy {
+    kind: String,
+    source: Option<String>,
+}
+
+impl ManagedBy {
+    /// `api`, `file:fleet`; `-` for an unclaimed schedule.
+    fn text(m: Option<&ManagedBy>) -> String {
+        match m {
+            None => "-".into(),
+            Some(ManagedBy {
+                kind,
+                source: Some(source),
+            }) => format!("{kind}:{source}"),
+            Some(m) => m.kind.clone(),
+        }
+    }
+}
+
+/// One row of a schedule's history.
+#[derive(Debug, Deserialize)]
+struct ChangeRow {
+    at: DateTime<Utc>,
+    action: String,
+    actor: Actor,
+    version_after: Option<i64>,
+    #[serde(default)]
+    fields: Vec<String>,
+    note: Option<String>,
+    former_manager: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Actor {
+    kind: String,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryPage {
+    items: Vec<ChangeRow>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,8 +396,15 @@ pub async fn run(args: SchedulesArgs) -> Result<(), ClientError> {
                 ))
             })
         }
-        SchedulesCommand::Delete { name } => {
-            let reply = api.delete(&path(&name, "")).await?;
+        SchedulesCommand::Delete { name, take_over } => {
+            let query: Vec<(&str, String)> = if take_over {
+                vec![("take_over", "true".into())]
+            } else {
+                Vec::new()
+            };
+            let reply = api
+                .send(Method::DELETE, &path(&name, ""), &query, None, &[])
+                .await?;
             out.answer(&reply, || {
                 Ok(format!("deleted schedule {name} (its run history stays)\n"))
             })
@@ -349,8 +415,42 @@ pub async fn run(args: SchedulesArgs) -> Result<(), ClientError> {
                 .await?;
             out.answer(&reply, || Ok(next_view(&name, &reply.parse()?, &out)))
         }
+        SchedulesCommand::History { name, limit } => {
+            let reply = api
+                .get(&path(&name, "/history"), &[("limit", limit.to_string())])
+                .await?;
+            out.answer(&reply, || Ok(history_view(&reply.parse()?, &out)))
+        }
         SchedulesCommand::Backfill(b) => backfill(&api, &out, b).await,
     }
+}
+
+fn history_view(page: &HistoryPage, out: &Printer) -> String {
+    if page.items.is_empty() {
+        return "no changes recorded\n".to_string();
+    }
+    let mut table = Table::new(&["WHEN", "ACTION", "BY", "VERSION", "WHAT"]);
+    for c in &page.items {
+        let by = match &c.actor.name {
+            Some(name) => format!("{}:{name}", c.actor.kind),
+            None => c.actor.kind.clone(),
+        };
+        let mut what = c.fields.join(", ");
+        if let Some(note) = &c.note {
+            what = format!("note: {note}");
+        }
+        if let Some(from) = &c.former_manager {
+            what = format!("{what} (from {from})");
+        }
+        table.row(vec![
+            out.ago(c.at).into(),
+            c.action.as_str().into(),
+            by.into(),
+            c.version_after.map_or("-".into(), |v| v.to_string()).into(),
+            what.into(),
+        ]);
+    }
+    table.render(out)
 }
 
 impl ListArgs {
@@ -509,7 +609,14 @@ fn list_view(page: &SchedulePage, out: &Printer) -> String {
         "no schedules\n".to_string()
     } else {
         let mut table = Table::new(&[
-            "NAME", "SCHEDULE", "TIMEZONE", "STATE", "NEXT RUN", "LAST RUN", "PIPELINE",
+            "NAME",
+            "SCHEDULE",
+            "TIMEZONE",
+            "STATE",
+            "NEXT RUN",
+            "LAST RUN",
+            "PIPELINE",
+            "MANAGED BY",
         ]);
         for s in &page.items {
             let last = match &s.last_run {
@@ -527,6 +634,7 @@ fn list_view(page: &SchedulePage, out: &Printer) -> String {
                 s.next_run.map_or("-".into(), |t| out.ago(t)).into(),
                 last,
                 s.pipeline.as_str().into(),
+                ManagedBy::text(s.managed_by.as_ref()).into(),
             ]);
         }
         table.render(out)
@@ -606,6 +714,7 @@ fn detail_view(s: &Schedule, out: &Printer) -> String {
             serde_json::to_string_pretty(&s.params).unwrap_or_default()
         },
     ));
+    pairs.push(("Managed by", ManagedBy::text(s.managed_by.as_ref())));
     pairs.push(("Version", s.version.to_string()));
     pairs.push(("Created", out.instant(s.created_at)));
     pairs.push(("Updated", out.instant(s.updated_at)));

@@ -196,7 +196,16 @@ async fn schedules_commands_print_tables_json_and_exit_codes() {
     let header = list.lines().next().unwrap_or_default();
     assert_eq!(
         columns(header),
-        ["NAME", "SCHEDULE", "TIMEZONE", "STATE", "NEXT RUN", "LAST RUN", "PIPELINE"],
+        [
+            "NAME",
+            "SCHEDULE",
+            "TIMEZONE",
+            "STATE",
+            "NEXT RUN",
+            "LAST RUN",
+            "PIPELINE",
+            "MANAGED BY"
+        ],
         "{list}"
     );
     let nightly = row(&list, "nightly");
@@ -206,7 +215,7 @@ async fn schedules_commands_print_tables_json_and_exit_codes() {
         "{list}"
     );
     assert!(has_relative(nightly, true), "next run relative: {nightly}");
-    assert!(nightly.ends_with(PIPELINE), "{nightly}");
+    assert_eq!(columns(nightly)[6..], [PIPELINE, "api"], "{nightly}");
     assert!(
         !list.contains("\nbad "),
         "the refused one was not stored: {list}"
@@ -365,6 +374,26 @@ async fn schedules_commands_print_tables_json_and_exit_codes() {
     )
     .await;
     assert!(missing.starts_with("error: 404 Not Found: "), "{missing}");
+
+    // history: who changed it, newest first.
+    let history = ok(base, &["schedules", "history", "nightly"]).await;
+    let header = history.lines().next().unwrap_or_default();
+    assert_eq!(
+        columns(header),
+        ["WHEN", "ACTION", "BY", "VERSION", "WHAT"],
+        "{history}"
+    );
+    let oldest = history.lines().last().unwrap_or_default();
+    assert_eq!(
+        columns(oldest)[1..4],
+        ["create", "token:admin", "1"],
+        "{history}"
+    );
+    let changes = json(&ok(base, &["schedules", "history", "nightly", "-o", "json"]).await);
+    assert!(
+        changes["items"].as_array().is_some_and(|i| i.len() >= 2),
+        "{changes}"
+    );
 
     // delete; then get is a 404: exit 3 with the API's own message.
     assert_eq!(
@@ -664,6 +693,7 @@ async fn every_client_command_has_help_and_the_readme_documents_it() {
         &["schedules", "trigger"],
         &["schedules", "delete"],
         &["schedules", "next"],
+        &["schedules", "history"],
         &["schedules", "backfill"],
         &["runs", "list"],
         &["runs", "get"],

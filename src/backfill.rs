@@ -177,7 +177,11 @@ fn required_instant(f: &mut Fields, key: &str) -> Option<DateTime<Utc>> {
         );
         return None;
     }
+    // Kept to the microsecond, PostgreSQL's precision: a request repeated
+    // with the same nanosecond instants (an idempotent retry) then matches
+    // the stored one exactly.
     f.opt_instant(key)
+        .map(|t| chrono::SubsecRound::trunc_subsecs(t, 6))
 }
 
 /// Checks a request against the database clock `now` and the schedule, and
@@ -964,5 +968,22 @@ mod tests {
         let every = Schedule::interval("i", "p", std::time::Duration::from_secs(90))?;
         assert_eq!(trigger_key(&every), "every 90 s from 1970-01-01T00:00:00Z");
         Ok(())
+    }
+
+    #[test]
+    fn instants_are_kept_to_the_microsecond_as_stored() {
+        let body = serde_json::json!({
+            "start": "2027-01-01T00:00:00.123456789Z",
+            "end": "2027-01-02T00:00:00.000000001Z",
+        });
+        let request = parse_request(&body).ok();
+        let shown = request.map(|r| (r.start.to_rfc3339(), r.end.to_rfc3339()));
+        assert_eq!(
+            shown,
+            Some((
+                "2027-01-01T00:00:00.123456+00:00".to_string(),
+                "2027-01-02T00:00:00+00:00".to_string()
+            ))
+        );
     }
 }

@@ -41,8 +41,9 @@ pub struct NodeView {
     /// Whether it is the replica that answered this request.
     pub is_self: bool,
     /// Its estimate of the database clock minus its own, in seconds
-    /// (positive: its clock is behind). Only the replica that answered
-    /// knows its own (`null` for the others).
+    /// (positive: its clock is behind): the answering replica's current
+    /// one, the others' as of their last heartbeat (`null` until measured,
+    /// or from a replica of an older version).
     pub clock_offset_seconds: Option<f64>,
 }
 
@@ -149,7 +150,11 @@ pub async fn get(State(app): State<AppState>) -> Result<axum::Json<ClusterView>,
                 leader_since: n.leader_since,
                 is_leader: Some(n.node_id) == leader_id,
                 is_self: n.node_id == this_node,
-                clock_offset_seconds: (n.node_id == this_node).then_some(offset_seconds),
+                clock_offset_seconds: if n.node_id == this_node {
+                    Some(offset_seconds)
+                } else {
+                    n.clock_offset_ms.map(|ms| f64::from(ms) / 1000.0)
+                },
             })
             .collect(),
         leader,

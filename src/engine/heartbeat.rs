@@ -52,12 +52,18 @@ pub async fn beat(deps: &Deps) -> bool {
     let sent = Utc::now();
     let result = async {
         let client = deps.pool.get().await?;
+        // The estimate so far (from earlier beats): one statement a beat.
+        let offset_ms = deps
+            .clock
+            .is_calibrated()
+            .then(|| i32::try_from(deps.clock.offset().num_milliseconds()).unwrap_or(i32::MAX));
         let db_now = nodes::heartbeat(
             &**client,
             deps.node_id,
             &deps.node_name,
             crate::VERSION,
             state,
+            offset_ms,
         )
         .await?;
         // The liveness session reads the membership ten times a second; if

@@ -83,6 +83,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ownership_and_history",
         sql: include_str!("../../migrations/0012_ownership_and_history.sql"),
     },
+    Migration {
+        version: 13,
+        name: "node_clock_offset",
+        sql: include_str!("../../migrations/0013_node_clock_offset.sql"),
+    },
 ];
 
 /// What a migration run did.

@@ -30,6 +30,9 @@ pub struct Node {
     /// Alive by `store::membership::ALIVE` (its liveness lock is held, or in
     /// lease mode its heartbeat is within the lease) and not gone.
     pub alive: bool,
+    /// Its estimate of the database clock minus its own, in milliseconds,
+    /// as of its previous heartbeat (`None` until measured).
+    pub clock_offset_ms: Option<i32>,
 }
 
 /// Records this replica in `state` (or refreshes it, if a leader dropped it
@@ -41,14 +44,22 @@ pub async fn heartbeat(
     hostname: &str,
     version: &str,
     state: crate::types::NodeState,
+    clock_offset_ms: Option<i32>,
 ) -> Result<DateTime<Utc>, StoreError> {
     let row = client
         .query_one(
-            "INSERT INTO scheduler_nodes (node_id, hostname, version, state) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now(), state = $4 \
+            "INSERT INTO scheduler_nodes (node_id, hostname, version, state, clock_offset_ms) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (node_id) DO UPDATE \
+                 SET heartbeat_at = now(), state = $4, clock_offset_ms = $5 \
              RETURNING now()",
-            &[&node_id, &hostname, &version, &state.as_str()],
+            &[
+                &node_id,
+                &hostname,
+                &version,
+                &state.as_str(),
+                &clock_offset_ms,
+            ],
         )
         .await?;
     Ok(row.try_get(0)?)
@@ -67,6 +78,7 @@ pub async fn list(
                 "WITH {HELD} \
                  SELECT n.node_id, n.hostname, n.version, n.started_at, n.heartbeat_at, \
                         n.leader_since, n.state, now() AS read_at, n.liveness_key, \
+                        n.clock_offset_ms, \
                         n.state IN ('active', 'draining') AND {ALIVE} AS alive \
                  FROM scheduler_nodes n ORDER BY n.started_at DESC"
             ),
@@ -89,6 +101,7 @@ pub async fn list(
                 read_at: r.try_get("read_at")?,
                 liveness_key: r.try_get("liveness_key")?,
                 alive: r.try_get("alive")?,
+                clock_offset_ms: r.try_get("clock_offset_ms")?,
             })
         })
         .collect()

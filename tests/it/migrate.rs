@@ -42,6 +42,7 @@ async fn a_version_one_database_is_upgraded() {
          ALTER TABLE scheduler_schedules DROP COLUMN jitter_seconds;
          ALTER TABLE scheduler_schedules DROP COLUMN managed_by, DROP COLUMN managed_source;
          DROP TABLE scheduler_schedule_changes;
+         ALTER TABLE scheduler_nodes DROP COLUMN clock_offset_ms;
          ALTER TABLE scheduler_runs DROP COLUMN cancel_requested_at,
              DROP COLUMN cancel_requested_by, DROP COLUMN cancel_mode;
          DROP TABLE scheduler_backfills;

@@ -5,6 +5,7 @@
 use tokio_postgres::Client;
 
 mod auth;
+mod cluster_view;
 mod compat;
 mod controls;
 mod errors;

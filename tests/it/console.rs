@@ -398,6 +398,19 @@ async fn console_signs_in_updates_live_pauses_runs_and_hides_writes_from_readers
         .expect("count cells"),
         json!(0)
     );
+    // Its changes: the pause, by the token that made it, with its note.
+    let pause_row = until(
+        &c,
+        "the pause in the schedule's changes",
+        "return [...document.querySelectorAll('table.changes tbody tr')]\
+         .map(r => r.textContent).find(t => t.includes('pause')) || null",
+    )
+    .await;
+    let pause_row = pause_row.as_str().unwrap_or_default().to_string();
+    assert!(
+        pause_row.contains("token admin") && pause_row.contains("note: database upgrade"),
+        "{pause_row}"
+    );
     let run_now = until(
         &c,
         "the Run now button",

@@ -1,25 +1,53 @@
 // One schedule: its definition, its next 10 fire times (changes of UTC
 // offset, i.e. daylight saving, marked) and its run history as a timeline:
-// a strip per day in the viewer's zone, a cell per run coloured by status.
+// a strip per day in the viewer's zone, a cell per run coloured by status;
+// and its latest changes (the audit trail: what changed, which token or
+// schedules file changed it).
 
 import { html, useState } from './vendor/htm-preact-standalone.module.js';
 import { get, seg } from './api.js';
 import { describeTrigger, triggerText, owner, duration, lagOf, localTime, utcTitle, dayOf, offsetOf, viewerZone } from './format.js';
-import { Time, usePoll, Loading } from './widgets.js';
+import { Time, Td, usePoll, Loading } from './widgets.js';
 import { ScheduleActions, PausedNote } from './schedules.js';
 
 // How far back the timeline reaches, and how many runs it shows at most.
 const TIMELINE_DAYS = 7;
 const TIMELINE_RUNS = 1000;
+// How many of its latest changes the page lists.
+const CHANGES = 10;
 
 async function load(name) {
   const since = new Date(Date.now() - TIMELINE_DAYS * 86400000).toISOString();
-  const [schedule, next, runs] = await Promise.all([
+  const [schedule, next, runs, changes] = await Promise.all([
     get(`v1/schedules/${seg(name)}`),
     get(`v1/schedules/${seg(name)}/next`, { count: 10 }),
     get(`v1/schedules/${seg(name)}/runs`, { since, limit: TIMELINE_RUNS }),
+    get(`v1/schedules/${seg(name)}/history`, { limit: CHANGES }),
   ]);
-  return { schedule, next, runs: runs.items, more: !!runs.next_cursor };
+  return { schedule, next, runs: runs.items, more: !!runs.next_cursor, changes: changes.items };
+}
+
+// Who made a change: a token by its name, a schedules file by its source.
+function actorText(a) {
+  if (a.kind === 'token') return `token ${a.name}`;
+  if (a.kind === 'file') return `file ${a.name}`;
+  return 'anonymous';
+}
+
+function Changes({ changes }) {
+  if (!changes.length) return html`<p class="muted">No changes recorded.</p>`;
+  return html`<table class="changes cards"><thead><tr><th>When</th><th>Change</th><th>By</th><th>What</th></tr></thead>
+    <tbody>${changes.map((c) => html`<tr>
+      <${Td} label="When"><${Time} at=${c.at} rel /><//>
+      <${Td} label="Change">${c.action.replace('_', ' ')}${c.version_after ? html` <span class="muted small">v${c.version_after}</span>` : ''}<//>
+      <${Td} label="By">${actorText(c.actor)}<//>
+      <${Td} label="What">${[
+        c.fields.length ? c.fields.join(', ') : null,
+        c.note ? `note: ${c.note}` : null,
+        c.paused_by ? `by ${c.paused_by}` : null,
+        c.former_manager ? `from ${c.former_manager}` : null,
+      ].filter(Boolean).join(' · ') || '—'}<//>
+    </tr>`)}</tbody></table>`;
 }
 
 function Definition({ s }) {
@@ -158,6 +186,8 @@ export function SchedulePage({ name }) {
         <div><h2>Definition</h2><${Definition} s=${d.schedule} /></div>
         <div><h2>Next fire times</h2><${NextFires} next=${d.next} /></div>
       </div>
+      <h2>Changes</h2>
+      <${Changes} changes=${d.changes} />
     ` : ''}
   </section>`;
 }

@@ -16,9 +16,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
+use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized, Unprocessable};
 use super::extract::{Json, Path, Query};
-use super::params::ScheduleName;
+use super::params::{IdempotencyKeyHeader, ScheduleName};
 use super::{cursor, page_limit, AppState};
 use crate::backfill;
 use crate::schedule::OverlapPolicy;
@@ -84,11 +84,11 @@ impl From<BackfillState> for BackfillStateName {
 #[allow(dead_code)] // documentation only: bodies are read by `backfill::parse_request`
 pub struct BackfillInput {
     /// First instant of the range, inclusive (RFC 3339); not in the future.
-    #[schema(example = "2027-01-01T00:00:00Z")]
+    #[schema(example = "2027-01-01T00:00:00Z", format = DateTime)]
     pub start: String,
     /// End of the range, exclusive (RFC 3339); after `start`, at most 60 s
     /// past the database clock. Ticks run only once they are due.
-    #[schema(example = "2027-02-01T00:00:00Z")]
+    #[schema(example = "2027-02-01T00:00:00Z", format = DateTime)]
     pub end: String,
     /// `missing` (default): only ticks with no ledger row at all. `all`:
     /// every tick; one that has rows gets one more attempt.
@@ -197,8 +197,9 @@ pub struct BackfillsQuery {
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `next_cursor` of the previous page (422 for one this listing
+    /// did not issue).
+    #[param(pattern = r"^b1\.([0-9a-fA-F]{2}){0,512}$")]
     pub cursor: Option<String>,
 }
 
@@ -275,8 +276,7 @@ fn with_location(status: StatusCode, b: Backfill) -> Response {
     tag = "backfills",
     params(
         ("name" = ScheduleName, Path, description = "The schedule's name"),
-        ("Idempotency-Key" = Option<String>, Header,
-         description = "Makes the request idempotent: a later request with the same key (for this schedule) answers with this backfill"),
+        IdempotencyKeyHeader,
     ),
     request_body = BackfillInput,
     responses(
@@ -284,13 +284,14 @@ fn with_location(status: StatusCode, b: Backfill) -> Response {
          headers(("Location" = String, description = "The backfill"))),
         (status = 200, description = "The backfill that already does this work (active, or made with the same Idempotency-Key)",
          body = BackfillView, headers(("Location" = String, description = "The backfill"))),
-        (status = 400, description = "Invalid request (every problem listed in `details`)", body = ErrorBody),
+        (status = 400, description = "Invalid name or Idempotency-Key, or a body that cannot be read (not JSON, not an object, a key twice, U+0000 in a string)", body = ErrorBody),
         Unauthorized,
         ReadOnly,
         (status = 404, description = "No such schedule", body = ErrorBody),
         (status = 409, description = "Another backfill of the schedule is active, or the Idempotency-Key was used for other work", body = ErrorBody),
         TooLarge,
         NotJson,
+        Unprocessable,
     )
 )]
 pub async fn create(
@@ -301,7 +302,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     path_name(&name)?;
     let key = idempotency_key(&headers)?;
-    let request = backfill::parse_request(&body)?;
+    if !body.is_object() {
+        return Err(ApiError::invalid(
+            "backfill",
+            "must be a JSON object with start and end (RFC 3339 instants)",
+        ));
+    }
+    let request = backfill::parse_request(&body).map_err(ApiError::refused)?;
     let db = app.db().await?;
     let stored = schedules::get(&**db, &name)
         .await?
@@ -312,7 +319,8 @@ pub async fn create(
     let planned =
         tokio::task::spawn_blocking(move || backfill::check_request(&checked, &schedule, now))
             .await
-            .map_err(|e| ApiError::internal(format!("counting the ticks: {e}")))??;
+            .map_err(|e| ApiError::internal(format!("counting the ticks: {e}")))?
+            .map_err(ApiError::refused)?;
     let new = NewBackfill {
         schedule_name: &name,
         request: &request,
@@ -372,8 +380,9 @@ pub async fn create(
     params(("name" = ScheduleName, Path, description = "The schedule's name"), BackfillsQuery),
     responses(
         (status = 200, description = "A page of backfills", body = BackfillPage),
-        (status = 400, description = "Invalid name, limit or cursor", body = ErrorBody),
+        (status = 400, description = "Invalid name or limit", body = ErrorBody),
         Unauthorized,
+        Unprocessable,
     )
 )]
 pub async fn list_for_schedule(
@@ -387,11 +396,8 @@ pub async fn list_for_schedule(
         .cursor
         .as_deref()
         .map(|c| {
-            cursor::decode('b', c).and_then(|raw| {
-                Uuid::parse_str(&raw).map_err(|_| {
-                    ApiError::invalid("cursor", "is not a cursor returned by this listing")
-                })
-            })
+            cursor::decode('b', c)
+                .and_then(|raw| Uuid::parse_str(&raw).map_err(|_| cursor::unknown()))
         })
         .transpose()?;
     let db = app.db().await?;
@@ -524,5 +530,16 @@ mod tests {
         );
         assert!(idempotency_key(&with("has space")).is_err());
         assert!(idempotency_key(&with(&"k".repeat(201))).is_err());
+        // The document states the same rule.
+        let doc = serde_json::to_value(crate::api::openapi()).unwrap_or_default();
+        let params = doc["paths"]["/v1/schedules/{name}/backfill"]["post"]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let key = params.iter().find(|p| p["name"] == "Idempotency-Key");
+        assert_eq!(
+            key.map(|p| p["schema"]["pattern"].clone()),
+            Some(Value::from(format!("^[!-~]{{1,{MAX_IDEMPOTENCY_KEY}}}$")))
+        );
     }
 }

@@ -40,6 +40,21 @@ pub struct Unauthorized(ErrorBody);
 #[allow(dead_code)] // documentation only
 pub struct ReadOnly(ErrorBody);
 
+/// 422: the request was read, but values in it are refused (every problem
+/// in `details`).
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 422,
+    description = "Refused values: the request was read (a JSON object, parameters of the right \
+                   types), but values in it are refused, every problem listed in `details`: keys \
+                   or types the schema does not allow, and rules no schema can state (a cron \
+                   expression or zone that does not parse, a pipeline the replicas do not define, \
+                   an instant in the past, a range the wrong way round, a body `name` other than \
+                   the path's, a cursor this listing did not issue)"
+)]
+#[allow(dead_code)] // documentation only
+pub struct Unprocessable(ErrorBody);
+
 /// 413: the body is over the limit.
 #[derive(utoipa::IntoResponses)]
 #[response(status = 413, description = "Body over the limit")]
@@ -106,6 +121,24 @@ impl ApiError {
     /// 400: one field is invalid.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         ValidationErrors(vec![ValidationError::new(field, message)]).into()
+    }
+
+    /// The same error as a 422: the request was read (JSON, parameters of
+    /// the right types), but its values are refused. A 400 stays for what
+    /// cannot be read and for the parameter rules the document states, so
+    /// a client can tell "fix your encoding" from "fix your values", and a
+    /// 400 to a request the document allows is always a contract bug (the
+    /// schemathesis test fails on one).
+    pub fn unprocessable(mut self) -> Self {
+        if self.status == StatusCode::BAD_REQUEST {
+            self.status = StatusCode::UNPROCESSABLE_ENTITY;
+        }
+        self
+    }
+
+    /// 422 for values refused (see [`ApiError::unprocessable`]).
+    pub fn refused(errors: ValidationErrors) -> Self {
+        ApiError::from(errors).unprocessable()
     }
 
     /// 400 with another code (`invalid_json`, `invalid_query`, `invalid_path`).

@@ -59,11 +59,30 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// Builds a [`Value`] like serde_json does, but refuses duplicate keys.
-/// `path` is where the value is (`params.x`; empty at the top), for the
-/// message.
+/// Builds a [`Value`] like serde_json does, but refuses duplicate keys,
+/// and U+0000 in any string or key: PostgreSQL's text and jsonb cannot
+/// hold it, so such a body could never be stored (the document's
+/// description states this rule once for every string). `path` is where
+/// the value is (`params.x`; empty at the top), for the message.
 struct UniqueKeys {
     path: String,
+}
+
+impl UniqueKeys {
+    /// Refuses a string (or key) with U+0000 in it.
+    fn text<E: serde::de::Error>(&self, v: &str) -> Result<(), E> {
+        if v.contains('\0') {
+            let at = if self.path.is_empty() {
+                "the body".to_string()
+            } else {
+                format!("{:?}", self.path)
+            };
+            return Err(E::custom(format!(
+                "{at} has a string with U+0000 (\\u0000), which cannot be stored"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
@@ -97,11 +116,13 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys {
         Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.text(v)?;
         Ok(Value::String(v.to_string()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.text(&v)?;
         Ok(Value::String(v))
     }
 
@@ -132,6 +153,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys {
             } else {
                 format!("{}.{key}", self.path)
             };
+            UniqueKeys { path: path.clone() }.text(&key)?;
             if out.contains_key(&key) {
                 return Err(serde::de::Error::custom(format!(
                     "duplicate key {path:?} (each key may appear once)"

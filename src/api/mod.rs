@@ -22,6 +22,7 @@ mod compat;
 mod console;
 pub mod error;
 mod extract;
+pub mod links;
 pub mod openapi;
 mod params;
 mod preview;
@@ -238,7 +239,11 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of [`router`].
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    let mut doc = routes().into_openapi();
+    links::add(&mut doc);
+    schedules::trigger_rule::state(&mut doc);
+    compat::input::state_trigger_rule(&mut doc);
+    doc
 }
 
 /// The complete service: routes, fallbacks and middleware.
@@ -411,9 +416,14 @@ impl RunningApi {
 
 /// Opaque pagination cursors: a kind letter, a format version, and the
 /// hex of the position, so clients treat them as tokens and a cursor of one
-/// listing is refused by another.
+/// listing is refused by another. The document states their syntax
+/// (`cursor::pattern`); one that has it but was not issued by the listing
+/// is a 422 (no schema can tell issued positions from others).
 mod cursor {
     use super::ApiError;
+
+    /// Longest position, in bytes (1024 hex digits).
+    const MAX_POSITION: usize = 512;
 
     pub fn encode(kind: char, position: &str) -> String {
         let mut out = format!("{kind}1.");
@@ -423,14 +433,24 @@ mod cursor {
         out
     }
 
+    /// The syntax of a cursor of listing `kind`, as the document states it.
+    #[cfg(test)]
+    pub fn pattern(kind: char) -> String {
+        format!(r"^{kind}1\.([0-9a-fA-F]{{2}}){{0,{MAX_POSITION}}}$")
+    }
+
+    /// 422: a cursor this listing did not issue.
+    pub fn unknown() -> ApiError {
+        ApiError::invalid("cursor", "is not a cursor returned by this listing").unprocessable()
+    }
+
     pub fn decode(kind: char, cursor: &str) -> Result<String, ApiError> {
-        let bad = || ApiError::invalid("cursor", "is not a cursor returned by this listing");
         let hex = cursor
             .strip_prefix(kind)
             .and_then(|c| c.strip_prefix("1."))
-            .ok_or_else(bad)?;
-        if hex.len() % 2 != 0 || hex.len() > 1024 {
-            return Err(bad());
+            .ok_or_else(unknown)?;
+        if hex.len() % 2 != 0 || hex.len() > 2 * MAX_POSITION {
+            return Err(unknown());
         }
         let bytes = (0..hex.len())
             .step_by(2)
@@ -439,8 +459,13 @@ mod cursor {
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
             })
             .collect::<Option<Vec<u8>>>()
-            .ok_or_else(bad)?;
-        String::from_utf8(bytes).map_err(|_| bad())
+            .ok_or_else(unknown)?;
+        // Positions are names, instants and ids: never U+0000, which
+        // PostgreSQL text cannot hold anyway.
+        String::from_utf8(bytes)
+            .ok()
+            .filter(|p| !p.contains('\0'))
+            .ok_or_else(unknown)
     }
 
     #[cfg(test)]
@@ -452,6 +477,30 @@ mod cursor {
             assert!(super::decode('r', &c).is_err());
             assert!(super::decode('s', "s1.zz").is_err());
             assert!(super::decode('s', "garbage").is_err());
+            assert!(super::decode('s', "s1.00455c").is_err());
+        }
+
+        /// The patterns the listings' `cursor` parameters state.
+        #[test]
+        fn the_documented_patterns_are_the_syntax() {
+            let doc = serde_json::to_value(crate::api::openapi()).unwrap_or_default();
+            for (path, kind) in [
+                ("/v1/schedules", 's'),
+                ("/v1/runs", 'r'),
+                ("/v1/schedules/{name}/runs", 'r'),
+                ("/v1/schedules/{name}/backfills", 'b'),
+            ] {
+                let params = doc["paths"][path]["get"]["parameters"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let cursor = params.iter().find(|p| p["name"] == "cursor");
+                assert_eq!(
+                    cursor.map(|p| p["schema"]["pattern"].clone()),
+                    Some(serde_json::Value::from(super::pattern(kind))),
+                    "{path}"
+                );
+            }
         }
     }
 }

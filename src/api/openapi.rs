@@ -27,7 +27,13 @@ pub const BEARER: &str = "bearer";
             {\"detail\": \"…\"}). Send \
             `Authorization: Bearer <token>` to everything but /healthz, /readyz, /metrics and \
             /openapi.json; \
-            the read-only token may only GET. Request bodies are JSON, at most 256 KiB.",
+            the read-only token may only GET. Request bodies are JSON, at most 256 KiB; no \
+            string in them (nor any key) may contain U+0000, which the database cannot store \
+            (400 `invalid_json`). A 400 means the request cannot be read (not JSON, a key \
+            twice, U+0000, a malformed header, a query parameter of the wrong type) or breaks \
+            a parameter rule this document states; a 422 (on the operations that declare it) \
+            that it was read but values in it are refused, every problem listed in \
+            `details`, including rules no schema can state.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     modifiers(&BearerAuth),

@@ -115,6 +115,22 @@ pub struct IfMatchHeader {
     pub if_match: Option<String>,
 }
 
+/// The `Idempotency-Key` header of a backfill request.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documentation only: read by `backfills::idempotency_key`
+pub struct IdempotencyKeyHeader {
+    /// Makes the request idempotent: a later request with the same key (for
+    /// this schedule) answers with this backfill. 1–200 visible ASCII
+    /// characters (`MAX_IDEMPOTENCY_KEY`).
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        pattern = "^[!-~]{1,200}$"
+    )]
+    pub idempotency_key: Option<String>,
+}
+
 /// The `status` filter, as the document states it ([`run_statuses`]).
 #[allow(dead_code)] // documentation only
 pub struct RunStatusList;

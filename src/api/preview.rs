@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ErrorBody, Unauthorized};
+use super::error::{ApiError, ErrorBody, Unauthorized, Unprocessable};
 use super::extract::Query;
 use super::AppState;
 use crate::schedule::spec::parse_schedule;
@@ -17,7 +17,10 @@ use crate::schedule::{DstPolicy, Schedule, Trigger};
 /// Most fire times one preview returns.
 const MAX_COUNT: u32 = 1000;
 
-/// What to preview: exactly one of `cron`, `interval`, `run_at`.
+/// What to preview: exactly one of `cron`, `interval`, `run_at` (with
+/// `start_at` only beside `interval`); the values are checked as a
+/// schedule's are. Breaking these rules, which no schema of separate query
+/// parameters can state, is a 422 naming the parameter.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -27,10 +30,12 @@ pub struct PreviewQuery {
     /// An interval such as `90s`, `15m` or `1h 30m`.
     pub interval: Option<String>,
     /// RFC 3339 anchor of the interval (default the Unix epoch).
+    #[param(format = DateTime)]
     pub start_at: Option<String>,
     /// A one-time instant (RFC 3339, or local time in `timezone`).
     pub run_at: Option<String>,
     /// RFC 3339 instant after which no tick fires (as a schedule's `end_at`).
+    #[param(format = DateTime)]
     pub end_at: Option<String>,
     /// IANA zone the expression is read in (default `UTC`).
     pub timezone: Option<String>,
@@ -38,6 +43,7 @@ pub struct PreviewQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub count: Option<u32>,
     /// Fire times strictly after this RFC 3339 instant (default now, on the database clock).
+    #[param(format = DateTime)]
     pub after: Option<String>,
 }
 
@@ -120,8 +126,9 @@ pub(super) fn database_now(app: &AppState) -> DateTime<Utc> {
     params(PreviewQuery),
     responses(
         (status = 200, description = "The next fire times", body = Preview),
-        (status = 400, description = "Invalid expression, zone or instant", body = ErrorBody),
+        (status = 400, description = "A parameter of the wrong type, or an unknown one", body = ErrorBody),
         Unauthorized,
+        Unprocessable,
     )
 )]
 pub async fn get(
@@ -165,6 +172,8 @@ pub async fn get(
             input.insert(key.into(), Value::from(v));
         }
     }
-    let schedule = parse_schedule(&Value::Object(input))?.schedule;
+    let schedule = parse_schedule(&Value::Object(input))
+        .map_err(ApiError::refused)?
+        .schedule;
     Ok(axum::Json(Preview::of(&schedule, after, count as usize)))
 }

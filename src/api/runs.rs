@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
+use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized, Unprocessable};
 use super::extract::{OptionalJson, Path, Query};
 use super::params::{RunStatusList, RunTriggerName, ScheduleName};
 use super::schedules::InvalidControl;
@@ -193,8 +193,9 @@ pub struct RunsQuery {
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `next_cursor` of the previous page (422 for one this listing
+    /// did not issue).
+    #[param(pattern = r"^r1\.([0-9a-fA-F]{2}){0,512}$")]
     pub cursor: Option<String>,
 }
 
@@ -221,8 +222,9 @@ pub struct AllRunsQuery {
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `next_cursor` of the previous page (422 for one this listing
+    /// did not issue).
+    #[param(pattern = r"^r1\.([0-9a-fA-F]{2}){0,512}$")]
     pub cursor: Option<String>,
 }
 
@@ -249,7 +251,7 @@ fn encode_cursor(position: (DateTime<Utc>, Uuid)) -> String {
 }
 
 fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let bad = || ApiError::invalid("cursor", "is not a cursor returned by this listing");
+    let bad = cursor::unknown;
     let raw = cursor::decode('r', text)?;
     let (at, id) = raw.split_once('|').ok_or_else(bad)?;
     let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?;
@@ -277,7 +279,7 @@ impl RunsQuery {
         let until = instant("until", self.until.as_deref())?;
         if let (Some(s), Some(u)) = (since, until) {
             if s >= u {
-                return Err(ApiError::invalid("until", "must be after since"));
+                return Err(ApiError::invalid("until", "must be after since").unprocessable());
             }
         }
         Ok(RunFilter {
@@ -313,8 +315,9 @@ async fn page(app: &AppState, filter: RunFilter) -> Result<axum::Json<RunPage>, 
     params(("name" = ScheduleName, Path, description = "The schedule's name"), RunsQuery),
     responses(
         (status = 200, description = "A page of runs", body = RunPage),
-        (status = 400, description = "Invalid name, filter or cursor", body = ErrorBody),
+        (status = 400, description = "Invalid name or filter", body = ErrorBody),
         Unauthorized,
+        Unprocessable,
     )
 )]
 pub async fn list_for_schedule(
@@ -337,8 +340,9 @@ pub async fn list_for_schedule(
     params(AllRunsQuery),
     responses(
         (status = 200, description = "A page of runs", body = RunPage),
-        (status = 400, description = "Invalid filter or cursor", body = ErrorBody),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
         Unauthorized,
+        Unprocessable,
     )
 )]
 pub async fn list(

@@ -142,11 +142,11 @@ mod tests {
 
     #[test]
     fn statuses_map_to_their_exit_codes() {
-        let codes: Vec<u8> = [400, 401, 403, 404, 409, 412, 413, 500, 503]
+        let codes: Vec<u8> = [400, 401, 403, 404, 409, 412, 413, 422, 500, 503]
             .into_iter()
             .map(|s| api(s).exit_code())
             .collect();
-        assert_eq!(codes, [1, 5, 5, 3, 4, 4, 1, 6, 6]);
+        assert_eq!(codes, [1, 5, 5, 3, 4, 4, 1, 1, 6, 6]);
         let unreachable = ClientError::Unreachable {
             url: "http://127.0.0.1:1".into(),
             reason: "refused".into(),

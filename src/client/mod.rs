@@ -39,7 +39,7 @@ macro_rules! exit_codes_help {
         "\
 Exit codes:
   0  success
-  1  any other error (input the API refused with 400, an unreadable file, a bad flag value)
+  1  any other error (input the API refused with 400 or 422, an unreadable file, a bad flag value)
   2  usage error (unknown command or flag, missing argument)
   3  not found (404: no such schedule, run or backfill)
   4  conflict or failed precondition (409, 412: name taken, stale version, run not running)

@@ -109,7 +109,7 @@ impl<'a> Fields<'a> {
 
     pub(crate) fn opt_u32(&mut self, key: &str) -> Option<u32> {
         let v = self.present(key)?;
-        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+        match whole(v).and_then(|n| u32::try_from(n).ok()) {
             Some(n) => Some(n),
             None => {
                 self.fail(key, format!("must be a whole number ≥ 0, got {v}"));
@@ -161,11 +161,10 @@ pub fn duration_value(v: &Value, unit_secs: u64) -> Result<Duration, String> {
         _ => "units",
     };
     match v {
-        Value::Number(n) => n
-            .as_u64()
+        Value::Number(_) => whole(v)
             .and_then(|n| n.checked_mul(unit_secs))
             .map(Duration::from_secs)
-            .ok_or_else(|| format!("must be a whole number of {unit} ≥ 0, got {n}")),
+            .ok_or_else(|| format!("must be a whole number of {unit} ≥ 0, got {v}")),
         Value::String(s) => humantime::parse_duration(s.trim())
             .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 90s, 15m or 1h 30m")),
         other => Err(format!(
@@ -173,6 +172,18 @@ pub fn duration_value(v: &Value, unit_secs: u64) -> Result<Duration, String> {
             kind_of(other)
         )),
     }
+}
+
+/// A whole number ≥ 0, as JSON Schema counts integers: `3` and `3.0`
+/// alike (a client's JSON library may write either); `None` for anything
+/// else (negative, fractional, too large, not a number).
+pub fn whole(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    // 2^64 is the first float above u64::MAX; every float below it is exact.
+    (f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0).then_some(f as u64)
 }
 
 /// What a JSON/YAML value is, as error messages name it ("a list").
@@ -184,5 +195,21 @@ pub(crate) fn kind_of(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn whole_numbers_are_what_json_schema_calls_integers() {
+        assert_eq!(super::whole(&json!(3)), Some(3));
+        assert_eq!(super::whole(&json!(3.0)), Some(3));
+        assert_eq!(super::whole(&json!(3.5)), None);
+        assert_eq!(super::whole(&json!(-1)), None);
+        assert_eq!(super::whole(&json!(-1.0)), None);
+        assert_eq!(super::whole(&json!(1e20)), None);
+        assert_eq!(super::whole(&json!("3")), None);
     }
 }

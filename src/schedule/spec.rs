@@ -417,7 +417,7 @@ fn read_retry(r: &mut Fields<'_>) -> Option<RetryPolicy> {
     }
     let max_attempts = match m.get("max_attempts") {
         None => defaults.max_attempts(),
-        Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+        Some(v) => match super::fields::whole(v).and_then(|n| u32::try_from(n).ok()) {
             Some(n) => n,
             None => {
                 r.fail(

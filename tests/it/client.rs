@@ -172,7 +172,7 @@ async fn schedules_commands_print_tables_json_and_exit_codes() {
     )
     .await;
     assert!(taken.starts_with("error: 409 Conflict: "), "{taken}");
-    // A bad definition (JSON this time): 400, exit 1, the API's message naming the field.
+    // A bad definition (JSON this time): 422, exit 1, the API's message naming the field.
     let bad = dir.join("bad.json");
     std::fs::write(
         &bad,
@@ -187,7 +187,7 @@ async fn schedules_commands_print_tables_json_and_exit_codes() {
     )
     .await;
     assert!(
-        refused.starts_with("error: 400 Bad Request: cron: invalid hour field"),
+        refused.starts_with("error: 422 Unprocessable Entity: cron: invalid hour field"),
         "{refused}"
     );
 

@@ -65,7 +65,7 @@ async fn a_past_run_at_is_refused_beyond_its_grace_and_runs_at_once_within_it() 
             json!({"name": "too_late", "pipeline": PIPELINE, "run_at": rfc3339(long_ago)}),
         )
         .await;
-    let e = assert_error("past run_at", &refused, 400, "invalid_input");
+    let e = assert_error("past run_at", &refused, 422, "invalid_input");
     assert_eq!(e["field"], "run_at", "{e}");
     let message = e["message"].as_str().unwrap_or_default();
     assert!(
@@ -120,7 +120,7 @@ async fn a_past_run_at_is_refused_beyond_its_grace_and_runs_at_once_within_it() 
         json!({"run_at": rfc3339(long_ago)}),
     )
     .await;
-    let e = assert_error("moved run_at", &moved, 400, "invalid_input");
+    let e = assert_error("moved run_at", &moved, 422, "invalid_input");
     assert_eq!(e["field"], "run_at", "{e}");
     let replaced = http
         .call(
@@ -136,7 +136,7 @@ async fn a_past_run_at_is_refused_beyond_its_grace_and_runs_at_once_within_it() 
     assert_error(
         "replaced with a past run_at",
         &replaced,
-        400,
+        422,
         "invalid_input",
     );
 
@@ -244,7 +244,7 @@ async fn the_api_reads_crontab_as_cronie_does() {
             json!({"name": "backwards", "pipeline": PIPELINE, "cron": "0 6 * * 5-3"}),
         )
         .await;
-    let e = assert_error("reversed range", &r, 400, "invalid_input");
+    let e = assert_error("reversed range", &r, 422, "invalid_input");
     assert_eq!(e["field"], "cron", "{e}");
     let message = e["message"].as_str().unwrap_or_default();
     assert!(

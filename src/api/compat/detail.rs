@@ -35,6 +35,16 @@ pub struct DetailBody {
 #[allow(dead_code)] // documentation only
 pub struct Invalid(DetailBody);
 
+/// 422: the body was read, but values in it are refused (a cron's fields,
+/// a zone, a pipeline the replicas do not define), every problem named.
+#[derive(IntoResponses)]
+#[response(
+    status = 422,
+    description = "Values refused (cron fields, time zone, an undefined pipeline), every problem named"
+)]
+#[allow(dead_code)] // documentation only
+pub struct Refused(DetailBody);
+
 /// 401: no token, or a wrong one.
 #[derive(IntoResponses)]
 #[response(status = 401, description = "No or wrong token")]

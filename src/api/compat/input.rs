@@ -52,6 +52,35 @@ pub struct ScheduleCreate {
     pub params: Map<String, Value>,
 }
 
+/// States the original's "either cron or interval_minutes" rule in the
+/// document: an `anyOf` on `ScheduleCreate` requiring a non-empty `cron`
+/// or a positive `interval_minutes` (`null`, `""` and 0 count as not given,
+/// as in the original), so a body without either breaks a documented rule
+/// and its 400 [`NO_TRIGGER`] is not a schema-valid request refused.
+/// (Both at once is refused by the handler with 422: it is stated in
+/// words.) Put into the object's extension map, as
+/// `schedules::trigger_rule` does, so the properties stay where they are.
+pub(in crate::api) fn state_trigger_rule(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, Schema};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("ScheduleCreate") {
+        object
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert(
+                "anyOf".to_string(),
+                serde_json::json!([
+                    {"title": "a cron expression", "required": ["cron"],
+                     "properties": {"cron": {"type": "string", "minLength": 1}}},
+                    {"title": "minutes between runs", "required": ["interval_minutes"],
+                     "properties": {"interval_minutes": {"type": "integer", "minimum": 1}}},
+                ]),
+            );
+    }
+}
+
 /// Reads a `ScheduleCreate` body into the `/v1` definition it asks for
 /// (`name`, `pipeline`, `cron` or `interval_minutes`, `timezone`,
 /// `params`), for `spec::parse_schedule` to validate.
@@ -102,7 +131,12 @@ pub fn translate(body: &Value) -> Result<Map<String, Value>, ApiError> {
     };
     let interval = match map.get("interval_minutes") {
         None | Some(Value::Null) => None,
-        Some(v) => match v.as_i64() {
+        // A whole number, as JSON Schema's `integer` (so `5.0` too).
+        Some(v) => match v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+                .map(|f| f as i64)
+        }) {
             Some(0) => None,
             Some(n) => Some(n),
             None => {
@@ -135,11 +169,15 @@ pub fn translate(body: &Value) -> Result<Map<String, Value>, ApiError> {
         ("params".to_string(), Value::Object(params)),
     ]);
     let trigger = match (cron, interval) {
+        // A rule across two keys that the document states in words only
+        // (both keys are optional in its schema): refused once read, 422.
         (Some(_), Some(_)) => {
-            return Err(invalid(vec![ValidationError::new(
-                "interval_minutes",
-                "give either cron or interval_minutes, not both",
-            )]))
+            return Err(ApiError::refused(ValidationErrors(vec![
+                ValidationError::new(
+                    "interval_minutes",
+                    "give either cron or interval_minutes, not both",
+                ),
+            ])))
         }
         (Some(c), None) => ("cron", Value::String(c)),
         (None, Some(n)) => ("interval_minutes", Value::from(n)),
@@ -208,6 +246,10 @@ mod tests {
         ] {
             assert!(m.contains(part), "{part:?} in {m}");
         }
+        assert!(
+            translate(&json!({"name": "n", "pipeline": "p", "interval_minutes": 5.0}))
+                .is_ok_and(|m| m["interval_minutes"] == json!(5))
+        );
         assert!(
             message(json!({"name": "n", "pipeline": "p", "interval_minutes": 1.5}))
                 .contains("interval_minutes: must be an integer")

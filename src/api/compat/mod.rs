@@ -14,7 +14,7 @@
 //! the error shape and its declared responses.
 
 mod detail;
-mod input;
+pub(super) mod input;
 pub(super) mod runs;
 pub(super) mod schedules;
 mod types;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::detail::{
     or_not_found, schedule_not_found, Conflict, DetailBody, Invalid, NoSuchSchedule, NotJson,
-    ReadOnly, TooLarge, Unauthorized,
+    ReadOnly, Refused, TooLarge, Unauthorized,
 };
 use super::input::{translate, ScheduleCreate};
 use super::types::{Deleted, Paused, Resumed, RunStarted, ScheduleResponse};
@@ -101,7 +101,8 @@ pub async fn list(State(app): State<AppState>) -> Result<Reply<Vec<ScheduleRespo
         (status = 200, description = "Created or replaced", body = ScheduleResponse),
         // Spelled out (not `Invalid`) so that DetailBody is among the
         // document's schemas: utoipa collects the bodies of tuples only.
-        (status = 400, description = "Invalid body, every problem named", body = DetailBody),
+        (status = 400, description = "A body outside the documented shape, every problem named", body = DetailBody),
+        Refused,
         Unauthorized,
         ReadOnly,
         Conflict,

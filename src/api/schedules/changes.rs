@@ -104,7 +104,7 @@ async fn check_at(
     let now = api_queries::db_now(tx).await?;
     schedule
         .validate_change_at(stored, now)
-        .map_err(|e| ValidationErrors::from(e).into())
+        .map_err(|e| ApiError::refused(ValidationErrors::from(e)))
 }
 
 /// Creates `schedule`, managed by the API; 409 if the name is taken (saying

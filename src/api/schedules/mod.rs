@@ -10,11 +10,13 @@
 //! key); a stale one is a 409, and nothing is written on any error.
 //!
 //! Here: the handlers. `types.rs`: what they return and the documented
-//! input; `patch.rs`: PUT/PATCH bodies and the merge patch.
+//! input; `patch.rs`: PUT/PATCH bodies and the merge patch;
+//! `trigger_rule.rs`: the "exactly one trigger" rule in the document.
 
 pub(crate) mod changes;
 mod history;
 mod patch;
+pub(super) mod trigger_rule;
 mod types;
 
 use std::collections::HashMap;
@@ -33,7 +35,7 @@ use self::types::{
     ScheduleReplaceInput, ScheduleView, StaleVersion, TakeOverQuery,
 };
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized};
+use super::error::{ApiError, ErrorBody, NotJson, ReadOnly, TooLarge, Unauthorized, Unprocessable};
 use super::extract::{etag, if_match, Json, OptionalJson, Path, Query};
 use super::params::{IfMatchHeader, ScheduleName};
 use super::preview::{database_now, Preview};
@@ -66,7 +68,7 @@ pub(in crate::api) fn parse_definition(app: &AppState, body: &Value) -> Result<S
     }
     match parsed {
         Ok(p) if errors.is_empty() => Ok(p.schedule),
-        _ => Err(ValidationErrors(errors).into()),
+        _ => Err(ApiError::refused(ValidationErrors(errors))),
     }
 }
 
@@ -116,33 +118,40 @@ async fn respond(
     params(ListQuery),
     responses(
         (status = 200, description = "A page of schedules", body = SchedulePage),
-        (status = 400, description = "Invalid filter or cursor", body = ErrorBody),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
         Unauthorized,
+        Unprocessable,
     )
 )]
 pub async fn list(
     State(app): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<SchedulePage>, ApiError> {
+    // Every parameter is checked before any answer, the empty ones too.
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| cursor::decode('s', c))
+        .transpose()?;
+    let limit = page_limit(q.limit)?;
     let enabled = match (q.enabled, q.paused) {
-        (Some(e), Some(p)) if e == p => {
-            return Err(ApiError::invalid(
-                "paused",
-                "contradicts enabled; give one of them",
-            ))
-        }
+        // Both filters apply; `enabled=true&paused=true` asks for
+        // schedules that are both, and there are none.
+        (Some(e), Some(p)) if e == p => return Ok(axum::Json(SchedulePage::empty())),
         (e, p) => e.or(p.map(|p| !p)),
     };
+    // No name or pipeline contains U+0000 (names are checked, pipelines
+    // come from a YAML file), and PostgreSQL cannot take it in text.
+    let has_nul = |f: &Option<String>| f.as_deref().is_some_and(|t| t.contains('\0'));
+    if has_nul(&q.pipeline) || has_nul(&q.name_prefix) {
+        return Ok(axum::Json(SchedulePage::empty()));
+    }
     let filter = ScheduleFilter {
         enabled,
         pipeline: q.pipeline,
         name_prefix: q.name_prefix,
-        after: q
-            .cursor
-            .as_deref()
-            .map(|c| cursor::decode('s', c))
-            .transpose()?,
-        limit: Some(page_limit(q.limit)?),
+        after,
+        limit: Some(limit),
     };
     let db = app.db().await?;
     let page = schedules::list(&**db, &filter).await?;
@@ -180,12 +189,13 @@ pub async fn list(
     responses(
         (status = 201, description = "Created", body = ScheduleView,
          headers(("ETag" = String, description = "The version"), ("Location" = String))),
-        (status = 400, description = "Invalid definition (every problem listed in `details`)", body = ErrorBody),
+        (status = 400, description = "The body cannot be read: not JSON, not an object, a key twice, U+0000 in a string", body = ErrorBody),
         Unauthorized,
         ReadOnly,
         (status = 409, description = "The name is taken", body = ErrorBody),
         TooLarge,
         NotJson,
+        Unprocessable,
     )
 )]
 pub async fn create(
@@ -193,6 +203,12 @@ pub async fn create(
     caller: Option<Extension<Caller>>,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::invalid(
+            "schedule",
+            "the body must be a JSON object of schedule keys",
+        ));
+    }
     let schedule = parse_definition(&app, &body)?;
     let mut db = app.db().await?;
     let stored = changes::create(&mut db, &schedule, &actor(caller)).await?;
@@ -260,13 +276,14 @@ pub(in crate::api) fn actor(caller: Option<Extension<Caller>>) -> crate::types::
     request_body = ScheduleReplaceInput,
     responses(
         (status = 200, description = "Updated", body = ScheduleView),
-        (status = 400, description = "Invalid definition", body = ErrorBody),
+        (status = 400, description = "Invalid name or If-Match, or a body that cannot be read (not JSON, not an object, a key twice, U+0000 in a string, a `version` that is not a whole number)", body = ErrorBody),
         Unauthorized,
         ReadOnly,
         NoSuchSchedule,
         StaleVersion,
         TooLarge,
         NotJson,
+        Unprocessable,
     )
 )]
 pub async fn replace(
@@ -329,13 +346,14 @@ pub(in crate::api) fn replacement(
                  description = "Any subset of the schedule's keys (also accepted as application/json)"),
     responses(
         (status = 200, description = "Updated", body = ScheduleView),
-        (status = 400, description = "The result is invalid", body = ErrorBody),
+        (status = 400, description = "Invalid name or If-Match, or a body that cannot be read (not JSON, not an object, a key twice, U+0000 in a string, a `version` that is not a whole number)", body = ErrorBody),
         Unauthorized,
         ReadOnly,
         NoSuchSchedule,
         StaleVersion,
         TooLarge,
         NotJson,
+        Unprocessable,
     )
 )]
 pub async fn patch(

@@ -30,18 +30,33 @@ pub(super) fn take_version(
     let header = if_match(headers)?;
     let in_body = match body.remove("version") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| {
+        // `4.0` is an integer to JSON Schema (and to some JSON libraries).
+        Some(v) => Some(v.as_i64().or_else(|| integral(&v)).ok_or_else(|| {
             ApiError::invalid("version", format!("must be a whole number, got {v}"))
         })?),
     };
     match (header, in_body) {
-        (Some(h), Some(b)) if !h.contains(&b) => Err(ApiError::invalid(
-            "version",
-            format!("is {b} but If-Match does not name it; send one of them"),
-        )),
+        // Both preconditions hold or the change fails: no stored version
+        // can be `b` and one of the others, as a stale one could not.
+        (Some(h), Some(b)) if !h.contains(&b) => Err(ApiError::conflict(
+            "version_conflict",
+            format!(
+                "version {b} in the body is not among the versions If-Match names; \
+                 no stored version can match both (send one of them)"
+            ),
+        )
+        .with_field("version")),
         (_, Some(b)) => Ok(Some(vec![b])),
         (h, None) => Ok(h),
     }
+}
+
+/// A float with no fraction, within `i64`, as that integer.
+fn integral(v: &Value) -> Option<i64> {
+    let f = v.as_f64()?;
+    // ±2^63 are the first floats outside i64; every float inside is exact.
+    (f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f))
+        .then_some(f as i64)
 }
 
 /// The body of a PUT/PATCH as a mapping, without the read-only keys.
@@ -73,7 +88,8 @@ pub(super) fn pin_name(map: &mut Map<String, Value>, name: &str) -> Result<(), A
                 "is {other} but the path names {name:?}; schedules cannot be renamed \
                  (create the new one, then delete this one)"
             ),
-        )),
+        )
+        .unprocessable()),
     }
 }
 
@@ -117,6 +133,13 @@ pub(super) fn patched(current: &Schedule, patch: &Map<String, Value>) -> Result<
         }
     }
     merge_patch(&mut base, &Value::Object(patch.clone()));
+    // A key no schedule has is refused even as `null` (which the merge
+    // would drop unseen): it is kept for the validation to name.
+    if let Value::Object(b) = &mut base {
+        for (k, v) in patch.iter().filter(|(k, _)| key(k).is_none()) {
+            b.insert(k.clone(), v.clone());
+        }
+    }
     Ok(base)
 }
 
@@ -127,6 +150,40 @@ mod tests {
     use crate::schedule::Trigger;
     use crate::schedule::ValidationErrors;
     use serde_json::json;
+
+    #[test]
+    fn an_unknown_key_is_kept_for_validation_even_as_null() {
+        let current = parse_schedule(&json!({"name": "a", "pipeline": "p", "cron": "@daily"}))
+            .map(|p| p.schedule)
+            .ok();
+        let Some(current) = current else {
+            panic!("the base schedule parses");
+        };
+        let patch = json!({"": null, "colour": null})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let merged = patched(&current, &patch).ok().unwrap_or_default();
+        let fields: Vec<String> = match parse_schedule(&merged) {
+            Err(ValidationErrors(e)) => e.into_iter().map(|e| e.field).collect(),
+            Ok(_) => Vec::new(),
+        };
+        assert!(fields.contains(&"colour".to_string()), "{fields:?}");
+        assert!(fields.contains(&String::new()), "{fields:?}");
+    }
+
+    #[test]
+    fn a_version_may_be_written_as_a_whole_float() {
+        let mut body = json!({"version": 4.0})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let v = take_version(&mut body, &HeaderMap::new()).ok().flatten();
+        assert_eq!(v, Some(vec![4]));
+        assert_eq!(integral(&json!(-3.0)), Some(-3));
+        assert_eq!(integral(&json!(4.5)), None);
+        assert_eq!(integral(&json!(1e19)), None);
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7396() {

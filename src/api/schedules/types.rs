@@ -171,17 +171,27 @@ pub struct SchedulePage {
     pub next_cursor: Option<String>,
 }
 
+impl SchedulePage {
+    /// A last page with nothing on it.
+    pub(super) fn empty() -> Self {
+        SchedulePage {
+            items: Vec::new(),
+            invalid: Vec::new(),
+            next_cursor: None,
+        }
+    }
+}
+
 /// Filters and paging of the schedule list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only enabled (`true`) or only paused (`false`) schedules. Give
-    /// `enabled` or `paused`, not both with the same value (that
-    /// contradicts: 400).
+    /// Only enabled (`true`) or only paused (`false`) schedules.
     pub enabled: Option<bool>,
-    /// Only paused (`true`) or only enabled (`false`) schedules; the
-    /// opposite of `enabled`.
+    /// Only paused (`true`) or only enabled (`false`) schedules. With
+    /// `enabled` too, both apply: `enabled=true&paused=true` matches
+    /// nothing (an empty page).
     pub paused: Option<bool>,
     /// Only schedules of this pipeline.
     pub pipeline: Option<String>,
@@ -190,8 +200,9 @@ pub struct ListQuery {
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    #[param(min_length = 1)]
+    /// The `next_cursor` of the previous page (422 for one this listing
+    /// did not issue).
+    #[param(pattern = r"^s1\.([0-9a-fA-F]{2}){0,512}$")]
     pub cursor: Option<String>,
 }
 
@@ -248,11 +259,13 @@ pub struct ScheduleInput {
     /// Interval in hours.
     pub interval_hours: Option<u64>,
     /// RFC 3339 anchor of interval ticks (default the Unix epoch).
+    #[schema(format = DateTime)]
     pub start_at: Option<String>,
     /// RFC 3339 instant, or local `YYYY-MM-DDTHH:MM:SS` in `timezone`: fires once.
     pub run_at: Option<String>,
     /// RFC 3339 instant: no tick after it (ticks at it still fire). Must be
     /// after `start_at`/`run_at`; one already past makes an ended schedule.
+    #[schema(format = DateTime)]
     pub end_at: Option<String>,
     /// IANA zone (default `UTC`).
     #[schema(example = "America/New_York")]
@@ -391,11 +404,21 @@ pub struct RunNowInput {
 pub struct PauseInput {
     /// Why it is paused (up to 1000 characters); shown with the schedule
     /// until it is resumed.
-    #[schema(example = "upstream feed down, see INC-1234")]
+    #[schema(
+        example = "upstream feed down, see INC-1234",
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub note: Option<String>,
     /// Who paused it (up to 200 characters), in the caller's words; the
     /// schedule's history also names the token that paused it.
-    #[schema(example = "alice")]
+    #[schema(
+        example = "alice",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub by: Option<String>,
 }
 
@@ -461,9 +484,14 @@ pub struct NoSuchSchedule(ErrorBody);
 #[allow(dead_code)] // documentation only
 pub struct InvalidControl(ErrorBody);
 
-/// 409: the version given (`If-Match` or `version`) is not the stored one.
+/// 409: the version given (`If-Match` or `version`) is not the stored one
+/// (`version_conflict`), or a schedules file manages the schedule and the
+/// request did not take it over (`managed_by_file`, naming the file).
 #[derive(IntoResponses)]
-#[response(status = 409, description = "Stale version")]
+#[response(
+    status = 409,
+    description = "Stale version (`version_conflict`), or the schedule is managed by a schedules file and `take_over=true` was not given (`managed_by_file`)"
+)]
 #[allow(dead_code)] // documentation only
 pub struct StaleVersion(ErrorBody);
 
@@ -517,5 +545,18 @@ mod tests {
         let mut retry: Vec<String> = RETRY_KEYS.iter().map(|k| k.to_string()).collect();
         retry.sort();
         assert_eq!(properties::<RetryInput>(), retry);
+        use crate::schedule::controls::{MAX_PAUSED_BY_LEN, MAX_PAUSE_NOTE_LEN};
+        let pause = serde_json::to_value(<PauseInput as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
+        let p = &pause["properties"];
+        assert_eq!(p["note"]["maxLength"], MAX_PAUSE_NOTE_LEN);
+        assert_eq!(p["by"]["maxLength"], MAX_PAUSED_BY_LEN);
+        for key in ["note", "by"] {
+            assert_eq!(p[key]["minLength"], 1, "{key}");
+            assert_eq!(
+                p[key]["pattern"], r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+                "{key}"
+            );
+        }
     }
 }

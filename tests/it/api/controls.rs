@@ -467,6 +467,23 @@ async fn a_pause_note_is_shown_kept_by_apply_and_cleared_by_resume() {
         .await
         .json();
     assert_eq!(listed["items"][0]["pause"]["by"], "alice", "{listed}");
+    // `enabled` and `paused` together: both apply.
+    let both = |query: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.get(&base, query, Some(READER)).await;
+            assert_eq!(r.status, 200, "{query}: {}", r.text);
+            r.json()["items"].clone()
+        }
+    };
+    assert_eq!(
+        both("/v1/schedules?enabled=false&paused=true").await,
+        listed["items"]
+    );
+    assert_eq!(
+        both("/v1/schedules?enabled=true&paused=true").await,
+        json!([])
+    );
     // A paused schedule has no next fire times.
     let next = http
         .get(&base, "/v1/schedules/nightly/next", Some(READER))
@@ -746,7 +763,7 @@ async fn end_at_stops_firing_and_next_lists_fire_times_up_to_it() {
         let e = assert_error(
             &format!("create with {what}"),
             &http.create_schedule(&base, body).await,
-            400,
+            422,
             "invalid_input",
         );
         assert_eq!(e["field"], "end_at", "{what}: {e}");

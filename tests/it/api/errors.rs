@@ -93,31 +93,39 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
     let cases =
         vec![
         post("bad cron", schedule(json!({"cron": "0 25 * * *"})))
-            .field("cron")
+            .gives(422, "invalid_input")
+        .field("cron")
             .says("column 3"),
         post(
             "7-field cron",
             schedule(json!({"cron": "0 0 6 * * 1-5 2030"})),
         )
+        .gives(422, "invalid_input")
         .field("cron"),
         post(
             "unknown timezone",
             schedule(json!({"timezone": "Mars/Olympus"})),
         )
+        .gives(422, "invalid_input")
         .field("timezone"),
         post(
             "unknown pipeline",
             schedule(json!({"pipeline": "no.such.pipeline"})),
         )
+        .gives(422, "invalid_input")
         .field("pipeline")
         .says(PIPELINE),
-        post("bad name", schedule(json!({"name": "has space"}))).field("name"),
-        post("unknown key", schedule(json!({"colesce": true}))).field("colesce"),
-        post("two triggers", schedule(json!({"interval": 5}))).field("schedule"),
+        post("bad name", schedule(json!({"name": "has space"}))).gives(422, "invalid_input")
+        .field("name"),
+        post("unknown key", schedule(json!({"colesce": true}))).gives(422, "invalid_input")
+        .field("colesce"),
+        post("two triggers", schedule(json!({"interval": 5}))).gives(422, "invalid_input")
+        .field("schedule"),
         post(
             "params too large",
             schedule(json!({"params": {"x": big_params}})),
         )
+        .gives(422, "invalid_input")
         .field("params"),
         post("not an object", Body::Json(json!(["keep"]))),
         post("name taken", schedule(json!({"name": "keep"}))).gives(409, "already_exists"),
@@ -155,6 +163,36 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
         )
         .gives(400, "invalid_json")
         .says("\"note\""),
+        post(
+            "U+0000 in a string",
+            schedule(json!({"description": "a\u{0}b"})),
+        )
+        .gives(400, "invalid_json")
+        .says("\"description\""),
+        case(
+            "U+0000 in a pause note",
+            Method::POST,
+            "/v1/schedules/keep/pause",
+            Body::Json(json!({"note": "\u{0}"})),
+        )
+        .gives(400, "invalid_json")
+        .says("\"note\""),
+        case(
+            "U+0000 in a run's params key",
+            Method::POST,
+            "/v1/schedules/keep/run",
+            Body::Json(json!({"params": {"a\u{0}": 1}})),
+        )
+        .gives(400, "invalid_json")
+        .says("U+0000"),
+        case(
+            "a cursor hiding U+0000",
+            Method::GET,
+            "/v1/schedules?cursor=s1.00455c",
+            Body::None,
+        )
+        .gives(422, "invalid_input")
+        .field("cursor"),
         case(
             "a key twice in a cancel body",
             Method::POST,
@@ -202,6 +240,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             Body::Json(json!({"version": 1, "description": "x"})),
         )
         .header("if-match", "\"2\"")
+        .gives(409, "version_conflict")
         .field("version"),
         case(
             "bad cron in PUT",
@@ -209,6 +248,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/schedules/keep",
             schedule(json!({"name": "keep", "cron": "61 * * * *"})),
         )
+        .gives(422, "invalid_input")
         .field("cron"),
         case(
             "rename in PUT",
@@ -216,6 +256,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/schedules/keep",
             schedule(json!({"name": "other"})),
         )
+        .gives(422, "invalid_input")
         .field("name"),
         case(
             "bad timezone in PATCH",
@@ -223,6 +264,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/schedules/keep",
             Body::Json(json!({"timezone": "Nowhere/Land"})),
         )
+        .gives(422, "invalid_input")
         .field("timezone"),
         case(
             "unknown pipeline in PATCH",
@@ -230,6 +272,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/schedules/keep",
             Body::Json(json!({"pipeline": "no.such.pipeline"})),
         )
+        .gives(422, "invalid_input")
         .field("pipeline"),
         case(
             "PATCH of a missing schedule",
@@ -364,14 +407,8 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/schedules?cursor=zzz",
             Body::None,
         )
+        .gives(422, "invalid_input")
         .field("cursor"),
-        case(
-            "enabled and paused contradict",
-            Method::GET,
-            "/v1/schedules?enabled=true&paused=true",
-            Body::None,
-        )
-        .field("paused"),
         case(
             "unknown status",
             Method::GET,
@@ -399,6 +436,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/schedules/keep/runs?cursor=s1.6b656570",
             Body::None,
         )
+        .gives(422, "invalid_input")
         .field("cursor"),
         case(
             "preview of a bad cron",
@@ -406,6 +444,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/preview?cron=0%2025%20*%20*%20*",
             Body::None,
         )
+        .gives(422, "invalid_input")
         .field("cron")
         .says("column 3"),
         case(
@@ -414,6 +453,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/preview?cron=0%206%20*%20*%20*&timezone=Mars/Olympus",
             Body::None,
         )
+        .gives(422, "invalid_input")
         .field("timezone"),
         case(
             "preview without a trigger",
@@ -421,6 +461,7 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
             "/v1/preview",
             Body::None,
         )
+        .gives(422, "invalid_input")
         .field("schedule"),
         case(
             "preview count 0",
@@ -468,6 +509,15 @@ async fn every_error_has_its_status_and_shape_and_stores_nothing() {
         if c.status == 405 {
             assert!(r.header("allow").is_some(), "{}: Allow header", c.what);
         }
+    }
+    // Filters with U+0000 match nothing (no name or pipeline has it), and
+    // are no error.
+    for query in ["name_prefix=%00", "pipeline=a%00b"] {
+        let r = http
+            .get(&node.base, &format!("/v1/schedules?{query}"), Some(ADMIN))
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text);
+        assert_eq!(r.json()["items"], json!([]), "{query}");
     }
     assert_eq!(snapshot(&c).await, before, "an error changed the database");
     assert!(node.replica.terminate(Duration::from_secs(30)));

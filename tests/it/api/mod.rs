@@ -11,6 +11,7 @@ mod controls;
 mod errors;
 mod openapi;
 mod schedules;
+mod schemathesis;
 
 /// Everything stored, as text: the schedules (every column) and the ledger.
 async fn snapshot(c: &Client) -> (Vec<String>, Vec<String>) {

@@ -16,6 +16,7 @@ mod failover;
 mod scale;
 mod steady;
 mod throughput;
+mod wal;
 
 use anyhow::bail;
 use clap::Parser;
@@ -38,7 +39,9 @@ pub struct Args {
     /// at a random instant, see `--kill`: lag against a steady window of the
     /// same run, late/skipped/missed/doubled/abandoned ticks, time until the
     /// killed replica's share is on time again and until a new leader;
-    /// `--seconds` is the length of each window, default 20).
+    /// `--seconds` is the length of each window, default 20), `wal` (3 x 200
+    /// schedules every second, 20 s: WAL bytes and commits per fire, the
+    /// ledger's indexes and size per million runs; use `--private`).
     #[arg(default_value = "steady")]
     scenario: String,
     /// Replicas to start (default per scenario).
@@ -88,6 +91,11 @@ pub struct Args {
     /// measured from each tick's due instant.
     #[arg(long, value_parser = humantime::parse_duration)]
     jitter: Option<std::time::Duration>,
+    /// SQL run once the replicas have migrated the database, before the
+    /// schedules are created (`wal`): one lever of the ledger's write cost
+    /// for an A/B, e.g. `ALTER TABLE scheduler_runs SET (fillfactor = 100)`.
+    #[arg(long, value_name = "SQL")]
+    ledger_sql: Option<String>,
     /// Keep the benchmark database afterwards (not with --private), to look
     /// at the ledger; its name is printed.
     #[arg(long)]
@@ -97,11 +105,19 @@ pub struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !["steady", "burst", "scale", "api", "throughput", "failover"]
-        .contains(&args.scenario.as_str())
+    if ![
+        "steady",
+        "burst",
+        "scale",
+        "api",
+        "throughput",
+        "failover",
+        "wal",
+    ]
+    .contains(&args.scenario.as_str())
     {
         bail!(
-            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover",
+            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover, wal",
             args.scenario
         );
     }
@@ -142,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         "api" => api::run(&args, &url).await,
         "throughput" => throughput::run(&args, &url).await,
         "failover" => failover::run(&args, &url).await,
+        "wal" => wal::run(&args, &url, cluster.as_ref().map(|c| c.data_dir())).await,
         _ => steady::run(&args, &url).await,
     };
     drop(admin);

@@ -187,7 +187,7 @@ pub async fn every_second(
 }
 
 /// Waits (up to 60 s) until `n` replicas are registered as active.
-async fn wait_for_replicas(client: &Client, n: usize) -> anyhow::Result<()> {
+pub async fn wait_for_replicas(client: &Client, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let active: i64 = client

@@ -105,7 +105,7 @@ fn accepted_env() -> BTreeSet<String> {
     for sub in ["serve", "apply", "migrate", "validate", "dev"] {
         names.extend(help_env(&help(sub)));
     }
-    names.extend([auth::TOKEN_ENV, auth::READONLY_TOKEN_ENV].map(String::from));
+    names.extend([auth::TOKEN_ENV, auth::READONLY_TOKEN_ENV, auth::TOKENS_ENV].map(String::from));
     names
 }
 

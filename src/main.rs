@@ -206,6 +206,9 @@ struct ServeArgs {
     /// Keep at most this many finished runs per schedule (default: no limit).
     #[arg(long, env = "SPINE_RETENTION_KEEP_LAST")]
     retention_keep_last: Option<i64>,
+    /// The span of tick time each ledger partition covers: whole hours dividing a day (1h, 2h, 3h, 4h, 6h, 8h, 12h) or whole days up to 31days.
+    #[arg(long, env = "SPINE_LEDGER_PARTITION_INTERVAL", default_value_t = HumanDuration(ClusterConfig::default().ledger_partition_interval))]
+    ledger_partition_interval: HumanDuration,
     /// Replicas that left or died are forgotten after this.
     #[arg(long, env = "SPINE_NODE_RETENTION", default_value_t = HumanDuration(ClusterConfig::default().node_retention))]
     node_retention: HumanDuration,
@@ -560,6 +563,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             housekeeping_interval: args.housekeeping_interval.0,
             retention: args.retention.0,
             retention_keep_last: args.retention_keep_last,
+            ledger_partition_interval: args.ledger_partition_interval.0,
             node_retention: args.node_retention.0,
             max_clock_offset: args.max_clock_offset.0,
             ..defaults.cluster.clone()

@@ -34,6 +34,7 @@
 //! | `spine_replicas_alive` | gauge | | [`Metrics::replicas_alive`] (API, at scrape) |
 //! | `spine_clock_offset_seconds` | gauge | | [`Metrics::clock_offset`] |
 //! | `spine_database_unreachable_since_seconds` | gauge | | [`Metrics::database_unreachable_since`] |
+//! | `spine_ledger_default_partition_rows` | gauge | | [`Metrics::ledger_default_partition_rows`] (leader) |
 //! | `spine_http_requests_total` | counter | route, method, status | [`Metrics::http_request`] |
 //! | `spine_http_request_duration_seconds` | histogram | route | [`Metrics::http_request`] |
 //! | `spine_build_info` | gauge (always 1) | version | [`Metrics::new`] |
@@ -133,6 +134,7 @@ struct Inner {
     replicas_alive: IntGauge,
     clock_offset: Gauge,
     database_down_since: Gauge,
+    ledger_default_rows: IntGauge,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
 }
@@ -338,6 +340,13 @@ impl Metrics {
                 Gauge::new(
                     "spine_database_unreachable_since_seconds",
                     "Unix time at which the database stopped answering this replica; 0 while it answers.",
+                )?,
+            )?,
+            ledger_default_rows: reg(
+                &r,
+                IntGauge::new(
+                    "spine_ledger_default_partition_rows",
+                    "Rows in the ledger's DEFAULT partition (ticks no partition covered), as the leader last counted them (up to a million); 0 on other replicas.",
                 )?,
             )?,
             http_requests: reg(
@@ -673,6 +682,13 @@ impl Metrics {
         self.inner
             .replicas_alive
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Rows in the ledger's DEFAULT partition, counted by the leader's
+    /// partition pass (`store::partitions::default_rows`); any is worth an
+    /// alert.
+    pub fn ledger_default_partition_rows(&self, rows: i64) {
+        self.inner.ledger_default_rows.set(rows);
     }
 
     /// Database clock minus this replica's clock, in seconds. The API

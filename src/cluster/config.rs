@@ -38,6 +38,10 @@ pub struct ClusterConfig {
     pub retention: Duration,
     /// Keep at most this many finished runs per schedule (default: no limit).
     pub retention_keep_last: Option<i64>,
+    /// The span of `scheduled_at` each ledger partition covers (default 1
+    /// day): whole hours, from 1 h, dividing a day or a whole number of
+    /// days up to 31 (`store::partitions`).
+    pub ledger_partition_interval: Duration,
     /// Replicas that left or died are forgotten after this (default 1 h).
     pub node_retention: Duration,
     /// A replica whose clock is further than this from the database's does
@@ -71,6 +75,7 @@ impl Default for ClusterConfig {
             housekeeping_interval: Duration::from_secs(2),
             retention: Duration::from_secs(30 * 24 * 3600),
             retention_keep_last: None,
+            ledger_partition_interval: Duration::from_secs(86_400),
             node_retention: Duration::from_secs(3600),
             max_clock_offset: Duration::from_secs(5),
         }
@@ -133,8 +138,30 @@ impl ClusterConfig {
         if self.retention_keep_last.is_some_and(|n| n < 1) {
             return err("retention-keep-last", "must be at least 1".into());
         }
+        if let Some(reason) = partition_interval_problem(self.ledger_partition_interval) {
+            return err("ledger-partition-interval", reason.into());
+        }
         Ok(())
     }
+}
+
+/// Why `interval` cannot be the ledger's partition interval, if it cannot:
+/// partitions sit on a grid from the Unix epoch, so a day must hold a whole
+/// number of them (midnight UTC is always a bound) or they must be whole days.
+fn partition_interval_problem(interval: Duration) -> Option<&'static str> {
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    let secs = interval.as_secs();
+    if interval.subsec_nanos() != 0 || !secs.is_multiple_of(HOUR) || secs == 0 {
+        return Some("must be a whole number of hours, at least 1h");
+    }
+    if secs > 31 * DAY {
+        return Some("must be at most 31days");
+    }
+    if !(DAY.is_multiple_of(secs) || secs.is_multiple_of(DAY)) {
+        return Some("must divide a day (1h, 2h, 3h, 4h, 6h, 8h, 12h) or be whole days");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -166,5 +193,27 @@ mod tests {
             ..Default::default()
         };
         assert!(bad_keep.validate().is_err());
+    }
+
+    #[test]
+    fn partition_intervals_divide_a_day_or_are_whole_days() {
+        for ok in [1, 2, 3, 4, 6, 8, 12, 24, 48, 7 * 24, 31 * 24] {
+            assert_eq!(
+                partition_interval_problem(Duration::from_secs(ok * 3600)),
+                None,
+                "{ok}h"
+            );
+        }
+        for bad in [0, 1800, 5 * 3600, 36 * 3600, 32 * 86_400] {
+            let cfg = ClusterConfig {
+                ledger_partition_interval: Duration::from_secs(bad),
+                ..Default::default()
+            };
+            assert_eq!(
+                cfg.validate().map_err(|e| e.setting),
+                Err("ledger-partition-interval"),
+                "{bad}s"
+            );
+        }
     }
 }

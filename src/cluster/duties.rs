@@ -181,6 +181,12 @@ async fn pass(
     }
     if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
         *last_prune = Some(Instant::now());
+        // Partition DDL gives way to a busy ledger (lock timeout) and is
+        // retried on the next retention pass; its failure is not a database
+        // outage, and must not hold up the row-by-row retention below.
+        if let Err(e) = maintain_partitions(ctx).await {
+            tracing::warn!(error = %e, "ledger partition maintenance failed; retrying on the next pass");
+        }
         let mut pruned = housekeeping::prune_runs(&**client, cfg.retention, PRUNE_BATCH).await?;
         if let Some(keep) = cfg.retention_keep_last {
             pruned += housekeeping::prune_runs_beyond(&**client, keep, PRUNE_BATCH).await?;
@@ -189,6 +195,49 @@ async fn pass(
         if pruned > 0 || nodes > 0 {
             tracing::info!(runs = pruned, nodes, "pruned history");
         }
+    }
+    Ok(())
+}
+
+/// How far ahead of now the leader keeps the ledger's partitions created:
+/// this, or two partition intervals if longer.
+const PARTITIONS_AHEAD: chrono::Duration = chrono::Duration::days(3);
+
+/// Creates the ledger's partitions ahead, drops those past retention
+/// (before the row-by-row retention, which then only thins what is kept)
+/// and warns of rows in the DEFAULT partition.
+async fn maintain_partitions(ctx: &Context) -> Result<(), StoreError> {
+    use crate::store::partitions;
+    let cfg = &ctx.config;
+    let mut client = ctx.pool.get().await?;
+    let now = ctx.clock.now();
+    let interval = cfg.ledger_partition_interval;
+    let ahead = chrono::Duration::from_std(interval * 2)
+        .unwrap_or(PARTITIONS_AHEAD)
+        .max(PARTITIONS_AHEAD);
+    let made = partitions::create_ahead(&mut **client, interval, now, now + ahead).await?;
+    if !made.created.is_empty() {
+        tracing::info!(partitions = ?made.created, "created ledger partitions");
+    }
+    if !made.blocked.is_empty() {
+        tracing::warn!(
+            partitions = ?made.blocked,
+            "ledger partitions not created: the default partition holds ticks in their range"
+        );
+    }
+    let gone = partitions::drop_expired(&mut **client, now, cfg.retention, cfg.retention_keep_last)
+        .await?;
+    if !gone.dropped.is_empty() {
+        tracing::info!(partitions = ?gone.dropped, "dropped ledger partitions past retention");
+    }
+    let stray = partitions::default_rows(&**client, 1_000_000).await?;
+    ctx.metrics.ledger_default_partition_rows(stray);
+    if stray > 0 {
+        tracing::warn!(
+            rows = stray,
+            partition = partitions::DEFAULT_PARTITION,
+            "ledger rows in the default partition: ticks no partition covered when written"
+        );
     }
     Ok(())
 }

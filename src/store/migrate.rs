@@ -88,6 +88,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "node_clock_offset",
         sql: include_str!("../../migrations/0013_node_clock_offset.sql"),
     },
+    Migration {
+        version: 14,
+        name: "partitioned_ledger",
+        sql: include_str!("../../migrations/0014_partitioned_ledger.sql"),
+    },
 ];
 
 /// What a migration run did.

@@ -18,6 +18,7 @@ pub mod locks;
 pub mod membership;
 pub mod migrate;
 pub mod nodes;
+pub mod partitions;
 pub mod runs;
 pub mod schedule_changes;
 pub mod schedules;

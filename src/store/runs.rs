@@ -219,6 +219,23 @@ pub struct RunPage {
     pub next: Option<(DateTime<Utc>, Uuid)>,
 }
 
+/// The statement [`list`] runs. Parameters: $1 schedule name, $2 statuses
+/// (text[]), $3 trigger, $4 since, $5 until, $6 and $7 the cursor
+/// (scheduled_at, run_id), $8 the page size; NULL: no such filter. A given
+/// `since`/`until` prunes the ledger's partitions (tests read its EXPLAIN).
+pub fn list_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM scheduler_runs \
+         WHERE ($1::text IS NULL OR schedule_name = $1) \
+           AND ($2::text[] IS NULL OR status = ANY($2)) \
+           AND ($3::text IS NULL OR trigger = $3) \
+           AND ($4::timestamptz IS NULL OR scheduled_at >= $4) \
+           AND ($5::timestamptz IS NULL OR scheduled_at < $5) \
+           AND ($6::timestamptz IS NULL OR (scheduled_at, run_id) < ($6, $7::uuid)) \
+         ORDER BY scheduled_at DESC, run_id DESC LIMIT $8"
+    )
+}
+
 /// Run history, newest tick first, keyset-paginated on (scheduled_at, run_id).
 pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<RunPage, StoreError> {
     let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
@@ -228,16 +245,7 @@ pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<Run
         Some((t, id)) => (Some(t), Some(id)),
         None => (None, None),
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM scheduler_runs \
-         WHERE ($1::text IS NULL OR schedule_name = $1) \
-           AND ($2::text[] IS NULL OR status = ANY($2)) \
-           AND ($3::text IS NULL OR trigger = $3) \
-           AND ($4::timestamptz IS NULL OR scheduled_at >= $4) \
-           AND ($5::timestamptz IS NULL OR scheduled_at < $5) \
-           AND ($6::timestamptz IS NULL OR (scheduled_at, run_id) < ($6, $7::uuid)) \
-         ORDER BY scheduled_at DESC, run_id DESC LIMIT $8"
-    );
+    let sql = list_sql();
     let trigger = filter.trigger.map(RunTrigger::as_str);
     let rows = client
         .query(

@@ -24,6 +24,7 @@ mod engine;
 mod failover;
 mod handoff;
 mod jitter;
+mod ledger_partitions;
 mod metrics;
 mod migrate;
 mod outage;

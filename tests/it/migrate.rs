@@ -30,12 +30,33 @@ async fn a_version_one_database_is_upgraded() {
     let mut c = db.client().await;
     c.batch_execute(
         "DROP INDEX scheduler_schedules_name_c_idx;
-         DROP INDEX scheduler_runs_pending_idx;
+         -- 14 made the ledger partitioned: back to version 1's table.
+         DROP TABLE scheduler_runs;
+         CREATE TABLE scheduler_runs (
+             run_id uuid PRIMARY KEY, schedule_name text NOT NULL, pipeline text NOT NULL,
+             trigger text NOT NULL
+                 CHECK (trigger IN ('schedule', 'manual', 'retry', 'catchup')),
+             scheduled_at timestamptz NOT NULL,
+             attempt integer NOT NULL DEFAULT 1 CHECK (attempt >= 1), node_id uuid,
+             status text NOT NULL
+                 CHECK (status IN ('pending', 'running', 'completed', 'failed',
+                                   'skipped', 'missed', 'abandoned')),
+             claimed_at timestamptz NOT NULL DEFAULT now(), not_before timestamptz,
+             started_at timestamptz, completed_at timestamptz, error text, result jsonb);
+         CREATE UNIQUE INDEX scheduler_runs_tick_key
+             ON scheduler_runs (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual';
+         CREATE INDEX scheduler_runs_schedule_time_idx
+             ON scheduler_runs (schedule_name, scheduled_at DESC, run_id DESC);
+         CREATE INDEX scheduler_runs_time_idx ON scheduler_runs (scheduled_at DESC, run_id DESC);
+         CREATE INDEX scheduler_runs_retryable_idx ON scheduler_runs (completed_at)
+             WHERE status IN ('failed', 'abandoned');
+         CREATE INDEX scheduler_runs_unfinished_idx ON scheduler_runs (schedule_name, node_id)
+             WHERE status IN ('pending', 'running');
+         INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status)
+         VALUES (gen_random_uuid(), 'kept', 'p', 'schedule', now() - interval '1 day', 'completed');
          DROP TABLE scheduler_tick_digests;
          DROP TABLE scheduler_sweep;
          ALTER TABLE scheduler_nodes DROP COLUMN liveness_key;
-         ALTER TABLE scheduler_runs DROP COLUMN overlapped_run_id;
-         ALTER TABLE scheduler_runs DROP COLUMN params, DROP COLUMN rerun_of;
          ALTER TABLE scheduler_schedules DROP COLUMN end_at, DROP COLUMN paused_at,
              DROP COLUMN paused_by, DROP COLUMN paused_note;
          ALTER TABLE scheduler_schedules DROP COLUMN overlap_policy;
@@ -43,10 +64,7 @@ async fn a_version_one_database_is_upgraded() {
          ALTER TABLE scheduler_schedules DROP COLUMN managed_by, DROP COLUMN managed_source;
          DROP TABLE scheduler_schedule_changes;
          ALTER TABLE scheduler_nodes DROP COLUMN clock_offset_ms;
-         ALTER TABLE scheduler_runs DROP COLUMN cancel_requested_at,
-             DROP COLUMN cancel_requested_by, DROP COLUMN cancel_mode;
          DROP TABLE scheduler_backfills;
-         ALTER TABLE scheduler_runs DROP COLUMN backfill_id;
          DELETE FROM scheduler_migrations WHERE version > 1;
          INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
          VALUES ('kept', 'p', 'cron', '0 6 * * *');",
@@ -71,6 +89,18 @@ async fn a_version_one_database_is_upgraded() {
         .expect("count")
         .get(0);
     assert_eq!(kept, 1);
+    let runs: i64 = c
+        .query_one(
+            "SELECT count(*) FROM scheduler_runs WHERE schedule_name = 'kept'",
+            &[],
+        )
+        .await
+        .expect("count runs")
+        .get(0);
+    assert_eq!(
+        runs, 1,
+        "the version-1 ledger's row survives the partitioning"
+    );
     let indexes: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_indexes WHERE indexname IN \

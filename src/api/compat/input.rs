@@ -250,6 +250,14 @@ mod tests {
             translate(&json!({"name": "n", "pipeline": "p", "interval_minutes": 5.0}))
                 .is_ok_and(|m| m["interval_minutes"] == json!(5))
         );
+        // Read exactly (serde_json's float_roundtrip), a large whole float
+        // is still a whole number.
+        let big: Value = serde_json::from_str(
+            r#"{"name": "n", "pipeline": "p", "interval_minutes": 3959170311786314.0}"#,
+        )
+        .unwrap_or_default();
+        assert!(translate(&big)
+            .is_ok_and(|m| m["interval_minutes"] == json!(3_959_170_311_786_314_i64)));
         assert!(
             message(json!({"name": "n", "pipeline": "p", "interval_minutes": 1.5}))
                 .contains("interval_minutes: must be an integer")

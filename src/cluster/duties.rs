@@ -249,6 +249,13 @@ async fn sweep_misfires(
     client: &tokio_postgres::Client,
     marks: &mut HashMap<String, Watermark>,
 ) -> Result<u64, StoreError> {
+    // A leader elected before its replica has read the schedules must not
+    // sweep: with nothing to walk, the pass would count as complete and
+    // record a watermark past ticks nobody accounted for (seen in CI: a
+    // whole-cluster restart left three ticks of the outage without a row).
+    if !ctx.catalog.is_loaded() {
+        return Ok(0);
+    }
     let schedules = ctx.catalog.enabled();
     let now = ctx.clock.now();
     let current: HashSet<&str> = schedules.iter().map(|s| s.schedule.name()).collect();

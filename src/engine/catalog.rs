@@ -4,6 +4,7 @@
 //! own queue of next ticks, fed by the same changes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
@@ -14,6 +15,9 @@ use crate::store::schedules::StoredSchedule;
 #[derive(Debug, Default)]
 pub struct Catalog {
     by_name: RwLock<HashMap<String, Arc<StoredSchedule>>>,
+    /// Whether the initial load has happened: before it, "no schedule"
+    /// means "not read yet", not "none".
+    loaded: AtomicBool,
 }
 
 impl Catalog {
@@ -34,6 +38,15 @@ impl Catalog {
             .iter()
             .map(|s| (s.schedule.name().to_string(), s.clone()))
             .collect();
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Whether the schedules have been read once ([`Catalog::replace_all`]).
+    /// The leader's misfire sweep waits for it: a pass over an empty,
+    /// not-yet-loaded catalog would record itself complete and move the
+    /// durable watermark past ticks it never looked at.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// Compares the database's enabled schedules (name, creation, version)
@@ -81,5 +94,19 @@ impl Catalog {
     /// One schedule by name.
     pub fn get(&self, name: &str) -> Option<Arc<StoredSchedule>> {
         self.read().get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_catalog_is_not_a_loaded_one() {
+        let catalog = Catalog::default();
+        assert!(!catalog.is_loaded());
+        catalog.replace_all(&[]);
+        assert!(catalog.is_loaded(), "loaded, with no schedules");
+        assert!(catalog.enabled().is_empty());
     }
 }

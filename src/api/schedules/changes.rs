@@ -138,6 +138,23 @@ pub(crate) async fn create(
     Ok(stored)
 }
 
+/// The history row of a change from `before` to `after` (both stored
+/// versions of one schedule): its versions and definitions; fields, note
+/// and former manager for the caller to add.
+fn change_between<'a>(
+    action: ChangeAction,
+    actor: &'a Actor,
+    before: &'a StoredSchedule,
+    after: &'a StoredSchedule,
+) -> NewChange<'a> {
+    let mut row = NewChange::new(before.schedule.name(), action, actor);
+    row.version_before = Some(before.version);
+    row.version_after = Some(after.version);
+    row.before = Some(&before.schedule);
+    row.after = Some(&after.schedule);
+    row
+}
+
 /// The former manager a row names when `write` takes the schedule over.
 fn taken_from(write: &ApiWrite) -> Option<Manager> {
     match write {
@@ -178,12 +195,8 @@ pub(crate) async fn update(
         Some(_) => ChangeAction::TakeOver,
         None => ChangeAction::Update,
     };
-    let mut row = NewChange::new(name, action, request.actor);
-    row.version_before = Some(stored.version);
-    row.version_after = Some(updated.version);
+    let mut row = change_between(action, request.actor, &stored, &updated);
     row.fields = fields;
-    row.before = Some(&stored.schedule);
-    row.after = Some(&updated.schedule);
     row.former_manager = former.as_ref();
     record(&tx, &row).await?;
     if let Some(from) = &former {
@@ -226,12 +239,8 @@ pub(crate) async fn pause(
     let stored = locked(&tx, name).await?;
     let paused = schedules::pause(&tx, name, note).await?;
     if paused.version != stored.version {
-        let mut row = NewChange::new(name, ChangeAction::Pause, actor);
-        row.version_before = Some(stored.version);
-        row.version_after = Some(paused.version);
+        let mut row = change_between(ChangeAction::Pause, actor, &stored, &paused);
         row.fields = vec!["enabled".into()];
-        row.before = Some(&stored.schedule);
-        row.after = Some(&paused.schedule);
         row.note = note.note.as_deref();
         row.paused_by = note.by.as_deref();
         record(&tx, &row).await?;
@@ -251,12 +260,8 @@ pub(crate) async fn resume(
     let stored = locked(&tx, name).await?;
     let resumed = schedules::resume(&tx, name).await?;
     if resumed.version != stored.version {
-        let mut row = NewChange::new(name, ChangeAction::Resume, actor);
-        row.version_before = Some(stored.version);
-        row.version_after = Some(resumed.version);
+        let mut row = change_between(ChangeAction::Resume, actor, &stored, &resumed);
         row.fields = vec!["enabled".into()];
-        row.before = Some(&stored.schedule);
-        row.after = Some(&resumed.schedule);
         record(&tx, &row).await?;
     }
     commit(tx).await?;

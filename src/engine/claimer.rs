@@ -58,6 +58,8 @@ pub(crate) struct Deps {
     pub claims: Arc<ClaimActivity>,
     /// Finished runs a claim must not count as running (see `priority`).
     pub unwritten: Arc<Unwritten>,
+    /// The in-flight rows the claims write (see `inflight`).
+    pub inflight_rows: Arc<super::inflight::InFlightRows>,
 }
 
 /// Runs until shutdown or until the timer goes away.
@@ -297,6 +299,7 @@ async fn claim_chunk(
         elapsed_ms = on_tick_path * 1e3,
         "claimed a batch"
     );
+    record_in_flight(&deps, &outcome.claimed);
     if !dispatch(&deps.metrics, outcome.claimed, &mut by_key, &jobs) {
         return ChunkDone::default();
     }
@@ -305,6 +308,18 @@ async fn claim_chunk(
     // What is left had its row already: taken by another replica, settled all the same.
     settled.extend(by_key.into_keys());
     ChunkDone { again, settled }
+}
+
+/// Notes which in-flight row lists each run the claim made `running`, before
+/// any of them can start (and so end).
+fn record_in_flight(deps: &Deps, claimed: &[claims::Claimed]) {
+    let mut rows: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for c in claimed.iter().filter(|c| c.status == RunStatus::Running) {
+        rows.entry(c.claim_id).or_default().push(c.run_id);
+    }
+    for (claim_id, runs) in rows {
+        deps.inflight_rows.record(claim_id, runs);
+    }
 }
 
 /// Hands the runs a claim won to the executor, in tick order, and records

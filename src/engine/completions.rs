@@ -64,6 +64,8 @@ pub(crate) struct Deps {
     pub claims: Arc<ClaimActivity>,
     /// Results sent and not yet written (see [`Results`]).
     pub unwritten: Arc<Unwritten>,
+    /// Which in-flight rows the results empty (see `inflight`).
+    pub inflight_rows: Arc<super::inflight::InFlightRows>,
     /// Set at the shutdown signal: the instant by which the replica must
     /// have exited, database or not. The writer stops retrying there.
     pub stop_by: Arc<OnceLock<Instant>>,
@@ -112,10 +114,12 @@ pub async fn run(deps: Arc<Deps>, mut rx: mpsc::UnboundedReceiver<Completion>) {
 /// hangs on a database that is away.
 async fn write(deps: &Deps, batch: &[Completion]) {
     let mut backoff = Backoff::default();
+    let ended: Vec<Uuid> = batch.iter().map(|c| c.run_id).collect();
+    let emptied = deps.inflight_rows.emptied_by(&ended);
     loop {
         let attempt = async {
             match deps.pool.get().await {
-                Ok(client) => runs::finish_batch(&client, deps.node_id, batch)
+                Ok(client) => runs::finish_batch(&client, deps.node_id, batch, &emptied)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -131,6 +135,7 @@ async fn write(deps: &Deps, batch: &[Completion]) {
             Ok(lost) => {
                 deps.unwritten
                     .written(batch.iter().map(|c| (c.schedule_name.as_str(), c.run_id)));
+                deps.inflight_rows.written(&ended);
                 for c in batch.iter().filter(|c| !lost.contains(&c.run_id)) {
                     deps.metrics.fired(&c.schedule_name, c.status, c.trigger);
                 }

@@ -124,6 +124,7 @@ pub async fn run(
                 job.run_id,
                 job.schedule.schedule.name().to_string(),
                 job.trigger,
+                job.scheduled_at,
             );
             let (cancel_tx, cancel_rx) = watch::channel(None);
             cancel_of.insert(job.run_id, cancel_tx);
@@ -195,12 +196,15 @@ pub async fn run(
             job.run_id,
             job.schedule.schedule.name().to_string(),
             job.trigger,
+            job.scheduled_at,
         ));
     }
-    for (run_id, schedule_name, trigger) in owners.into_values().chain(never_started) {
+    for (run_id, schedule_name, trigger, scheduled_at) in owners.into_values().chain(never_started)
+    {
         tracing::warn!(%run_id, "run cut off by shutdown; recorded abandoned");
         completions.send(Completion {
             run_id,
+            scheduled_at,
             schedule_name,
             trigger,
             status: RunStatus::Abandoned,
@@ -217,7 +221,8 @@ pub async fn run(
 }
 
 /// The run (and its schedule) a task executes.
-type Owner = (Uuid, String, RunTrigger);
+/// A running job's run, schedule, trigger and tick.
+type Owner = (Uuid, String, RunTrigger, DateTime<Utc>);
 
 /// Forgets a task that ended; a cancelled one stays in `owners` to be abandoned.
 fn finished(
@@ -231,7 +236,7 @@ fn finished(
         Err(e) if e.is_cancelled() => return,
         Err(e) => e.id(),
     };
-    if let Some((run_id, _, _)) = owners.remove(&id) {
+    if let Some((run_id, _, _, _)) = owners.remove(&id) {
         cancel_of.remove(&run_id);
     }
     let n = deps
@@ -260,6 +265,7 @@ async fn execute(
     async {
         let ended = |status: RunStatus, error: String, completed_at: DateTime<Utc>| Completion {
             run_id: job.run_id,
+            scheduled_at: job.scheduled_at,
             schedule_name: schedule.name().to_string(),
             trigger: job.trigger,
             status,
@@ -334,6 +340,7 @@ async fn execute(
                 tracing::info!("run completed");
                 Completion {
                     run_id: job.run_id,
+                    scheduled_at: job.scheduled_at,
                     schedule_name: schedule.name().to_string(),
                     trigger: job.trigger,
                     status: RunStatus::Completed,
@@ -348,6 +355,7 @@ async fn execute(
                 tracing::warn!(error = %e.message, "run failed");
                 Completion {
                     run_id: job.run_id,
+                    scheduled_at: job.scheduled_at,
                     schedule_name: schedule.name().to_string(),
                     trigger: job.trigger,
                     status: RunStatus::Failed,
@@ -367,6 +375,7 @@ async fn execute(
                 tracing::info!(%error, "run cancelled");
                 Completion {
                     run_id: job.run_id,
+                    scheduled_at: job.scheduled_at,
                     schedule_name: schedule.name().to_string(),
                     trigger: job.trigger,
                     status: RunStatus::Cancelled,

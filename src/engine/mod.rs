@@ -27,6 +27,7 @@ mod digest;
 mod executor;
 mod handoff;
 mod heartbeat;
+mod inflight;
 pub mod outage;
 mod pending;
 mod priority;
@@ -91,6 +92,8 @@ pub(crate) struct Shared {
     pub claims: Arc<priority::ClaimActivity>,
     /// Finished runs whose results are not written yet (see `priority`).
     pub unwritten: Arc<priority::Unwritten>,
+    /// Which `scheduler_inflight` row lists each running run (see `inflight`).
+    pub inflight_rows: Arc<inflight::InFlightRows>,
     /// Whether the database answers, and the claim path's retry delays.
     pub health: Arc<outage::DatabaseHealth>,
     /// Every schedule this replica knows (see `catalog`).
@@ -173,6 +176,7 @@ impl Shared {
             db: self.db(),
             claims: self.claims.clone(),
             unwritten: self.unwritten.clone(),
+            inflight_rows: self.inflight_rows.clone(),
         }
     }
 
@@ -183,6 +187,7 @@ impl Shared {
             pending_poll_interval: self.config.pending_poll_interval,
             max_concurrent_runs: self.config.max_concurrent_runs,
             inflight: self.inflight.clone(),
+            inflight_rows: self.inflight_rows.clone(),
             pool: self.pool.clone(),
             catalog: self.catalog.clone(),
             db: self.db(),
@@ -222,6 +227,7 @@ impl Shared {
             db: self.db(),
             claims: self.claims.clone(),
             unwritten: self.unwritten.clone(),
+            inflight_rows: self.inflight_rows.clone(),
             stop_by: self.stop_by.clone(),
         }
     }
@@ -367,6 +373,7 @@ impl SchedulerBuilder {
                 inflight: Arc::default(),
                 claims: Arc::default(),
                 unwritten: Arc::default(),
+                inflight_rows: Arc::default(),
                 health: Arc::default(),
                 catalog: Arc::default(),
                 membership: Arc::default(),

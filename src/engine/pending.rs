@@ -32,6 +32,8 @@ pub(crate) struct Deps {
     pub max_concurrent_runs: usize,
     /// Runs executing now (kept by the executor).
     pub inflight: Arc<AtomicUsize>,
+    /// The in-flight rows the takes write (see `inflight`).
+    pub inflight_rows: Arc<super::inflight::InFlightRows>,
     /// The engine's pool.
     pub pool: Pool,
     /// The taken runs' schedules, as far as this replica knows them.
@@ -62,9 +64,10 @@ pub async fn run(
             continue;
         }
         let limit = i64::try_from(free).unwrap_or(MAX_TAKE).min(MAX_TAKE);
+        let claim_id = Uuid::now_v7();
         let taken = async {
             let client = deps.pool.get().await?;
-            runs::take_pending(&**client, deps.node_id, limit).await
+            runs::take_pending(&**client, deps.node_id, claim_id, limit).await
         }
         .await;
         let taken = match taken {
@@ -74,6 +77,8 @@ pub async fn run(
                 continue;
             }
         };
+        deps.inflight_rows
+            .record(claim_id, taken.iter().map(|r| r.run_id));
         for run in taken {
             // Paused schedules are not in the catalog but may still be run by hand.
             let schedule = match deps.catalog.get(&run.schedule_name) {
@@ -102,6 +107,7 @@ pub async fn run(
                 None => {
                     completions.send(Completion {
                         run_id: run.run_id,
+                        scheduled_at: run.scheduled_at,
                         schedule_name: run.schedule_name.clone(),
                         trigger: run.trigger,
                         status: RunStatus::Failed,

@@ -75,10 +75,11 @@ CROSS JOIN LATERAL (
 /// How many of a schedule's newest runs [`last_successes`] looks through.
 pub const LAST_SUCCESS_WINDOW: i64 = 1000;
 
-// Rides the partial index of pending runs (migration 0003).
+// Rides the partial index of pending runs (migration 15).
 const PENDING_DUE: &str = "\
 SELECT count(*) FROM scheduler_runs
-WHERE status = 'pending' AND (not_before IS NULL OR not_before <= now())";
+WHERE pending_since IS NOT NULL AND status = 'pending'
+  AND (not_before IS NULL OR not_before <= now())";
 
 const NODE_STATE: &str = "\
 SELECT state, extract(epoch FROM now() - heartbeat_at)::float8

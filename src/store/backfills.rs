@@ -367,8 +367,9 @@ pub async fn insert_runs(
     let rows = client
         .query(
             "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
-                                         attempt, status, claimed_at, backfill_id) \
-             SELECT u.id, $2, $3, 'backfill', u.t, u.attempt, 'pending', statement_timestamp(), $1 \
+                                         attempt, status, pending_since, claimed_at, backfill_id) \
+             SELECT u.id, $2, $3, 'backfill', u.t, u.attempt, 'pending', statement_timestamp(), \
+                    statement_timestamp(), $1 \
              FROM unnest($4::uuid[], $5::timestamptz[], $6::int4[]) AS u(id, t, attempt) \
              WHERE u.t <= statement_timestamp() \
              ON CONFLICT DO NOTHING \
@@ -442,9 +443,12 @@ pub async fn others_running(
 ) -> Result<u32, StoreError> {
     let n: i64 = client
         .query_one(
-            "SELECT count(*) FROM scheduler_runs \
-             WHERE schedule_name = $1 AND status = 'running' \
-               AND backfill_id IS DISTINCT FROM $2",
+            &format!(
+                "SELECT count(*) FROM {} u \
+                 JOIN scheduler_runs r ON r.run_id = u.run_id AND r.scheduled_at = u.scheduled_at \
+                 WHERE u.schedule_name = $1 AND r.backfill_id IS DISTINCT FROM $2",
+                super::inflight::UNFINISHED
+            ),
             &[&schedule_name, &backfill_id],
         )
         .await?

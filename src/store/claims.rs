@@ -101,6 +101,9 @@ pub struct Claimed {
     /// replica): the newest unfinished run of its schedule when it was
     /// claimed, also recorded in its `overlapped_run_id`.
     pub waits_for: Option<Uuid>,
+    /// The `scheduler_inflight` row that lists it while it runs (only
+    /// `running` rows are listed; see `store::inflight`).
+    pub claim_id: Uuid,
 }
 
 /// What became of a batch.
@@ -185,7 +188,8 @@ SELECT now() AS db_now,
 /// `claimed_at` is when the claim takes effect: the due instant for a row
 /// written ahead (it commits only after it), else the INSERT.
 /// `started_at` likewise.
-pub const INSERT: &str = "\
+pub const INSERT: &str = concat!(
+    "\
 WITH c AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
@@ -196,14 +200,16 @@ WITH c AS (
     WHERE $10 OR c.due_at <= statement_timestamp()
 ), unfinished AS (
     -- The (few) unfinished runs of these schedules, oldest first: started
-    -- ones by start, then the waiting ones.
-    SELECT r.run_id, r.schedule_name, r.started_at,
-           row_number() OVER (PARTITION BY r.schedule_name
-                              ORDER BY r.started_at NULLS LAST, r.run_id) AS age
-    FROM scheduler_runs r
-    WHERE r.status = 'running' AND r.schedule_name = ANY($2::text[])
-      AND NOT EXISTS (SELECT 1 FROM unnest($11::uuid[]) AS f(run_id) WHERE f.run_id = r.run_id)
-      AND NOT EXISTS (SELECT 1 FROM unnest($12::uuid[]) AS g(node_id) WHERE g.node_id = r.node_id)
+    -- ones by start, then the waiting ones (`store::inflight`).
+    SELECT u.run_id, u.schedule_name, u.started_at, u.scheduled_at,
+           row_number() OVER (PARTITION BY u.schedule_name
+                              ORDER BY u.started_at NULLS LAST, u.run_id) AS age
+    FROM ",
+    crate::unfinished_runs!(),
+    " u
+    WHERE u.schedule_name = ANY($2::text[])
+      AND NOT EXISTS (SELECT 1 FROM unnest($11::uuid[]) AS f(run_id) WHERE f.run_id = u.run_id)
+      AND NOT EXISTS (SELECT 1 FROM unnest($12::uuid[]) AS g(node_id) WHERE g.node_id = u.node_id)
 ), running AS (
     SELECT schedule_name, count(*) AS n,
            count(*) FILTER (WHERE started_at IS NULL) AS waiting,
@@ -288,9 +294,15 @@ WITH c AS (
            CASE WHEN status = 'skipped' THEN oldest WHEN queued THEN newest END
     FROM settled
     WHERE NOT $10 OR clean
-    ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING
+    ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING
     RETURNING run_id, schedule_name, scheduled_at, status,
               status = 'running' AND started_at IS NULL AS queued, overlapped_run_id
+), tracked AS (
+    -- The runs this claim makes `running`, listed until they end.
+    INSERT INTO scheduler_inflight (claim_id, node_id, run_ids, schedule_names, ticks)
+    SELECT $16, $8, array_agg(run_id), array_agg(schedule_name), array_agg(scheduled_at)
+    FROM inserted WHERE status = 'running'
+    HAVING count(*) > 0
 ), cancelled AS (
     -- cancel_other / terminate_other: the oldest unfinished runs, enough to
     -- leave one instance free, are asked to stop; the first queued tick of
@@ -301,7 +313,7 @@ WITH c AS (
         cancel_mode = CASE WHEN v.policy = 'terminate_other' THEN 'immediate'
                            ELSE coalesce(r.cancel_mode, 'graceful') END
     FROM (
-        SELECT DISTINCT ON (u.run_id) u.run_id, s.run_id AS asker, s.policy
+        SELECT DISTINCT ON (u.run_id) u.run_id, u.scheduled_at, s.run_id AS asker, s.policy
         FROM settled s
         JOIN unfinished u ON u.schedule_name = s.schedule_name
                          AND u.age <= s.running - s.max_instances + 1
@@ -309,7 +321,7 @@ WITH c AS (
           AND (NOT $10 OR s.clean)
         ORDER BY u.run_id, s.scheduled_at
     ) v
-    WHERE r.run_id = v.run_id AND r.status = 'running'
+    WHERE r.run_id = v.run_id AND r.scheduled_at = v.scheduled_at AND r.status = 'running'
     RETURNING r.run_id, r.cancel_mode, r.cancel_requested_by
 )
 SELECT statement_timestamp() AS db_now,
@@ -323,7 +335,8 @@ SELECT statement_timestamp() AS db_now,
                                'cancel:' || run_id || ':' || cancel_mode || ':'
                                || coalesce(cancel_requested_by::text, '')))
         FROM cancelled) AS cancels
-FROM inserted";
+FROM inserted"
+);
 
 /// Statement 3: whether the database clock has reached the newest due
 /// instant the transaction wrote, and the clock itself.
@@ -581,6 +594,7 @@ async fn insert_rows(
     let next_at: Vec<Option<DateTime<Utc>>> = requests.iter().map(|r| r.next_at).collect();
     let policies: Vec<&str> = requests.iter().map(|r| r.overlap_policy.as_str()).collect();
     let due_at: Vec<DateTime<Utc>> = requests.iter().map(|r| r.due_at).collect();
+    let claim_id = Uuid::now_v7();
     let row = tx
         .query_one(
             insert,
@@ -600,6 +614,7 @@ async fn insert_rows(
                 &next_at,
                 &policies,
                 &due_at,
+                &claim_id,
             ],
         )
         .await?;
@@ -625,6 +640,7 @@ async fn insert_rows(
             status: status.parse().map_err(|e: String| StoreError::Schema(e))?,
             after: None,
             waits_for,
+            claim_id,
         });
     }
     chain_queued(&mut created, &queued);

@@ -41,25 +41,34 @@ pub async fn reap(
         )
         .await?;
     let abandoned: Vec<(String, String)> = client
-        .query(
-            "UPDATE scheduler_runs r \
-             SET status = 'abandoned', completed_at = now(), \
-                 error = format('replica %s was gone while the run was in flight', \
-                                coalesce((SELECT n.hostname FROM scheduler_nodes n WHERE n.node_id = r.node_id), \
-                                         r.node_id::text)) \
-             WHERE r.status = 'running' \
-               AND NOT EXISTS ( \
-                   SELECT 1 FROM scheduler_nodes n \
-                   WHERE n.node_id = r.node_id AND n.state IN ('active', 'draining')) \
-             RETURNING r.schedule_name, r.trigger",
-            &[],
-        )
+        .query(ABANDON, &[])
         .await?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, tokio_postgres::Error>>()?;
+    super::inflight::sweep(client).await?;
     Ok((dead, abandoned))
 }
+
+/// The runs of replicas that are not `active`/`draining` any more, found
+/// through `scheduler_inflight` (`store::inflight`), whose rows go with
+/// them: `abandoned`.
+const ABANDON: &str = "\
+WITH orphaned AS (
+    DELETE FROM scheduler_inflight f
+    WHERE NOT EXISTS (
+        SELECT 1 FROM scheduler_nodes n
+        WHERE n.node_id = f.node_id AND n.state IN ('active', 'draining'))
+    RETURNING f.run_ids, f.ticks
+)
+UPDATE scheduler_runs r
+SET status = 'abandoned', completed_at = now(), failed_at = now(),
+    error = format('replica %s was gone while the run was in flight',
+                   coalesce((SELECT n.hostname FROM scheduler_nodes n WHERE n.node_id = r.node_id),
+                            r.node_id::text))
+FROM orphaned o CROSS JOIN LATERAL unnest(o.run_ids, o.ticks) AS e(run_id, tick)
+WHERE r.run_id = e.run_id AND r.scheduled_at = e.tick AND r.status = 'running'
+RETURNING r.schedule_name, r.trigger";
 
 /// `used`: the attempts the policy counts. A backfill's run (and its
 /// retries, which name the backfill) counts from the backfill's own first
@@ -76,8 +85,8 @@ CROSS JOIN LATERAL (
                (SELECT f.attempt FROM scheduler_runs f
                 WHERE f.backfill_id = r.backfill_id AND f.scheduled_at = r.scheduled_at
                   AND f.trigger = 'backfill'), 1) + 1 AS used) b
-WHERE r.status IN ('failed', 'abandoned')
-  AND r.completed_at > now() - interval '1 day'
+WHERE r.failed_at > now() - interval '1 day'
+  AND r.status IN ('failed', 'abandoned')
   AND b.used < s.retry_max_attempts
   AND NOT EXISTS (
       SELECT 1 FROM scheduler_runs n
@@ -87,13 +96,13 @@ LIMIT 1000";
 
 const INSERT_RETRIES: &str = "\
 INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
-                            node_id, status, not_before, params, backfill_id)
-SELECT u.run_id, u.name, u.pipeline, 'retry', u.t, u.attempt, $6, 'pending',
+                            node_id, status, pending_since, not_before, params, backfill_id)
+SELECT u.run_id, u.name, u.pipeline, 'retry', u.t, u.attempt, $6, 'pending', now(),
        now() + make_interval(secs => u.delay), u.params, u.backfill_id
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $7::float8[],
             $8::jsonb[], $9::uuid[])
      AS u(run_id, name, pipeline, t, attempt, delay, params, backfill_id)
-ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING";
+ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING";
 
 /// Creates the next attempt (`pending`, trigger `retry`, after the backoff)
 /// for every failed or abandoned run its schedule's retry policy allows.
@@ -237,7 +246,7 @@ pub async fn record_missed(
                          $7::timestamptz[]) \
                   AS u(id, name, pipeline, t, grace, due) \
              WHERE u.due < now() - make_interval(secs => u.grace) \
-             ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING \
+             ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING \
              RETURNING schedule_name",
             &[&ids, &names, &pipelines, &at, &leader, &graces, &due],
         )

@@ -93,6 +93,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "partitioned_ledger",
         sql: include_str!("../../migrations/0014_partitioned_ledger.sql"),
     },
+    Migration {
+        version: 15,
+        name: "ledger_write_cost",
+        sql: include_str!("../../migrations/0015_ledger_write_cost.sql"),
+    },
 ];
 
 /// What a migration run did.

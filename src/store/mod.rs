@@ -12,6 +12,7 @@ mod connect;
 pub mod conninfo;
 pub mod digests;
 pub mod housekeeping;
+pub mod inflight;
 pub mod leader;
 pub mod listen;
 pub mod locks;

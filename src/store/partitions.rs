@@ -53,9 +53,12 @@ SELECT EXISTS (SELECT 1 FROM scheduler_runs_default WHERE scheduled_at >= $1 AND
 const DEFAULT_ROWS: &str = "SELECT count(*) FROM (SELECT 1 FROM scheduler_runs_default LIMIT $1) d";
 
 /// `CREATE TABLE` for one partition; `{name}`, `{from}` and `{to}` are
-/// filled by [`create_sql`] (DDL takes no bind parameters).
+/// filled by [`create_sql`] (DDL takes no bind parameters). Half of each
+/// page is left free: a completion's new row version goes on its row's
+/// page (a HOT update, migration 15), and a completion batch updates every
+/// row a claim has just put there.
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS {name} PARTITION OF scheduler_runs \
-                      FOR VALUES FROM ('{from}') TO ('{to}')";
+                      FOR VALUES FROM ('{from}') TO ('{to}') WITH (fillfactor = 50)";
 
 /// `DROP TABLE` for one partition, `{name}` filled by [`drop_sql`].
 const DROP: &str = "DROP TABLE IF EXISTS {name}";
@@ -64,14 +67,19 @@ const DROP: &str = "DROP TABLE IF EXISTS {name}";
 /// retention (`housekeeping::prune_runs`) would delete at cutoff $3: none
 /// unfinished, no backfill row finished after the cutoff. ($1 NULL: from
 /// the beginning.) Partition pruning keeps this to the one partition; the
-/// unfinished and backfill rows are found through their partial indexes.
+/// pending and backfill rows are found through their partial indexes, the
+/// running ones through `scheduler_inflight` (which may still list ended
+/// runs: a range is then kept one pass longer).
 const ALL_EXPIRED: &str = "\
 SELECT NOT EXISTS (
     SELECT 1 FROM scheduler_runs r
     WHERE r.scheduled_at >= coalesce($1, '-infinity'::timestamptz) AND r.scheduled_at < $2
-      AND (r.status IN ('pending', 'running')
+      AND (r.pending_since IS NOT NULL
            OR (r.backfill_id IS NOT NULL
-               AND (r.completed_at IS NULL OR r.completed_at >= $3))))";
+               AND (r.completed_at IS NULL OR r.completed_at >= $3))))
+   AND NOT EXISTS (
+    SELECT 1 FROM scheduler_inflight f, unnest(f.ticks) AS e(tick)
+    WHERE e.tick >= coalesce($1, '-infinity'::timestamptz) AND e.tick < $2)";
 
 /// Whether no schedule with a row ticked in [$1, $2) has fewer than $3
 /// rows ticked from $2 on, i.e. the range holds none of any schedule's

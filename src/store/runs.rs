@@ -146,28 +146,48 @@ pub async fn insert_manual_run(
     run: &ManualRun<'_>,
 ) -> Result<Run, StoreError> {
     // The NOTIFY wakes an idle replica at once instead of at its next poll.
+    // A manual run's key in the tick key is (schedule, when asked, 1, true):
+    // two asked within the same microsecond would collide, so the later one
+    // is moved on by a microsecond ($6) and written again.
     let sql = format!(
         "WITH ins AS ( \
              INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
-                                         status, params, rerun_of) \
-             VALUES ($1, $2, $3, 'manual', now(), 'pending', $4, $5) RETURNING {COLUMNS}) \
+                                         status, pending_since, params, rerun_of) \
+             VALUES ($1, $2, $3, 'manual', now() + $6::int4 * interval '1 microsecond', 'pending', \
+                     now(), $4, $5) \
+             ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING \
+             RETURNING {COLUMNS}) \
          SELECT ins.*, pg_notify('{RUNS_CHANNEL}', ins.run_id::text) FROM ins"
     );
     let params = run.params.map(|m| Value::Object(m.clone()));
-    let row = client
-        .query_one(
-            &sql,
-            &[
-                &Uuid::now_v7(),
-                &run.schedule_name,
-                &run.pipeline,
-                &params,
-                &run.rerun_of,
-            ],
-        )
-        .await?;
-    from_row(&row)
+    for shift in 0..MANUAL_SHIFTS {
+        let row = client
+            .query_opt(
+                &sql,
+                &[
+                    &Uuid::now_v7(),
+                    &run.schedule_name,
+                    &run.pipeline,
+                    &params,
+                    &run.rerun_of,
+                    &shift,
+                ],
+            )
+            .await?;
+        if let Some(row) = row {
+            return from_row(&row);
+        }
+    }
+    Err(StoreError::Schema(format!(
+        "no free instant for a manual run of {:?} within {MANUAL_SHIFTS} microseconds",
+        run.schedule_name
+    )))
 }
+
+/// How many microseconds [`insert_manual_run`] moves a manual run on
+/// before giving up (each step is a collision with one asked for at the
+/// same instant).
+const MANUAL_SHIFTS: i32 = 1000;
 
 /// Moves a run this node holds from `running` to a final status. Returns
 /// false when the row is no longer ours to finish (the reaper marked it
@@ -183,7 +203,8 @@ pub async fn finish(
     let n = client
         .execute(
             "UPDATE scheduler_runs \
-             SET status = $3, completed_at = now(), error = $4, result = $5 \
+             SET status = $3, completed_at = now(), error = $4, result = $5, \
+                 failed_at = CASE WHEN $3 IN ('failed', 'abandoned') THEN now() END \
              WHERE run_id = $1 AND node_id = $2 AND status = 'running'",
             &[&run_id, &node_id, &status.as_str(), &error, &result],
         )
@@ -270,22 +291,34 @@ pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<Run
 }
 
 /// Takes up to `limit` pending runs whose time has come (manual runs,
-/// backfill runs, and retries past their backoff) and marks them `running` on this node.
+/// backfill runs, and retries past their backoff) and marks them `running` on this node,
+/// listed in `scheduler_inflight` under `claim_id` (`store::inflight`).
 /// `SKIP LOCKED` lets replicas take disjoint sets without waiting.
 pub async fn take_pending(
     client: &impl GenericClient,
     node_id: Uuid,
+    claim_id: Uuid,
     limit: i64,
 ) -> Result<Vec<Run>, StoreError> {
+    // Pending runs are found through `pending_since` (migration 15): an
+    // index over `status` would keep every completion from being HOT.
     let sql = format!(
-        "UPDATE scheduler_runs SET status = 'running', node_id = $1, started_at = now() \
-         WHERE run_id IN ( \
-             SELECT run_id FROM scheduler_runs \
-             WHERE status = 'pending' AND (not_before IS NULL OR not_before <= now()) \
-             ORDER BY scheduled_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         RETURNING {COLUMNS}"
+        "WITH taken AS ( \
+             UPDATE scheduler_runs \
+             SET status = 'running', node_id = $1, started_at = now(), pending_since = NULL \
+             WHERE (run_id, scheduled_at) IN ( \
+                 SELECT run_id, scheduled_at FROM scheduler_runs \
+                 WHERE pending_since IS NOT NULL AND status = 'pending' \
+                   AND (not_before IS NULL OR not_before <= now()) \
+                 ORDER BY scheduled_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING {COLUMNS}), \
+         tracked AS ( \
+             INSERT INTO scheduler_inflight (claim_id, node_id, run_ids, schedule_names, ticks) \
+             SELECT $3, $1, array_agg(run_id), array_agg(schedule_name), array_agg(scheduled_at) \
+             FROM taken HAVING count(*) > 0) \
+         SELECT * FROM taken"
     );
-    let rows = client.query(&sql, &[&node_id, &limit]).await?;
+    let rows = client.query(&sql, &[&node_id, &limit, &claim_id]).await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -294,6 +327,8 @@ pub async fn take_pending(
 pub struct Completion {
     /// The run.
     pub run_id: Uuid,
+    /// Its tick (the row's `scheduled_at`: finds its partition).
+    pub scheduled_at: DateTime<Utc>,
     /// Its schedule (for metrics and logs; not written).
     pub schedule_name: String,
     /// What started it (for metrics; not written).
@@ -318,27 +353,38 @@ pub struct Completion {
     pub urgent: bool,
 }
 
-/// `IS NOT DISTINCT FROM` (same meaning here: a running run always has its
-/// node) keeps the node test out of reach of the unfinished-runs index. With
-/// `=`, the generic plan the prepared statement settles on scans that index
-/// by node — every entry a completed run left behind until vacuum — and
-/// joins it against the batch in a nested loop: 70 ms for a batch of 333
-/// instead of one primary-key probe per run.
+/// One primary-key probe per run, pruned to its partition by the tick
+/// (`$8`). `IS NOT DISTINCT FROM` (same meaning here: a running run always
+/// has its node) keeps the generic plan of the prepared statement from
+/// choosing an index by node. No column an index uses changes for a
+/// successful run, so its update is HOT (`failed_at` is set, and indexed,
+/// only for failures: migration 15). The `scheduler_inflight` rows whose
+/// last runs these are (`$9`, `engine::inflight`) go in the same statement.
 const FINISH_BATCH: &str = "\
+WITH listed AS (
+    DELETE FROM scheduler_inflight WHERE claim_id = ANY($9::uuid[])
+)
 UPDATE scheduler_runs r
 SET status = u.status, completed_at = coalesce(u.completed_at, now()), error = u.error,
-    result = u.result, started_at = coalesce(u.started_at, r.started_at)
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $6::timestamptz[], $7::timestamptz[])
-     AS u(run_id, status, error, result, started_at, completed_at)
-WHERE r.run_id = u.run_id AND r.node_id IS NOT DISTINCT FROM $5 AND r.status = 'running'
+    result = u.result, started_at = coalesce(u.started_at, r.started_at),
+    failed_at = CASE WHEN u.status IN ('failed', 'abandoned')
+                     THEN coalesce(u.completed_at, now()) END
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $6::timestamptz[], $7::timestamptz[],
+            $8::timestamptz[])
+     AS u(run_id, status, error, result, started_at, completed_at, tick)
+WHERE r.run_id = u.run_id AND r.scheduled_at = u.tick
+  AND r.node_id IS NOT DISTINCT FROM $5 AND r.status = 'running'
 RETURNING r.run_id";
 
 /// Finishes many runs in one statement, each compare-and-set as in
-/// [`finish`]. Returns the ids that were no longer ours to finish.
+/// [`finish`], and deletes the `scheduler_inflight` rows `ended_claims`
+/// (those whose last runs these are). Returns the ids that were no longer
+/// ours to finish.
 pub async fn finish_batch(
     client: &impl deadpool_postgres::GenericClient,
     node_id: Uuid,
     completions: &[Completion],
+    ended_claims: &[Uuid],
 ) -> Result<Vec<Uuid>, StoreError> {
     if completions.is_empty() {
         return Ok(Vec::new());
@@ -349,12 +395,21 @@ pub async fn finish_batch(
     let results: Vec<Option<&Value>> = completions.iter().map(|c| c.result.as_ref()).collect();
     let started: Vec<Option<DateTime<Utc>>> = completions.iter().map(|c| c.started_at).collect();
     let finished: Vec<Option<DateTime<Utc>>> = completions.iter().map(|c| c.completed_at).collect();
+    let ticks: Vec<DateTime<Utc>> = completions.iter().map(|c| c.scheduled_at).collect();
     let stmt = client.prepare_cached(FINISH_BATCH).await?;
     let rows = client
         .query(
             &stmt,
             &[
-                &ids, &statuses, &errors, &results, &node_id, &started, &finished,
+                &ids,
+                &statuses,
+                &errors,
+                &results,
+                &node_id,
+                &started,
+                &finished,
+                &ticks,
+                &ended_claims,
             ],
         )
         .await?;
@@ -402,9 +457,11 @@ pub async fn cancel_requests_of(
 ) -> Result<Vec<(Uuid, String, Option<Uuid>)>, StoreError> {
     let rows = client
         .query(
-            "SELECT run_id, cancel_mode, cancel_requested_by FROM scheduler_runs \
-             WHERE status = 'running' AND node_id IS NOT DISTINCT FROM $1 \
-               AND cancel_requested_at IS NOT NULL",
+            &format!(
+                "SELECT run_id, cancel_mode, cancel_requested_by FROM {} u \
+                 WHERE node_id = $1 AND cancel_requested_at IS NOT NULL",
+                super::inflight::UNFINISHED
+            ),
             &[&node],
         )
         .await?;

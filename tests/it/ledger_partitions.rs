@@ -37,14 +37,23 @@ fn days(n: i64) -> chrono::Duration {
     chrono::Duration::days(n)
 }
 
-/// Inserts `n` finished runs of `schedule`, one a minute from `from`.
+/// Inserts `n` runs of `schedule` in state `status`, one a minute from
+/// `from`; running ones are listed in `scheduler_inflight` as a claim lists
+/// them.
 async fn insert_runs(c: &Client, schedule: &str, from: DateTime<Utc>, n: i32, status: &str) {
     c.execute(
-        "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
-                                     status, completed_at) \
-         SELECT gen_random_uuid(), $1::text, 'p', 'schedule', $2::timestamptz + make_interval(mins => g), \
-                $4::text, CASE WHEN $4::text IN ('pending', 'running') THEN NULL ELSE now() END \
-         FROM generate_series(0, $3::int4 - 1) g",
+        "WITH runs AS ( \
+             INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
+                                         node_id, status, pending_since, completed_at) \
+             SELECT gen_random_uuid(), $1::text, 'p', 'schedule', \
+                    $2::timestamptz + make_interval(mins => g), gen_random_uuid(), $4::text, \
+                    CASE WHEN $4::text = 'pending' THEN now() END, \
+                    CASE WHEN $4::text IN ('pending', 'running') THEN NULL ELSE now() END \
+             FROM generate_series(0, $3::int4 - 1) g \
+             RETURNING run_id, schedule_name, scheduled_at, node_id, status) \
+         INSERT INTO scheduler_inflight (claim_id, node_id, run_ids, schedule_names, ticks) \
+         SELECT gen_random_uuid(), node_id, ARRAY[run_id], ARRAY[schedule_name], ARRAY[scheduled_at] \
+         FROM runs WHERE status = 'running'",
         &[&schedule, &from, &n, &status],
     )
     .await
@@ -218,8 +227,10 @@ async fn the_migration_converts_a_populated_ledger_keeping_every_row() {
                 CASE WHEN g % 7 = 0 THEN jsonb_build_object('n', g) END,
                 CASE WHEN g % 50 = 0 THEN jsonb_build_object('tier', 'T' || g) END
          FROM generate_series(1, 11520) g;
-         INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status)
-         VALUES (gen_random_uuid(), 'sched0', 'p', 'schedule', date_trunc('second', now()), 'running');",
+         INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, node_id,
+                                     status)
+         VALUES (gen_random_uuid(), 'sched0', 'p', 'schedule', date_trunc('second', now()),
+                 gen_random_uuid(), 'running');",
     )
     .await
     .expect("populate");
@@ -228,7 +239,19 @@ async fn the_migration_converts_a_populated_ledger_keeping_every_row() {
     assert_eq!(n_before, 11521);
 
     let report = migrate(&mut c).await.expect("migrate");
-    assert_eq!(report.applied, [14]);
+    assert_eq!(report.applied, [14, 15]);
+    // 15: the running run is listed where the overlap check and the reaper
+    // look for it.
+    let listed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM scheduler_inflight f, unnest(f.run_ids) AS e(run_id) \
+             JOIN scheduler_runs r USING (run_id) WHERE r.status = 'running'",
+            &[],
+        )
+        .await
+        .expect("listed")
+        .get(0);
+    assert_eq!(listed, 1);
     let after = c.query_one(FINGERPRINT, &[]).await.expect("fingerprint");
     assert_eq!(
         (after.get::<_, i64>(0), after.get::<_, String>(1)),
@@ -261,7 +284,7 @@ async fn the_migration_converts_a_populated_ledger_keeping_every_row() {
             "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status)
              SELECT gen_random_uuid(), schedule_name, pipeline, 'schedule', scheduled_at, 'running'
              FROM scheduler_runs WHERE trigger = 'schedule' LIMIT 1
-             ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING",
+             ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING",
             &[],
         )
         .await
@@ -402,8 +425,8 @@ async fn a_tick_no_partition_covers_lands_in_the_default_partition() {
     for t in [far, year_2100] {
         let table: String = c
             .query_one(
-                "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status) \
-                 VALUES (gen_random_uuid(), 'future', 'p', 'schedule', $1, 'pending') \
+                "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status, pending_since) \
+                 VALUES (gen_random_uuid(), 'future', 'p', 'schedule', $1, 'pending', now()) \
                  RETURNING tableoid::regclass::text",
                 &[&t],
             )

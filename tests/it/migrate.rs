@@ -65,6 +65,7 @@ async fn a_version_one_database_is_upgraded() {
          DROP TABLE scheduler_schedule_changes;
          ALTER TABLE scheduler_nodes DROP COLUMN clock_offset_ms;
          DROP TABLE scheduler_backfills;
+         DROP TABLE scheduler_inflight;
          DELETE FROM scheduler_migrations WHERE version > 1;
          INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression)
          VALUES ('kept', 'p', 'cron', '0 6 * * *');",

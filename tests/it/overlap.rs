@@ -147,6 +147,14 @@ async fn a_skipped_tick_names_the_run_it_overlapped_and_gone_replicas_do_not_cou
     )
     .await
     .expect("running run");
+    // As its claim would have listed it (`store::inflight`).
+    c.execute(
+        "INSERT INTO scheduler_inflight (claim_id, node_id, run_ids, schedule_names, ticks) \
+         VALUES (gen_random_uuid(), $2, ARRAY[$1::uuid], ARRAY['busy'], ARRAY[$3::timestamptz])",
+        &[&busy, &other, &started],
+    )
+    .await
+    .expect("its in-flight row");
 
     let tick = t - Duration::seconds(1);
     let out = claim(&db, me, vec![request("busy", tick, true, true)], &[]).await;

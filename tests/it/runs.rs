@@ -9,7 +9,7 @@ use crate::harness::TestDb;
 const INSERT_TICK: &str = "INSERT INTO scheduler_runs \
     (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt, node_id, status) \
     VALUES ($1, $2, 'p', $3, $4, $5, $6, 'running') \
-    ON CONFLICT (schedule_name, scheduled_at, attempt) WHERE trigger <> 'manual' DO NOTHING";
+    ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING";
 
 fn tick(i: i64) -> DateTime<Utc> {
     DateTime::UNIX_EPOCH + Duration::days(20_000) + Duration::minutes(i)

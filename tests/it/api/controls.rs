@@ -261,8 +261,8 @@ async fn run_now_merges_params_and_rerun_repeats_a_finished_run() {
     let waiting = uuid::Uuid::now_v7();
     c.execute(
         "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
-                                     attempt, status, not_before) \
-         VALUES ($1, 'ingest', $2, 'retry', now() - interval '2 hours', 2, 'pending', \
+                                     attempt, status, pending_since, not_before) \
+         VALUES ($1, 'ingest', $2, 'retry', now() - interval '2 hours', 2, 'pending', now(), \
                  now() + interval '1 hour')",
         &[&waiting, &PIPELINE],
     )

@@ -25,6 +25,7 @@ mod failover;
 mod handoff;
 mod jitter;
 mod ledger_partitions;
+mod ledger_write_cost;
 mod metrics;
 mod migrate;
 mod outage;

@@ -21,19 +21,29 @@ pub async fn ledger_baseline(client: &Client, rows: usize) -> anyhow::Result<f64
         let ticks: Vec<DateTime<Utc>> = (0..n)
             .map(|i| base + chrono::Duration::seconds(((done + i) / 1000) as i64))
             .collect();
+        // As a claim and its results do: the rows with their in-flight
+        // listing (`store::inflight`), then the completions with its deletion.
+        let claim_id = uuid::Uuid::now_v7();
         client
             .execute(
-                "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status, started_at)
-                 SELECT u.id, u.name, 'p', 'schedule', u.t, 'running', now()
-                 FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, name, t)",
-                &[&ids, &names, &ticks],
+                "WITH runs AS (
+                     INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status, started_at)
+                     SELECT u.id, u.name, 'p', 'schedule', u.t, 'running', now()
+                     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, name, t)
+                     RETURNING run_id, schedule_name, scheduled_at)
+                 INSERT INTO scheduler_inflight (claim_id, node_id, run_ids, schedule_names, ticks)
+                 SELECT $4, $4, array_agg(run_id), array_agg(schedule_name), array_agg(scheduled_at)
+                 FROM runs",
+                &[&ids, &names, &ticks, &claim_id],
             )
             .await?;
         client
             .execute(
-                "UPDATE scheduler_runs SET status = 'completed', completed_at = now()
-                 WHERE run_id = ANY($1) AND status = 'running'",
-                &[&ids],
+                "WITH listed AS (DELETE FROM scheduler_inflight WHERE claim_id = $3)
+                 UPDATE scheduler_runs r SET status = 'completed', completed_at = now()
+                 FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, t)
+                 WHERE r.run_id = u.id AND r.scheduled_at = u.t AND r.status = 'running'",
+                &[&ids, &ticks, &claim_id],
             )
             .await?;
         done += n;

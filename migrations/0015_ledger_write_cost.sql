@@ -76,6 +76,17 @@ CREATE INDEX scheduler_runs_failed_idx ON scheduler_runs (failed_at)
 -- key space, as before: a backfill or a retry of a tick that has a row
 -- conflicts with it. A manual run's `scheduled_at` is when it was asked
 -- for and may fall on a tick's instant: the fourth column keeps them apart.
+-- Manual runs were outside any unique key: two asked for in one
+-- transaction share an instant. Such a pair is moved apart by a
+-- microsecond each, as `runs::insert_manual_run` now does, so that the
+-- index can be built.
+UPDATE scheduler_runs r
+SET scheduled_at = r.scheduled_at + (d.rn - 1) * interval '1 microsecond'
+FROM (SELECT run_id, scheduled_at,
+             row_number() OVER (PARTITION BY schedule_name, scheduled_at, attempt
+                                ORDER BY run_id) AS rn
+      FROM scheduler_runs WHERE trigger = 'manual') d
+WHERE r.run_id = d.run_id AND r.scheduled_at = d.scheduled_at AND d.rn > 1;
 DROP INDEX scheduler_runs_tick_key;
 CREATE UNIQUE INDEX scheduler_runs_tick_key
     ON scheduler_runs (schedule_name, scheduled_at, attempt, (trigger = 'manual'));

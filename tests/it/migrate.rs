@@ -54,6 +54,10 @@ async fn a_version_one_database_is_upgraded() {
              WHERE status IN ('pending', 'running');
          INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status)
          VALUES (gen_random_uuid(), 'kept', 'p', 'schedule', now() - interval '1 day', 'completed');
+         -- Two manual runs asked for in one transaction: one instant.
+         INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, status)
+         VALUES (gen_random_uuid(), 'twin', 'p', 'manual', now(), 'completed'),
+                (gen_random_uuid(), 'twin', 'p', 'manual', now(), 'completed');
          DROP TABLE scheduler_tick_digests;
          DROP TABLE scheduler_sweep;
          ALTER TABLE scheduler_nodes DROP COLUMN liveness_key;
@@ -101,6 +105,19 @@ async fn a_version_one_database_is_upgraded() {
     assert_eq!(
         runs, 1,
         "the version-1 ledger's row survives the partitioning"
+    );
+    let twins = c
+        .query_one(
+            "SELECT count(*), max(scheduled_at) - min(scheduled_at) = interval '1 microsecond' \
+             FROM scheduler_runs WHERE schedule_name = 'twin'",
+            &[],
+        )
+        .await
+        .expect("twins");
+    assert_eq!(
+        (twins.get::<_, i64>(0), twins.get::<_, bool>(1)),
+        (2, true),
+        "manual runs of one instant are a microsecond apart under the tick key (15)"
     );
     let indexes: i64 = c
         .query_one(

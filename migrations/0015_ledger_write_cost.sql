@@ -21,9 +21,14 @@
 -- - the per-schedule history rides on the tick key, which now covers manual
 --   runs too (a fourth key column tells them apart, so a manual run can
 --   never take a tick's key) — `scheduler_runs_schedule_time_idx` goes;
--- - new partitions are created with `fillfactor = 50`: a completion batch
---   updates every row a claim just put on a page, and the new versions need
---   room on that page (measured in BENCHMARKS.md: 39 % HOT at 80, 90 % at 50).
+-- - the time index is ascending: new ticks go to its right edge, where a
+--   B-tree splits a full page 90/10, not 50/50 as at the left edge of the
+--   descending one (half the size, a fraction of the splits); a backward
+--   scan still reads it newest first;
+-- - partitions get `fillfactor = 45`: a completion batch updates every row
+--   a claim just put on a page, and the new versions (8 bytes longer) need
+--   room on that page (measured in BENCHMARKS.md: 39 % HOT at 80, 90 % at
+--   50, 100 % at 45).
 --
 -- Locks and time: the column additions are catalog changes; the two
 -- UPDATEs touch only pending and recently failed rows, found through the
@@ -71,6 +76,8 @@ CREATE INDEX scheduler_runs_pending_idx ON scheduler_runs (pending_since)
     WHERE pending_since IS NOT NULL;
 CREATE INDEX scheduler_runs_failed_idx ON scheduler_runs (failed_at)
     WHERE failed_at IS NOT NULL;
+DROP INDEX scheduler_runs_time_idx;
+CREATE INDEX scheduler_runs_time_idx ON scheduler_runs (scheduled_at, run_id);
 
 -- The tick key for every run. Ticks (every trigger but `manual`) share the
 -- key space, as before: a backfill or a retry of a tick that has a row
@@ -97,7 +104,7 @@ DECLARE
 BEGIN
     FOR r IN SELECT relid FROM pg_partition_tree('scheduler_runs') WHERE isleaf
     LOOP
-        EXECUTE format('ALTER TABLE %s SET (fillfactor = 50)', r.relid::regclass);
+        EXECUTE format('ALTER TABLE %s SET (fillfactor = 45)', r.relid::regclass);
     END LOOP;
 END
 $$;

@@ -28,8 +28,9 @@ pub struct LastRun {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// One index probe per name (the `LATERAL ... LIMIT 1` walks
-/// `scheduler_runs_schedule_time_idx` backwards), so the cost does not grow
+/// One index probe per name (the `LATERAL ... LIMIT 1` walks the tick key
+/// `scheduler_runs_tick_key` backwards, an incremental sort ordering one
+/// tick's attempts by `run_id`), so the cost does not grow
 /// with the length of the history. The outer join on a single row makes the
 /// result never empty, so the database clock rides along in the same round
 /// trip.
@@ -51,7 +52,7 @@ const SCHEDULE_COUNTS: &str = "\
 SELECT count(*) FILTER (WHERE enabled), count(*) FILTER (WHERE NOT enabled)
 FROM scheduler_schedules";
 
-// Per stored schedule, one walk of scheduler_runs_schedule_time_idx, newest
+// Per stored schedule, one walk of the tick key (scheduler_runs_tick_key), newest
 // first, over at most its last LAST_SUCCESS_WINDOW runs (a schedule that
 // keeps failing must not make every scrape read its whole history): the
 // cost grows with the number of schedules, not with the ledger. On 2 million

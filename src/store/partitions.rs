@@ -53,12 +53,12 @@ SELECT EXISTS (SELECT 1 FROM scheduler_runs_default WHERE scheduled_at >= $1 AND
 const DEFAULT_ROWS: &str = "SELECT count(*) FROM (SELECT 1 FROM scheduler_runs_default LIMIT $1) d";
 
 /// `CREATE TABLE` for one partition; `{name}`, `{from}` and `{to}` are
-/// filled by [`create_sql`] (DDL takes no bind parameters). Half of each
-/// page is left free: a completion's new row version goes on its row's
-/// page (a HOT update, migration 15), and a completion batch updates every
-/// row a claim has just put there.
+/// filled by [`create_sql`] (DDL takes no bind parameters). Over half of
+/// each page is left free: a completion's new row version goes on its
+/// row's page (a HOT update, migration 15), and a completion batch updates
+/// every row a claim has just put there.
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS {name} PARTITION OF scheduler_runs \
-                      FOR VALUES FROM ('{from}') TO ('{to}') WITH (fillfactor = 50)";
+                      FOR VALUES FROM ('{from}') TO ('{to}') WITH (fillfactor = 45)";
 
 /// `DROP TABLE` for one partition, `{name}` filled by [`drop_sql`].
 const DROP: &str = "DROP TABLE IF EXISTS {name}";

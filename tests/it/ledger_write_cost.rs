@@ -175,7 +175,7 @@ async fn completions_are_hot_updates_and_take_their_claims_listing_away() {
     let row = c.query_one(stats, &[]).await.expect("statistics");
     let (updates, hot): (i64, i64) = (row.get(0), row.get(1));
     // Successful completions change no indexed column and have room on the
-    // page (fillfactor 50); failures set `failed_at`, which is indexed.
+    // page (fillfactor 45); failures set `failed_at`, which is indexed.
     assert!(
         hot >= 50,
         "{hot} of {updates} completions were HOT (54 successes)"

@@ -120,7 +120,9 @@ pub struct ClaimOutcome {
     pub claimed: Vec<Claimed>,
     /// Requests whose row already existed: someone else has it. Done.
     pub taken: usize,
-    /// Requests to ask again: stripe locked by another claim, or not yet due.
+    /// Requests to ask again: stripe locked by another claim, not yet due, or
+    /// a tick's row written by someone else while the claim wrote its own
+    /// (the whole claim is then handed back).
     pub retry: Vec<ClaimRequest>,
 }
 
@@ -187,7 +189,8 @@ SELECT now() AS db_now,
 /// bounded by the misfire grace (`engine::executor`).
 /// `claimed_at` is when the claim takes effect: the due instant for a row
 /// written ahead (it commits only after it), else the INSERT.
-/// `started_at` likewise.
+/// `started_at` likewise. A tick whose row exists already is not written
+/// (another replica, the missed-tick sweep or a backfill wrote it).
 pub const INSERT: &str = concat!(
     "\
 WITH c AS (
@@ -292,9 +295,18 @@ WITH c AS (
                          max_instances, oldest)
            END,
            CASE WHEN status = 'skipped' THEN oldest WHEN queued THEN newest END
-    FROM settled
-    WHERE NOT $10 OR clean
-    ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING
+    FROM settled s
+    WHERE (NOT $10 OR clean)
+      -- A plain INSERT, not ON CONFLICT DO NOTHING: a speculative insertion
+      -- costs a WAL record per row (49 bytes a fire). Rows committed before
+      -- this statement are passed over here; a conflicting one being
+      -- committed meanwhile (the stripe lock keeps other claims out, not
+      -- the leader's missed-tick sweep or a backfill) fails the statement,
+      -- and the claim hands its ticks back to retry (`claim`).
+      AND NOT EXISTS (
+          SELECT 1 FROM scheduler_runs r
+          WHERE r.schedule_name = s.schedule_name AND r.scheduled_at = s.scheduled_at
+            AND r.attempt = 1 AND NOT (r.trigger = 'manual'))
     RETURNING run_id, schedule_name, scheduled_at, status,
               status = 'running' AND started_at IS NULL AS queued, overlapped_run_id
 ), tracked AS (
@@ -452,9 +464,11 @@ pub async fn claim_with_idle_timeout(
     }
 
     // Ahead of the tick: the rows that will simply run, uncommitted.
-    let mut created = insert_rows(&tx, &insert, node_id, &mine, &finished, gone, true)
-        .await?
-        .1;
+    let mut created = match insert_rows(&tx, &insert, node_id, &mine, &finished, gone, true).await {
+        Ok((_, rows)) => rows,
+        Err(e) if e.is_unique_violation() => return hand_back(tx, outcome, mine).await,
+        Err(e) => return Err(e),
+    };
     until_due.await;
     // The commit must come after the newest due instant written, on the
     // database clock.
@@ -492,17 +506,25 @@ pub async fn claim_with_idle_timeout(
         }
     }
     // The rest — judged now that they are due: late, coalesced, overlapping.
-    let rest: Vec<ClaimRequest> = {
+    let (written_early, rest): (Vec<ClaimRequest>, Vec<ClaimRequest>) = {
         let early: HashSet<(&str, DateTime<Utc>)> = created
             .iter()
             .map(|c| (c.schedule_name.as_str(), c.scheduled_at))
             .collect();
         mine.into_iter()
-            .filter(|r| !early.contains(&(r.schedule_name.as_str(), r.scheduled_at)))
-            .collect()
+            .partition(|r| early.contains(&(r.schedule_name.as_str(), r.scheduled_at)))
     };
     if !rest.is_empty() {
-        let (at, late) = insert_rows(&tx, &insert, node_id, &rest, &finished, gone, false).await?;
+        let (at, late) =
+            match insert_rows(&tx, &insert, node_id, &rest, &finished, gone, false).await {
+                Ok(written) => written,
+                Err(e) if e.is_unique_violation() => {
+                    let mut all = written_early;
+                    all.extend(rest);
+                    return hand_back(tx, outcome, all).await;
+                }
+                Err(e) => return Err(e),
+            };
         db_now = at;
         let written: HashSet<(&str, DateTime<Utc>)> = late
             .iter()
@@ -525,6 +547,24 @@ pub async fn claim_with_idle_timeout(
     tx.commit().await?;
     outcome.claimed = created;
     outcome.db_now = Some(db_now);
+    Ok(outcome)
+}
+
+/// A tick's row was being written by someone else (the missed-tick sweep,
+/// a backfill) while the INSERT ran, which failed on the tick key: the
+/// transaction is rolled back and every request handed back to retry; the
+/// next claim finds that row and passes over its tick.
+async fn hand_back(
+    tx: deadpool_postgres::Transaction<'_>,
+    mut outcome: ClaimOutcome,
+    requests: Vec<ClaimRequest>,
+) -> Result<ClaimOutcome, StoreError> {
+    tx.rollback().await?;
+    tracing::debug!(
+        ticks = requests.len(),
+        "a tick's row was written concurrently; the claim is retried"
+    );
+    outcome.retry.extend(requests);
     Ok(outcome)
 }
 

@@ -79,6 +79,14 @@ pub enum StoreError {
     Schema(String),
 }
 
+impl StoreError {
+    /// Whether a statement broke a unique key (SQLSTATE 23505).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Db(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         StoreError::Db(e)

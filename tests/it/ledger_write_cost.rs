@@ -312,3 +312,64 @@ async fn taken_pending_runs_are_listed_and_manual_runs_never_take_a_ticks_key() 
         .is_empty());
     assert_eq!(listed(&c).await.1, 2, "an empty take writes no row");
 }
+
+#[tokio::test]
+async fn a_claim_racing_another_writer_of_its_tick_hands_the_batch_back() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let node = Uuid::now_v7();
+    let t = db_second(&c).await - Duration::seconds(1);
+    // Another writer (as the missed-tick sweep would) has the tick's row
+    // written but not committed when the claim writes its own.
+    let mut other = db.client().await;
+    let sweep = other.transaction().await.expect("begin");
+    sweep
+        .execute(
+            "INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
+                                         status, completed_at) \
+             VALUES (gen_random_uuid(), 'a', 'p', 'schedule', $1, 'missed', now())",
+            &[&t],
+        )
+        .await
+        .expect("the other row");
+    let racing = {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let pool = spine_scheduler::store::pool(&url, 1).expect("pool");
+            let mut client = pool.get().await.expect("connection");
+            claims::claim(
+                &mut client,
+                node,
+                vec![claim_request("a", t), claim_request("b", t)],
+                no_finished,
+                &[],
+                std::future::ready(()),
+            )
+            .await
+        })
+    };
+    eventually(
+        StdDuration::from_secs(10),
+        "the claim waits on the other row",
+        || async {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%scheduler_inflight%'",
+                &[],
+            )
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+        },
+    )
+    .await;
+    sweep.commit().await.expect("commit");
+    let out = racing.await.expect("task").expect("no error: handed back");
+    assert!(out.claimed.is_empty(), "{:?}", out.claimed);
+    assert_eq!(out.retry.len(), 2, "the whole batch is asked again");
+    assert_eq!(listed(&c).await, (0, 0), "nothing of the claim was kept");
+    // Asked again: the tick with a row is passed over, the other claimed.
+    let again = claim(&db, node, out.retry).await;
+    assert_eq!(again.taken, 1);
+    assert_eq!(again.claimed.len(), 1);
+    assert_eq!(again.claimed[0].schedule_name, "b");
+}

@@ -30,13 +30,28 @@
 --   room on that page (measured in BENCHMARKS.md: 39 % HOT at 80, 90 % at
 --   50, 100 % at 45).
 --
--- Locks and time: the column additions are catalog changes; the two
--- UPDATEs touch only pending and recently failed rows, found through the
--- partial indexes that are dropped afterwards; the new tick key is built
--- once over the ledger (like 14's primary key: about 1 s per million rows
--- on a small server), under the ACCESS EXCLUSIVE lock every migration's
--- first ALTER takes. Plan a large ledger's upgrade as for 14.
+-- Locks and time: the ledger is locked (ACCESS EXCLUSIVE) for the whole
+-- migration. The column additions are catalog changes; the UPDATEs of
+-- pending and recently failed rows find them through the partial indexes
+-- that are dropped afterwards; the manual runs are found by one scan of the
+-- ledger, and the new tick key and time index are built over it (like 14's
+-- primary key: of the order of a second per million rows each on a small
+-- server). Plan a large ledger's upgrade as for 14.
 
+-- The whole migration's lock, taken at once rather than upgraded later.
+LOCK TABLE scheduler_runs IN ACCESS EXCLUSIVE MODE;
+
+-- Manual runs were outside any unique key: two asked for in one
+-- transaction share an instant. Such a pair is moved apart by a
+-- microsecond each, as `runs::insert_manual_run` now does, so that the
+-- index can be built.
+UPDATE scheduler_runs r
+SET scheduled_at = r.scheduled_at + (d.rn - 1) * interval '1 microsecond'
+FROM (SELECT run_id, scheduled_at,
+             row_number() OVER (PARTITION BY schedule_name, scheduled_at, attempt
+                                ORDER BY run_id) AS rn
+      FROM scheduler_runs WHERE trigger = 'manual') d
+WHERE r.run_id = d.run_id AND r.scheduled_at = d.scheduled_at AND d.rn > 1;
 ALTER TABLE scheduler_runs ADD COLUMN pending_since timestamptz;
 ALTER TABLE scheduler_runs ADD COLUMN failed_at timestamptz;
 UPDATE scheduler_runs SET pending_since = claimed_at WHERE status = 'pending';
@@ -83,17 +98,6 @@ CREATE INDEX scheduler_runs_time_idx ON scheduler_runs (scheduled_at, run_id);
 -- key space, as before: a backfill or a retry of a tick that has a row
 -- conflicts with it. A manual run's `scheduled_at` is when it was asked
 -- for and may fall on a tick's instant: the fourth column keeps them apart.
--- Manual runs were outside any unique key: two asked for in one
--- transaction share an instant. Such a pair is moved apart by a
--- microsecond each, as `runs::insert_manual_run` now does, so that the
--- index can be built.
-UPDATE scheduler_runs r
-SET scheduled_at = r.scheduled_at + (d.rn - 1) * interval '1 microsecond'
-FROM (SELECT run_id, scheduled_at,
-             row_number() OVER (PARTITION BY schedule_name, scheduled_at, attempt
-                                ORDER BY run_id) AS rn
-      FROM scheduler_runs WHERE trigger = 'manual') d
-WHERE r.run_id = d.run_id AND r.scheduled_at = d.scheduled_at AND d.rn > 1;
 DROP INDEX scheduler_runs_tick_key;
 CREATE UNIQUE INDEX scheduler_runs_tick_key
     ON scheduler_runs (schedule_name, scheduled_at, attempt, (trigger = 'manual'));

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use spine_scheduler::pg_cluster::{ClusterOptions, PgCluster};
-use spine_scheduler::store::claims::ClaimRequest;
+use spine_scheduler::store::claims::{ClaimOutcome, ClaimRequest};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
@@ -212,6 +212,29 @@ where
 }
 
 /// For the claim statement: no run of ours has finished unwritten.
+/// Claims `batch` as replica `node` through a pool of its own (no runs
+/// finished unwritten, `gone` replicas' runs not counted), its ticks
+/// already due.
+pub async fn claim_batch(
+    db: &TestDb,
+    node: Uuid,
+    batch: Vec<ClaimRequest>,
+    gone: &[Uuid],
+) -> ClaimOutcome {
+    let pool = spine_scheduler::store::pool(&db.url, 2).expect("pool");
+    let mut client = pool.get().await.expect("connection");
+    spine_scheduler::store::claims::claim(
+        &mut client,
+        node,
+        batch,
+        no_finished,
+        gone,
+        std::future::ready(()),
+    )
+    .await
+    .expect("claim")
+}
+
 pub fn no_finished(_: &[&str]) -> Vec<Uuid> {
     Vec::new()
 }

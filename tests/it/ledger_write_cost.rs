@@ -18,24 +18,13 @@ use spine_scheduler::types::{RunStatus, RunTrigger};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::harness::{claim_request, db_second, eventually, no_finished, TestDb};
+use crate::harness::{claim_batch, claim_request, db_second, eventually, no_finished, TestDb};
 
 /// What a completion writes (`runs::FINISH_BATCH`): no index may use them.
 const COMPLETION_COLUMNS: &[&str] = &["status", "completed_at", "started_at", "error", "result"];
 
 async fn claim(db: &TestDb, node: Uuid, batch: Vec<ClaimRequest>) -> ClaimOutcome {
-    let pool = spine_scheduler::store::pool(&db.url, 2).expect("pool");
-    let mut client = pool.get().await.expect("connection");
-    claims::claim(
-        &mut client,
-        node,
-        batch,
-        no_finished,
-        &[],
-        std::future::ready(()),
-    )
-    .await
-    .expect("claim")
+    claim_batch(db, node, batch, &[]).await
 }
 
 fn completion(run_id: Uuid, scheduled_at: DateTime<Utc>, status: RunStatus) -> Completion {

@@ -10,13 +10,13 @@
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use spine_scheduler::store::claims::{self, ClaimOutcome, ClaimRequest, Claimed};
+use spine_scheduler::store::claims::{ClaimOutcome, ClaimRequest, Claimed};
 use spine_scheduler::store::schedules;
 use spine_scheduler::types::RunStatus;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::harness::{claim_request, db_now, db_second, eventually, no_finished, TestDb};
+use crate::harness::{claim_batch as claim, claim_request, db_now, db_second, eventually, TestDb};
 use crate::replica::{audit, seconds, temp_dir, ticks, Replica};
 use crate::test_cluster::{every_second, FAST, SERIAL};
 
@@ -26,21 +26,6 @@ fn request(name: &str, at: DateTime<Utc>, coalesce: bool, backlog: bool) -> Clai
         backlog,
         ..claim_request(name, at)
     }
-}
-
-async fn claim(db: &TestDb, node: Uuid, batch: Vec<ClaimRequest>, gone: &[Uuid]) -> ClaimOutcome {
-    let pool = spine_scheduler::store::pool(&db.url, 2).expect("pool");
-    let mut client = pool.get().await.expect("connection");
-    claims::claim(
-        &mut client,
-        node,
-        batch,
-        no_finished,
-        gone,
-        std::future::ready(()),
-    )
-    .await
-    .expect("claim")
 }
 
 fn claimed_at<'a>(out: &'a ClaimOutcome, name: &str, at: DateTime<Utc>) -> &'a Claimed {

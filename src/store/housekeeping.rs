@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -70,85 +69,91 @@ FROM orphaned o CROSS JOIN LATERAL unnest(o.run_ids, o.ticks) AS e(run_id, tick)
 WHERE r.run_id = e.run_id AND r.scheduled_at = e.tick AND r.status = 'running'
 RETURNING r.schedule_name, r.trigger";
 
+/// Most failures one pass of [`schedule_retries`] handles.
+const RETRY_BATCH: i64 = 1000;
+
+/// One pass of the retry sweep, as one statement (so a failure is handled
+/// exactly once, whichever replica leads): the oldest `$2` failures still
+/// marked (`failed_at`, set when a run fails or is abandoned) are unmarked,
+/// and each one its schedule's retry policy allows gets its next attempt,
+/// `pending` after the backoff. Unmarking keeps the partial index over
+/// `failed_at` down to the failures no pass has seen yet: a pass reads the
+/// new failures, not a day of them again and again (with a month of
+/// partitions, re-reading 17,000 failures every pass took seconds and held
+/// up retention's partition drops; `spine-bench history`).
+///
 /// `used`: the attempts the policy counts. A backfill's run (and its
 /// retries, which name the backfill) counts from the backfill's own first
 /// attempt of the tick: in mode `all` that is the tick's next attempt
 /// number, and the backfill gets the policy's retries all the same
-/// (`backfill::settled` waits for them by the same rule and horizon).
-const RETRY_CANDIDATES: &str = "\
-SELECT r.schedule_name, r.pipeline, r.scheduled_at, r.attempt, r.params, r.backfill_id,
-       least(s.retry_backoff_seconds * power(2, b.used - 1), s.retry_backoff_max_seconds)::float8 AS delay
-FROM scheduler_runs r
-JOIN scheduler_schedules s ON s.name = r.schedule_name
-CROSS JOIN LATERAL (
-    SELECT r.attempt - coalesce(
+/// (`backfill::settled` waits for them by the same rule and horizon). The
+/// next attempt's id is the `n`-th of `$1` (UUIDv7s made by the caller).
+const RETRY_PASS: &str = "\
+WITH seen AS (
+    UPDATE scheduler_runs r SET failed_at = NULL
+    FROM (SELECT run_id, scheduled_at FROM scheduler_runs
+          WHERE failed_at IS NOT NULL
+          ORDER BY failed_at LIMIT $2
+          FOR UPDATE SKIP LOCKED) f
+    WHERE r.run_id = f.run_id AND r.scheduled_at = f.scheduled_at
+    RETURNING r.schedule_name, r.pipeline, r.scheduled_at, r.attempt, r.params, r.backfill_id,
+              r.status
+), candidates AS (
+    SELECT seen.*, s.retry_backoff_seconds, s.retry_backoff_max_seconds, s.retry_max_attempts,
+           seen.attempt - CASE WHEN seen.backfill_id IS NULL THEN 1 ELSE coalesce(
                (SELECT f.attempt FROM scheduler_runs f
-                WHERE f.backfill_id = r.backfill_id AND f.scheduled_at = r.scheduled_at
-                  AND f.trigger = 'backfill'), 1) + 1 AS used) b
-WHERE r.failed_at > now() - interval '1 day'
-  AND r.status IN ('failed', 'abandoned')
-  AND b.used < s.retry_max_attempts
-  AND NOT EXISTS (
-      SELECT 1 FROM scheduler_runs n
-      WHERE n.schedule_name = r.schedule_name AND n.scheduled_at = r.scheduled_at
-        AND n.attempt = r.attempt + 1 AND n.trigger <> 'manual')
-LIMIT 1000";
-
-const INSERT_RETRIES: &str = "\
-INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
-                            node_id, status, pending_since, not_before, params, backfill_id)
-SELECT u.run_id, u.name, u.pipeline, 'retry', u.t, u.attempt, $6, 'pending', now(),
-       now() + make_interval(secs => u.delay), u.params, u.backfill_id
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $7::float8[],
-            $8::jsonb[], $9::uuid[])
-     AS u(run_id, name, pipeline, t, attempt, delay, params, backfill_id)
-ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING";
+                WHERE f.backfill_id = seen.backfill_id AND f.scheduled_at = seen.scheduled_at
+                  AND f.trigger = 'backfill'), 1) END + 1 AS used
+    FROM seen
+    JOIN scheduler_schedules s ON s.name = seen.schedule_name
+    WHERE s.retry_max_attempts > 1 AND seen.status IN ('failed', 'abandoned')
+), due AS (
+    SELECT c.*, row_number() OVER (ORDER BY c.scheduled_at, c.schedule_name) AS n,
+           least(c.retry_backoff_seconds * power(2, c.used - 1),
+                 c.retry_backoff_max_seconds)::float8 AS delay
+    FROM candidates c
+    WHERE c.used < c.retry_max_attempts
+), inserted AS (
+    INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
+                                node_id, status, pending_since, not_before, params, backfill_id)
+    SELECT ($1::uuid[])[d.n], d.schedule_name, d.pipeline, 'retry', d.scheduled_at,
+           d.attempt + 1, $3, 'pending', now(), now() + make_interval(secs => d.delay),
+           d.params, d.backfill_id
+    FROM due d
+    ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM inserted) AS created";
 
 /// Creates the next attempt (`pending`, trigger `retry`, after the backoff)
-/// for every failed or abandoned run its schedule's retry policy allows.
-/// A retry keeps the params its attempt was given (a manual run's override)
-/// and, for a backfill's run, names the backfill too. Returns how many were
-/// created.
+/// for every failed or abandoned run its schedule's retry policy allows,
+/// in passes of at most 1,000 failures. A retry keeps the params its
+/// attempt was given (a manual run's override) and, for a backfill's run,
+/// names the backfill too. Returns how many were created.
 pub async fn schedule_retries(
     client: &impl GenericClient,
     leader: Uuid,
 ) -> Result<u64, StoreError> {
-    let rows = client.query(RETRY_CANDIDATES, &[]).await?;
-    if rows.is_empty() {
-        return Ok(0);
+    let mut created = 0;
+    loop {
+        let ids: Vec<Uuid> = (0..RETRY_BATCH).map(|_| Uuid::now_v7()).collect();
+        let row = client
+            .query_one(RETRY_PASS, &[&ids, &RETRY_BATCH, &leader])
+            .await?;
+        let (seen, n): (i64, i64) = (row.try_get("seen")?, row.try_get("created")?);
+        created += u64::try_from(n).unwrap_or(0);
+        // A full pass may have left more behind it; a short one did not
+        // (failures locked by another pass are that pass's).
+        if seen < RETRY_BATCH {
+            break;
+        }
     }
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut names: Vec<String> = Vec::with_capacity(rows.len());
-    let mut pipelines: Vec<String> = Vec::with_capacity(rows.len());
-    let mut ticks: Vec<DateTime<Utc>> = Vec::with_capacity(rows.len());
-    let mut attempts: Vec<i32> = Vec::with_capacity(rows.len());
-    let mut delays: Vec<f64> = Vec::with_capacity(rows.len());
-    let mut params: Vec<Option<Value>> = Vec::with_capacity(rows.len());
-    let mut backfills: Vec<Option<Uuid>> = Vec::with_capacity(rows.len());
-    for r in &rows {
-        ids.push(Uuid::now_v7());
-        names.push(r.try_get("schedule_name")?);
-        pipelines.push(r.try_get("pipeline")?);
-        ticks.push(r.try_get("scheduled_at")?);
-        attempts.push(r.try_get::<_, i32>("attempt")? + 1);
-        delays.push(r.try_get("delay")?);
-        params.push(r.try_get("params")?);
-        backfills.push(r.try_get("backfill_id")?);
-    }
-    let n = client
-        .execute(
-            INSERT_RETRIES,
-            &[
-                &ids, &names, &pipelines, &ticks, &attempts, &leader, &delays, &params, &backfills,
-            ],
-        )
-        .await?;
-    if n > 0 {
+    if created > 0 {
         client
             .batch_execute(&format!("NOTIFY {}", super::runs::RUNS_CHANNEL))
             .await?;
     }
-    Ok(n)
+    Ok(created)
 }
 
 /// The newest tick with a ledger row before each schedule's cutoff: where

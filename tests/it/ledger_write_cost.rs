@@ -362,3 +362,80 @@ async fn a_claim_racing_another_writer_of_its_tick_hands_the_batch_back() {
     assert_eq!(again.claimed.len(), 1);
     assert_eq!(again.claimed[0].schedule_name, "b");
 }
+
+#[tokio::test]
+async fn the_retry_sweep_handles_each_failure_once_and_unmarks_it() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let node = Uuid::now_v7();
+    c.batch_execute(
+        "INSERT INTO scheduler_schedules (name, pipeline, schedule_type, cron_expression, \
+                                          retry_max_attempts, retry_backoff_seconds) \
+         VALUES ('retried', 'p', 'cron', '* * * * *', 3, 10), \
+                ('once', 'p', 'cron', '* * * * *', 1, 10)",
+    )
+    .await
+    .expect("schedules");
+    let t = db_second(&c).await - Duration::seconds(1);
+    let out = claim(
+        &db,
+        node,
+        vec![
+            claim_request("retried", t),
+            claim_request("once", t),
+            claim_request("gone", t),
+        ],
+    )
+    .await;
+    let pool = spine_scheduler::store::pool(&db.url, 1).expect("pool");
+    let writer = pool.get().await.expect("connection");
+    let failures: Vec<Completion> = out
+        .claimed
+        .iter()
+        .map(|r| completion(r.run_id, r.scheduled_at, RunStatus::Failed))
+        .collect();
+    runs::finish_batch(&writer, node, &failures, &[])
+        .await
+        .expect("results");
+    let marked = || async {
+        c.query_one(
+            "SELECT count(*) FROM scheduler_runs WHERE failed_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("marked")
+        .get::<_, i64>(0)
+    };
+    assert_eq!(marked().await, 3);
+
+    // Only the schedule with retries left gets one; every failure is seen
+    // once (a schedule without retries, one deleted since).
+    let leader = Uuid::now_v7();
+    assert_eq!(
+        housekeeping::schedule_retries(&c, leader)
+            .await
+            .expect("sweep"),
+        1
+    );
+    assert_eq!(marked().await, 0);
+    assert_eq!(
+        housekeeping::schedule_retries(&c, leader)
+            .await
+            .expect("sweep again"),
+        0
+    );
+    let retry = c
+        .query_one(
+            "SELECT schedule_name, attempt, status, pending_since IS NOT NULL, \
+                    not_before > now() + interval '5 seconds' \
+             FROM scheduler_runs WHERE trigger = 'retry'",
+            &[],
+        )
+        .await
+        .expect("the retry");
+    assert_eq!(retry.get::<_, String>(0), "retried");
+    assert_eq!(retry.get::<_, i32>(1), 2);
+    assert_eq!(retry.get::<_, String>(2), "pending");
+    assert!(retry.get::<_, bool>(3));
+    assert!(retry.get::<_, bool>(4), "after its backoff (10 s)");
+}

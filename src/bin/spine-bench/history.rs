@@ -29,9 +29,7 @@ use serde_json::Value;
 use spine_scheduler::store::{self, partitions, runs};
 use tokio_postgres::Client;
 
-use crate::common::{
-    bench_dir, bulk_schedules, pct, replica_command, statement_calls, stop_replicas,
-};
+use crate::common::{bench_dir, bulk_schedules, pct, replica_command, stop_replicas};
 use crate::steady::{statements_available, wait_for_replicas};
 use crate::Args;
 
@@ -412,7 +410,7 @@ async fn measure(
     .await?;
     let to = db_now(client).await?;
     let per_statement = if statements {
-        statement_calls(client).await?
+        statements_wide(client).await?
     } else {
         Vec::new()
     };
@@ -799,10 +797,12 @@ async fn explain(
     label: &str,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    runs: usize,
+    full: bool,
 ) -> anyhow::Result<String> {
     let mut times = Vec::new();
     let mut rows = 0;
-    for _ in 0..21 {
+    for _ in 0..runs {
         let t = Instant::now();
         rows = client.query(sql, params).await?.len();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -826,15 +826,97 @@ async fn explain(
         .first()
         .map(|l| l.trim().to_string())
         .unwrap_or_default();
-    Ok(format!(
-        "{label}\n    {rows} rows; median {:.2} ms, max {:.2} ms (21 runs, client side)\n    {}; {}; {}; {scans} scan nodes, {never} never executed\n    top: {}\n",
+    let mut out = format!(
+        "{label}\n    {rows} rows; median {:.2} ms, max {:.2} ms ({runs} runs, client side)\n    {}; {}; {}; {scans} scan nodes, {never} never executed\n    top: {}\n",
         pct(&times, 0.5),
         times.last().copied().unwrap_or(f64::NAN),
         find("Planning Time"),
         find("Execution Time"),
         find("Buffers"),
         top.chars().take(160).collect::<String>()
-    ))
+    );
+    if full {
+        for line in &plan {
+            out.push_str(&format!("      | {line}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// The plans `auto_explain` logged in the private cluster's server log
+/// (run with `--pg-setting session_preload_libraries=auto_explain --pg-setting
+/// auto_explain.log_min_duration=200 ...`): the `n` slowest, one per query
+/// text. Empty without it.
+fn logged_plans(data_dir: &Path, n: usize) -> String {
+    let Ok(log) = std::fs::read_to_string(data_dir.join("server.log")) else {
+        return String::new();
+    };
+    // An entry: "... LOG:  duration: 919.231 ms  plan:" then tab-indented lines.
+    let mut entries: Vec<(f64, String, String)> = Vec::new();
+    let mut lines = log.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.split_once("duration: ").map(|(_, r)| r) else {
+            continue;
+        };
+        if !rest.contains("plan:") {
+            continue;
+        }
+        let ms: f64 = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let mut body = String::new();
+        let mut text = String::new();
+        while let Some(next) = lines.peek() {
+            // The next log line starts with its timestamp ("2026-11-30 ...");
+            // the query text's own lines may start anywhere.
+            let b = next.as_bytes();
+            if b.len() > 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' {
+                break;
+            }
+            if let Some(q) = next.trim().strip_prefix("Query Text: ") {
+                text = q.chars().take(100).collect();
+            }
+            body.push_str(&format!("      | {}\n", next.trim_end()));
+            lines.next();
+        }
+        entries.push((ms, text, body));
+    }
+    entries.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut seen = std::collections::HashSet::new();
+    let mut out = String::new();
+    for (ms, text, body) in entries {
+        if seen.len() >= n {
+            break;
+        }
+        if seen.insert(text.clone()) {
+            out.push_str(&format!("auto_explain, {ms:.0} ms: {text}\n{body}"));
+        }
+    }
+    out
+}
+
+/// Calls and mean time per statement since the reset, most total time
+/// first, with more of each statement's text than `statement_calls`.
+async fn statements_wide(client: &Client) -> anyhow::Result<Vec<(String, i64, f64)>> {
+    let rows = client
+        .query(
+            "SELECT regexp_replace(left(query, 400), '\\s+', ' ', 'g'), calls, mean_exec_time
+             FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND query NOT LIKE '%pg_stat%'
+             ORDER BY total_exec_time DESC",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let q: String = r.get(0);
+            (q.chars().take(120).collect(), r.get(1), r.get(2))
+        })
+        .collect())
 }
 
 /// The statements with no `scheduled_at` bound, over every partition.
@@ -862,7 +944,17 @@ async fn unbounded_queries(client: &Client, end: DateTime<Utc>) -> anyhow::Resul
         ("run by id (newest)", new),
     ] {
         if let Some(id) = id {
-            out.push_str(&explain(client, &format!("{label}: runs::get"), by_id, &[&id]).await?);
+            out.push_str(
+                &explain(
+                    client,
+                    &format!("{label}: runs::get"),
+                    by_id,
+                    &[&id],
+                    21,
+                    false,
+                )
+                .await?,
+            );
         }
     }
     let list = runs::list_sql();
@@ -937,7 +1029,7 @@ async fn unbounded_queries(client: &Client, end: DateTime<Utc>) -> anyhow::Resul
         ),
     ];
     for (label, params) in &cases {
-        out.push_str(&explain(client, label, &list, params).await?);
+        out.push_str(&explain(client, label, &list, params, 21, false).await?);
     }
     Ok(out)
 }
@@ -1027,6 +1119,9 @@ pub async fn run(args: &Args, url: &str, data_dir: Option<&Path>) -> anyhow::Res
     out.push_str(&c);
     out.push_str("statements with no scheduled_at bound (replicas stopped):\n");
     out.push_str(&unbounded_queries(&client, end).await?);
+    if let Some(d) = data_dir {
+        out.push_str(&logged_plans(d, 4));
+    }
     out.push_str(&format!("at the end        {}", sizes(&client).await?));
     Ok(out)
 }

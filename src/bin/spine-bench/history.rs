@@ -742,9 +742,10 @@ async fn timed_drop(
     };
     let start = db_now(client).await?;
     let wall = Instant::now();
-    let mut attempts = 0;
-    let what = loop {
-        attempts += 1;
+    let mut tries: Vec<String> = Vec::new();
+    let mut done = None;
+    for _ in 0..DROP_ATTEMPTS {
+        let t = Instant::now();
         let result = if detach {
             // DETACH CONCURRENTLY is refused while a DEFAULT partition
             // exists: the plain one, under the same lock wait as retention.
@@ -771,22 +772,63 @@ async fn timed_drop(
                 .map_err(anyhow::Error::from)
                 .map(|r| format!("drop_expired: dropped {:?}, kept {:?}", r.dropped, r.kept))
         };
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
         match result {
-            Ok(what) => break what,
-            Err(e) if attempts < 5 => {
-                eprintln!("spine-bench: drop attempt {attempts} failed: {e:#}");
+            Ok(what) => {
+                tries.push(format!("{ms:.0} ms ok"));
+                done = Some(what);
+                break;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Who held the ledger meanwhile (the waiter itself is gone).
+                let busy = busy_sessions(client).await.unwrap_or_default();
+                tries.push(format!("{ms:.0} ms failed ({e:#}){busy}"));
+            }
         }
-    };
+        // The leader would try again on its next pass (minutes later).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let ms = wall.elapsed().as_secs_f64() * 1000.0;
     let end = db_now(client).await?;
+    let what = done.unwrap_or_else(|| format!("{} NOT dropped: gave up", oldest.name));
     Ok((
-        format!("{what} in {ms:.0} ms ({attempts} attempt(s))"),
+        format!(
+            "{what}; {} attempt(s), {ms:.0} ms from the first to the last (1 s pause after a failure):\n     - {}",
+            tries.len(),
+            tries.join("\n     - ")
+        ),
         ms,
         start,
         end,
     ))
+}
+
+/// Attempts at one drop before giving up (a failed one waits 250 ms for
+/// its lock; 1 s pause after it).
+const DROP_ATTEMPTS: usize = 10;
+
+/// The sessions of the database that were not idle, longest running first:
+/// what a lock wait may have queued behind.
+async fn busy_sessions(client: &Client) -> anyhow::Result<String> {
+    let rows = client
+        .query(
+            "SELECT round(extract(epoch FROM now() - query_start) * 1000)::float8, state,
+                    regexp_replace(left(query, 90), '\\s+', ' ', 'g')
+             FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'
+             ORDER BY query_start LIMIT 3",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let ms: f64 = r.get(0);
+            let state: String = r.get(1);
+            let q: String = r.get(2);
+            format!("\n         busy then: {ms:.0} ms {state}: {q}")
+        })
+        .collect())
 }
 
 /// Times `sql` (`runs` times, median and max, client side) and summarises
@@ -1172,7 +1214,13 @@ async fn phases(
     // settled from the generation), then C.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let b = measure(client, args, replicas, http, span, statements).await?;
-    let c = phase_c(client, schedules).await?;
+    let mut b_out = String::new();
+    phase_report(&mut b_out, "B", &b, n_replicas);
+    println!("{b_out}");
+    let c = match phase_c(client, schedules).await {
+        Ok(c) => c,
+        Err(e) => format!("C failed: {e:#}\n"),
+    };
     Ok(((a_out, a), generated, b, c))
 }
 
@@ -1183,8 +1231,10 @@ async fn phase_c(client: &mut Client, schedules: usize) -> anyhow::Result<String
     let t0 = db_now(client).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (first, _, d1_start, d1_end) = timed_drop(client, false).await?;
+    println!("C  {first}");
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (second, _, d2_start, d2_end) = timed_drop(client, true).await?;
+    println!("C  {second}");
     tokio::time::sleep(Duration::from_secs(10)).await;
     let t1 = db_now(client).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1196,9 +1246,9 @@ async fn phase_c(client: &mut Client, schedules: usize) -> anyhow::Result<String
         "C  {first}\nC  {second}\n{:<44}{}\n{:<44}{}\n{:<44}{}\n{:<44}{}\n",
         "C fire, 10 s before the drops",
         before.line(),
-        "C fire, drop_expired -1 s .. +3 s",
+        "C fire, drop_expired: -1 s .. end +3 s",
         around1.line(),
-        "C fire, DETACH+DROP -1 s .. +3 s",
+        "C fire, DETACH+DROP: -1 s .. end +3 s",
         around2.line(),
         "C fire, whole phase (~30 s)",
         whole.line()

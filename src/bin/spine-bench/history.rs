@@ -823,6 +823,41 @@ async fn timed_drop(
     ))
 }
 
+/// Watches the database's sessions every 500 ms until `stop`, and keeps
+/// the text of every statement seen running for more than a second that
+/// reads only and takes no parameters (the leader's sweeps): those can be
+/// EXPLAINed afterwards as they are, on the same data. Needs
+/// `track_activity_query_size` large enough for the whole text (the
+/// default 1 kB may cut it: such texts are skipped when EXPLAIN fails).
+async fn watch_long_selects(
+    url: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Vec<(String, f64)>> {
+    let client = store::connect(&url).await?;
+    let mut seen: Vec<(String, f64)> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let rows = client
+            .query(
+                "SELECT query, extract(epoch FROM now() - query_start)::float8 * 1000
+                 FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND state = 'active' AND now() - query_start > interval '1 second'
+                   AND query ~* '^\\s*select' AND query !~ '\\$[0-9]'",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let (q, ms): (String, f64) = (r.get(0), r.get(1));
+            match seen.iter_mut().find(|(s, _)| *s == q) {
+                Some(e) => e.1 = e.1.max(ms),
+                None => seen.push((q, ms)),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(seen)
+}
+
 /// Attempts at one drop before giving up (a failed one waits 250 ms for
 /// its lock; 1 s pause after it).
 const DROP_ATTEMPTS: usize = 10;
@@ -1157,7 +1192,7 @@ pub async fn run(args: &Args, url: &str, data_dir: Option<&Path>) -> anyhow::Res
     )
     .await;
     replicas.stop();
-    let (a, generated, b, c) = phases?;
+    let (a, generated, b, c, long) = phases?;
     out.push_str(&a.0);
     let a = a.1;
     out.push_str(&generated);
@@ -1166,6 +1201,20 @@ pub async fn run(args: &Args, url: &str, data_dir: Option<&Path>) -> anyhow::Res
     out.push_str(&c);
     out.push_str("statements with no scheduled_at bound (replicas stopped):\n");
     out.push_str(&unbounded_queries(&client, end).await?);
+    for (sql, ms) in &long {
+        let first = sql
+            .split_whitespace()
+            .take(12)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let label = format!(
+            "seen running {ms:.0} ms during B/C, EXPLAINed now (replicas stopped): {first} …"
+        );
+        match explain(&client, &label, sql, &[], 3, true).await {
+            Ok(text) => out.push_str(&text),
+            Err(e) => out.push_str(&format!("{label}\n    EXPLAIN failed: {e:#}\n")),
+        }
+    }
     if let Some(d) = data_dir {
         out.push_str(&logged_plans(d, 4));
     }
@@ -1186,7 +1235,7 @@ async fn phases(
     statements: bool,
     end: DateTime<Utc>,
     attach: bool,
-) -> anyhow::Result<((String, Phase), String, Phase, String)> {
+) -> anyhow::Result<((String, Phase), String, Phase, String, Vec<(String, f64)>)> {
     let (n_replicas, schedules) = (args.replicas(3), args.schedules(1000));
     // Phase A: the empty ledger.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1217,6 +1266,8 @@ async fn phases(
 
     // Phase B: the same on top of the history (after the firing has
     // settled from the generation), then C.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_long_selects(url.to_string(), stop.clone()));
     tokio::time::sleep(Duration::from_secs(15)).await;
     let b = measure(client, args, replicas, http, span, statements).await?;
     let mut b_out = String::new();
@@ -1232,7 +1283,19 @@ async fn phases(
     let b2 = measure(client, args, replicas, http, span, statements).await?;
     phase_report(&mut c, "B2 (again, after C)", &b2, n_replicas);
     ratios(&mut c, "B2/A", &a, &b2);
-    Ok(((a_out, a), generated, b, c))
+    stop.store(true, Ordering::SeqCst);
+    let long = match watcher.await {
+        Ok(Ok(long)) => long,
+        Ok(Err(e)) => {
+            eprintln!("spine-bench: watching long statements failed: {e:#}");
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("spine-bench: watcher task: {e}");
+            Vec::new()
+        }
+    };
+    Ok(((a_out, a), generated, b, c, long))
 }
 
 /// Phase C: two drops of the oldest day while firing, with the lag before

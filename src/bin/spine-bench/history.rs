@@ -832,13 +832,15 @@ async fn timed_drop(
 async fn watch_long_selects(
     url: String,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<Vec<(String, f64)>> {
+) -> anyhow::Result<Vec<(String, f64, String)>> {
     let client = store::connect(&url).await?;
-    let mut seen: Vec<(String, f64)> = Vec::new();
+    // Text, longest seen running (ms), and what it was doing at each sample.
+    let mut seen: Vec<(String, f64, std::collections::BTreeMap<String, u32>)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let rows = client
             .query(
-                "SELECT query, extract(epoch FROM now() - query_start)::float8 * 1000
+                "SELECT query, extract(epoch FROM now() - query_start)::float8 * 1000,
+                        coalesce(wait_event_type || ':' || wait_event, 'CPU')
                  FROM pg_stat_activity
                  WHERE datname = current_database() AND pid <> pg_backend_pid()
                    AND state = 'active' AND now() - query_start > interval '1 second'
@@ -847,15 +849,28 @@ async fn watch_long_selects(
             )
             .await?;
         for r in rows {
-            let (q, ms): (String, f64) = (r.get(0), r.get(1));
-            match seen.iter_mut().find(|(s, _)| *s == q) {
-                Some(e) => e.1 = e.1.max(ms),
-                None => seen.push((q, ms)),
+            let (q, ms, wait): (String, f64, String) = (r.get(0), r.get(1), r.get(2));
+            match seen.iter_mut().find(|(s, _, _)| *s == q) {
+                Some(e) => {
+                    e.1 = e.1.max(ms);
+                    *e.2.entry(wait).or_default() += 1;
+                }
+                None => seen.push((q, ms, [(wait, 1)].into_iter().collect())),
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(seen)
+    Ok(seen
+        .into_iter()
+        .map(|(q, ms, waits)| {
+            let waits = waits
+                .iter()
+                .map(|(w, n)| format!("{w} x{n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (q, ms, waits)
+        })
+        .collect())
 }
 
 /// Attempts at one drop before giving up (a failed one waits 250 ms for
@@ -867,7 +882,8 @@ const DROP_ATTEMPTS: usize = 10;
 async fn busy_sessions(client: &Client) -> anyhow::Result<String> {
     let rows = client
         .query(
-            "SELECT round(extract(epoch FROM now() - query_start) * 1000)::float8, state,
+            "SELECT round(extract(epoch FROM now() - query_start) * 1000)::float8,
+                    state || coalesce(', waiting on ' || wait_event_type || ':' || wait_event, ', on CPU'),
                     regexp_replace(left(query, 90), '\\s+', ' ', 'g')
              FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'
@@ -1201,14 +1217,14 @@ pub async fn run(args: &Args, url: &str, data_dir: Option<&Path>) -> anyhow::Res
     out.push_str(&c);
     out.push_str("statements with no scheduled_at bound (replicas stopped):\n");
     out.push_str(&unbounded_queries(&client, end).await?);
-    for (sql, ms) in &long {
+    for (sql, ms, waits) in &long {
         let first = sql
             .split_whitespace()
             .take(12)
             .collect::<Vec<_>>()
             .join(" ");
         let label = format!(
-            "seen running {ms:.0} ms during B/C, EXPLAINed now (replicas stopped): {first} …"
+            "seen running {ms:.0} ms during B/C (samples every 500 ms: {waits}), EXPLAINed now (replicas stopped): {first} …"
         );
         match explain(&client, &label, sql, &[], 3, true).await {
             Ok(text) => out.push_str(&text),
@@ -1235,7 +1251,13 @@ async fn phases(
     statements: bool,
     end: DateTime<Utc>,
     attach: bool,
-) -> anyhow::Result<((String, Phase), String, Phase, String, Vec<(String, f64)>)> {
+) -> anyhow::Result<(
+    (String, Phase),
+    String,
+    Phase,
+    String,
+    Vec<(String, f64, String)>,
+)> {
     let (n_replicas, schedules) = (args.replicas(3), args.schedules(1000));
     // Phase A: the empty ledger.
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -13,6 +13,7 @@ mod api;
 mod burst;
 mod common;
 mod failover;
+mod history;
 mod scale;
 mod steady;
 mod throughput;
@@ -41,7 +42,11 @@ pub struct Args {
     /// killed replica's share is on time again and until a new leader;
     /// `--seconds` is the length of each window, default 20), `wal` (3 x 200
     /// schedules every second, 20 s: WAL bytes and commits per fire, the
-    /// ledger's indexes and size per million runs; use `--private`).
+    /// ledger's indexes and size per million runs; use `--private`),
+    /// `history` (3 x 1,000 schedules every second with run-history API
+    /// load, on an empty ledger and then on `--history-rows` generated over
+    /// 30 daily partitions; then the oldest day dropped while firing, and
+    /// the unbounded queries EXPLAINed; use `--private`).
     #[arg(default_value = "steady")]
     scenario: String,
     /// Replicas to start (default per scenario).
@@ -100,6 +105,17 @@ pub struct Args {
     /// at the ledger; its name is printed.
     #[arg(long)]
     keep_database: bool,
+    /// Ledger rows `history` generates over the 30 days before today.
+    #[arg(long, default_value_t = 50_000_000)]
+    history_rows: u64,
+    /// How `history` loads each day: `attach` (a plain table loaded, then
+    /// attached, which builds its indexes) or `insert` (into the partition,
+    /// through its indexes).
+    #[arg(long, default_value = "attach")]
+    history_load: String,
+    /// Run-history requests per second, all `history` clients together.
+    #[arg(long, default_value_t = 100.0)]
+    api_rate: f64,
 }
 
 #[tokio::main]
@@ -113,11 +129,12 @@ async fn main() -> anyhow::Result<()> {
         "throughput",
         "failover",
         "wal",
+        "history",
     ]
     .contains(&args.scenario.as_str())
     {
         bail!(
-            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover, wal",
+            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover, wal, history",
             args.scenario
         );
     }
@@ -159,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         "throughput" => throughput::run(&args, &url).await,
         "failover" => failover::run(&args, &url).await,
         "wal" => wal::run(&args, &url, cluster.as_ref().map(|c| c.data_dir())).await,
+        "history" => history::run(&args, &url, cluster.as_ref().map(|c| c.data_dir())).await,
         _ => steady::run(&args, &url).await,
     };
     drop(admin);

@@ -13,6 +13,7 @@ mod api;
 mod burst;
 mod common;
 mod failover;
+mod floor;
 mod scale;
 mod steady;
 mod throughput;
@@ -41,7 +42,11 @@ pub struct Args {
     /// killed replica's share is on time again and until a new leader;
     /// `--seconds` is the length of each window, default 20), `wal` (3 x 200
     /// schedules every second, 20 s: WAL bytes and commits per fire, the
-    /// ledger's indexes and size per million runs; use `--private`).
+    /// ledger's indexes and size per million runs; use `--private`), `floor`
+    /// (3 x 5,000 schedules every second, 30 s, into an `http` pipeline
+    /// whose receiver writes one row per run: work-row lag against a floor
+    /// of the same rows written at each whole second with no scheduler,
+    /// measured before and after in the same run; use `--private`).
     #[arg(default_value = "steady")]
     scenario: String,
     /// Replicas to start (default per scenario).
@@ -113,11 +118,12 @@ async fn main() -> anyhow::Result<()> {
         "throughput",
         "failover",
         "wal",
+        "floor",
     ]
     .contains(&args.scenario.as_str())
     {
         bail!(
-            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover, wal",
+            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover, wal, floor",
             args.scenario
         );
     }
@@ -158,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
         "api" => api::run(&args, &url).await,
         "throughput" => throughput::run(&args, &url).await,
         "failover" => failover::run(&args, &url).await,
+        "floor" => floor::run(&args, &url, cluster.as_ref().map(|c| c.data_dir())).await,
         "wal" => wal::run(&args, &url, cluster.as_ref().map(|c| c.data_dir())).await,
         _ => steady::run(&args, &url).await,
     };

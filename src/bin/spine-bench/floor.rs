@@ -18,7 +18,10 @@
 //! `clock_timestamp()` against the whole second the row stands for, taken
 //! from the request body's `scheduled_at`); it splits into delivery
 //! (`received_at − tick`, the receiver's clock when the request was
-//! parsed) and store (`written_at − received_at`: pool wait and INSERT).
+//! parsed), pool wait (`pooled_at − received_at`, until the pool hands out
+//! a connection) and insert (`written_at − pooled_at`: the round trip to
+//! the server up to the row's `clock_timestamp()`; a connection is handed
+//! out again only after its previous INSERT's commit).
 //! Everything runs on one host, so the database, the receiver and the
 //! replicas read the same clock.
 //!
@@ -31,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +67,7 @@ const WORK_TABLE: &str = "CREATE TABLE bench_work (
     schedule_name text NOT NULL,
     tick timestamptz NOT NULL,
     received_at timestamptz NOT NULL,
+    pooled_at timestamptz NOT NULL,
     written_at timestamptz NOT NULL DEFAULT clock_timestamp())";
 
 /// The pipeline name `bulk_schedules` gives every schedule.
@@ -72,6 +76,9 @@ const PIPELINE: &str = "bench.record";
 /// Seconds fired before a window counts: connections are opened, pools
 /// filled and statements prepared in the first seconds.
 const WARM_UP: u64 = 5;
+
+/// The receiver's accept queue (see [`Receiver::start`]).
+const ACCEPT_BACKLOG: u32 = 8192;
 
 /// Default size of the receiver's database pool.
 const DEFAULT_RECEIVER_POOL: usize = 16;
@@ -85,12 +92,16 @@ pub async fn insert_work(
     received_at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let conn = pool.get().await?;
+    // When the pool handed out a connection: splits the pool's queue from
+    // the statement itself in the report.
+    let pooled_at = Utc::now();
     let stmt = conn
         .prepare_cached(
-            "INSERT INTO bench_work (schedule_name, tick, received_at) VALUES ($1, $2, $3)",
+            "INSERT INTO bench_work (schedule_name, tick, received_at, pooled_at)
+             VALUES ($1, $2, $3, $4)",
         )
         .await?;
-    conn.execute(&stmt, &[&schedule, &tick, &received_at])
+    conn.execute(&stmt, &[&schedule, &tick, &received_at, &pooled_at])
         .await?;
     Ok(())
 }
@@ -141,7 +152,14 @@ impl Receiver {
                 pool,
                 errors: Arc::clone(&errors),
             });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // A deep accept queue: at the first tick every sender opens one
+        // connection per run at once (5,000), and connections the queue
+        // drops are retried by the kernel after 1, 3, 7 … s, which would
+        // stall the warm-up for half a minute (the kernel caps it at
+        // net.core.somaxconn; tokio's `bind` asks for 1,024).
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = socket.listen(ACCEPT_BACKLOG)?;
         let url = format!("http://{}/work", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -282,18 +300,25 @@ struct Work {
     once: i64,
     doubled: i64,
     missing: i64,
-    /// written_at − tick, received_at − tick, written_at − received_at (ms), sorted.
+    /// written_at − tick, received_at − tick, pooled_at − received_at,
+    /// written_at − pooled_at (ms), sorted.
     lag: Vec<f64>,
     delivery: Vec<f64>,
-    store: Vec<f64>,
+    pool_wait: Vec<f64>,
+    insert: Vec<f64>,
     /// The slowest ticks: tick, rows, p50 and max lag (ms).
     slowest: Vec<(String, i64, f64, f64)>,
+    /// Each audited tick's p99 lag (ms), in tick order: a steady state
+    /// looks flat, a collapse climbs.
+    per_second_p99: Vec<f64>,
     /// Statements of the window (calls, mean ms), with pg_stat_statements.
     statements: Vec<(String, i64, f64)>,
     cpu: Cpu,
     /// Requests that failed: receiver errors, and (floor) pipeline failures.
     receiver_errors: u64,
     sender_errors: u64,
+    /// (floor) Ticks not sent: the schedule's previous request in flight.
+    skipped: u64,
 }
 
 /// Reads the work rows whose tick lies in `[lo, hi]`.
@@ -320,7 +345,8 @@ async fn audit_work(
         .query(
             "SELECT extract(epoch FROM written_at - tick)::float8 * 1000,
                     extract(epoch FROM received_at - tick)::float8 * 1000,
-                    extract(epoch FROM written_at - received_at)::float8 * 1000
+                    extract(epoch FROM pooled_at - received_at)::float8 * 1000,
+                    extract(epoch FROM written_at - pooled_at)::float8 * 1000
              FROM bench_work WHERE tick BETWEEN $1 AND $2",
             &[&lo, &hi],
         )
@@ -343,7 +369,18 @@ async fn audit_work(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
+    let per_second_p99 = client
+        .query(
+            "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM written_at - tick))::float8 * 1000
+             FROM bench_work WHERE tick BETWEEN $1 AND $2 GROUP BY tick ORDER BY tick",
+            &[&lo, &hi],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     Ok(Work {
+        per_second_p99,
         seconds,
         window_s: seconds as f64,
         due,
@@ -353,12 +390,14 @@ async fn audit_work(
         missing: due - present,
         lag: column(0),
         delivery: column(1),
-        store: column(2),
+        pool_wait: column(2),
+        insert: column(3),
         slowest,
         statements: Vec::new(),
         cpu: Cpu::default(),
         receiver_errors: 0,
         sender_errors: 0,
+        skipped: 0,
     })
 }
 
@@ -374,20 +413,36 @@ async fn sleep_until(at: DateTime<Utc>) {
     }
 }
 
+/// What one floor sender did.
+struct Sent {
+    failed: u64,
+    /// Ticks not sent because the schedule's previous request was still in
+    /// flight (what `max_instances = 1` records `skipped`).
+    skipped: u64,
+    first_error: Option<String>,
+}
+
 /// One floor sender: at each of `ticks` whole seconds from `first`, starts
 /// the run of each of its schedules through `pipeline`, as a replica's
-/// executor does once a claim is won. Returns (succeeded, failed, first error).
+/// executor does once a claim is won — unless that schedule's previous run
+/// is still in flight, which the scheduler's default overlap rule
+/// (`max_instances = 1`, skip) would not start either. That also bounds
+/// the connections this process opens: one per schedule.
 async fn floor_sender(
     pipeline: HttpPipeline,
     names: Vec<String>,
     first: DateTime<Utc>,
     ticks: i64,
-) -> (u64, u64, Option<String>) {
+) -> Sent {
+    let names: Vec<(String, Arc<AtomicBool>)> = names
+        .into_iter()
+        .map(|n| (n, Arc::new(AtomicBool::new(false))))
+        .collect();
     let mut runs = JoinSet::new();
-    let (mut ok, mut failed, mut first_error) = (0u64, 0u64, None);
+    let (mut failed, mut skipped, mut first_error) = (0u64, 0u64, None);
     let mut tally =
         |r: Result<spine_scheduler::pipeline::PipelineOutcome, tokio::task::JoinError>| match r {
-            Ok(Ok(_)) => ok += 1,
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 failed += 1;
                 first_error.get_or_insert(e.message);
@@ -400,8 +455,12 @@ async fn floor_sender(
     for k in 0..ticks {
         let tick = first + chrono::Duration::seconds(k);
         sleep_until(tick).await;
-        for name in &names {
-            runs.spawn(pipeline.run(RunContext {
+        for (name, in_flight) in &names {
+            if in_flight.swap(true, Ordering::AcqRel) {
+                skipped += 1;
+                continue;
+            }
+            let run = pipeline.run(RunContext {
                 run_id: uuid::Uuid::now_v7(),
                 schedule: name.clone(),
                 pipeline: PIPELINE.to_string(),
@@ -410,7 +469,13 @@ async fn floor_sender(
                 trigger: RunTrigger::Schedule,
                 params: serde_json::Map::new(),
                 cancel: CancelSignal::never(),
-            }));
+            });
+            let in_flight = Arc::clone(in_flight);
+            runs.spawn(async move {
+                let outcome = run.await;
+                in_flight.store(false, Ordering::Release);
+                outcome
+            });
         }
         while let Some(r) = runs.try_join_next() {
             tally(r);
@@ -419,7 +484,11 @@ async fn floor_sender(
     while let Some(r) = runs.join_next().await {
         tally(r);
     }
-    (ok, failed, first_error)
+    Sent {
+        failed,
+        skipped,
+        first_error,
+    }
 }
 
 /// What both phases run against.
@@ -483,11 +552,12 @@ async fn floor_phase(setup: &Setup<'_>) -> anyhow::Result<Work> {
     sleep_until(hi + chrono::Duration::milliseconds(900)).await;
     let cpu = mark.since(0.0);
     let window_s = wall.elapsed().as_secs_f64();
-    let mut sender_errors = 0;
+    let (mut sender_errors, mut skipped) = (0, 0);
     while let Some(done) = tasks.join_next().await {
-        let (_, failed, first_error) = done?;
-        sender_errors += failed;
-        if let Some(e) = first_error {
+        let sent = done?;
+        sender_errors += sent.failed;
+        skipped += sent.skipped;
+        if let Some(e) = sent.first_error {
             eprintln!("spine-bench: a floor run failed: {e}");
         }
     }
@@ -502,6 +572,7 @@ async fn floor_phase(setup: &Setup<'_>) -> anyhow::Result<Work> {
     w.statements = per_statement;
     w.receiver_errors = receiver.errors.load(Ordering::Relaxed) - errors_before;
     w.sender_errors = sender_errors;
+    w.skipped = skipped;
     Ok(w)
 }
 
@@ -705,8 +776,13 @@ fn phase_lines(out: &mut String, title: &str, w: &Work) {
     ));
     out.push_str(&format!(
         "  {:<40}{}\n",
-        "  store (written - received)",
-        quantiles(&w.store)
+        "  pool wait (pooled - received)",
+        quantiles(&w.pool_wait)
+    ));
+    out.push_str(&format!(
+        "  {:<40}{}\n",
+        "  insert (written - pooled)",
+        quantiles(&w.insert)
     ));
     for (tick, rows, p50, max) in &w.slowest {
         out.push_str(&format!(
@@ -714,6 +790,12 @@ fn phase_lines(out: &mut String, title: &str, w: &Work) {
             "slowest second"
         ));
     }
+    let per_second: Vec<String> = w.per_second_p99.iter().map(|v| format!("{v:.0}")).collect();
+    out.push_str(&format!(
+        "  {:<40}{}\n",
+        "p99 lag per second (ms)",
+        per_second.join(" ")
+    ));
     out.push_str(&format!(
         "  {:<40}machine busy {:.0}% (steal {:.0}%); CPU s: postgres {:.1}, bench process {:.1}, replicas {:.1}\n",
         "CPU over the window",
@@ -723,10 +805,10 @@ fn phase_lines(out: &mut String, title: &str, w: &Work) {
         w.cpu.bench_s,
         w.cpu.replicas_s
     ));
-    if w.receiver_errors + w.sender_errors > 0 {
+    if w.receiver_errors + w.sender_errors + w.skipped > 0 {
         out.push_str(&format!(
-            "  {:<40}receiver {}, senders {}\n",
-            "failed requests", w.receiver_errors, w.sender_errors
+            "  {:<40}receiver {}, senders {}; not sent (previous in flight) {}\n",
+            "failed requests", w.receiver_errors, w.sender_errors, w.skipped
         ));
     }
     if !w.statements.is_empty() {

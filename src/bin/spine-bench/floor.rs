@@ -120,6 +120,8 @@ struct ReceiverState {
     errors: Arc<AtomicU64>,
 }
 
+/// `POST /work`: one work row per request, 204 once it is committed.
+/// `received_at` is read once the body is parsed, before the pool is asked.
 async fn ingest(State(state): State<ReceiverState>, Json(work): Json<WorkRequest>) -> StatusCode {
     let received_at = Utc::now();
     match insert_work(&state.pool, &work.schedule, work.scheduled_at, received_at).await {
@@ -137,13 +139,17 @@ async fn ingest(State(state): State<ReceiverState>, Json(work): Json<WorkRequest
 
 /// The HTTP receiver on 127.0.0.1: `POST /work` writes one work row.
 struct Receiver {
+    /// `http://127.0.0.1:<port>/work`.
     url: String,
+    /// Requests answered 500 (the INSERT failed), since the start.
     errors: Arc<AtomicU64>,
+    /// Ends the server's graceful shutdown wait.
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
+    /// Listens on a free port of 127.0.0.1 and serves from a spawned task.
     async fn start(pool: Pool) -> anyhow::Result<Receiver> {
         let errors = Arc::new(AtomicU64::new(0));
         let app = Router::new()
@@ -180,6 +186,7 @@ impl Receiver {
         })
     }
 
+    /// Stops serving (at most 2 s for open connections to close).
     async fn shut_down(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -209,7 +216,7 @@ fn machine_cpu() -> (u64, u64, u64) {
     // user nice system idle iowait irq softirq steal (guest is in user).
     let total: u64 = (0..8).map(get).sum();
     let idle = get(3) + get(4);
-    (total - idle, get(7), total)
+    (total.saturating_sub(idle), get(7), total)
 }
 
 /// CPU seconds of each process of the private cluster (the postmaster,
@@ -273,10 +280,10 @@ impl<'a> CpuMark<'a> {
 
     fn since(&self, replicas_s: f64) -> Cpu {
         let (busy, steal, total) = machine_cpu();
-        let dt = (total - self.machine.2).max(1) as f64;
+        let dt = total.saturating_sub(self.machine.2).max(1) as f64;
         Cpu {
-            busy_pct: 100.0 * (busy - self.machine.0) as f64 / dt,
-            steal_pct: 100.0 * (steal - self.machine.1) as f64 / dt,
+            busy_pct: 100.0 * busy.saturating_sub(self.machine.0) as f64 / dt,
+            steal_pct: 100.0 * steal.saturating_sub(self.machine.1) as f64 / dt,
             bench_s: proc_usage(std::process::id()).0 - self.bench,
             replicas_s,
             server_s: server_cpu(self.data_dir)

@@ -13,6 +13,7 @@ mod api;
 mod burst;
 mod common;
 mod failover;
+mod floor;
 mod history;
 mod scale;
 mod steady;
@@ -46,7 +47,11 @@ pub struct Args {
     /// `history` (3 x 1,000 schedules every second with run-history API
     /// load, on an empty ledger and then on `--history-rows` generated over
     /// 30 daily partitions; then the oldest day dropped while firing, and
-    /// the unbounded queries EXPLAINed; use `--private`).
+    /// the unbounded queries EXPLAINed; use `--private`), `floor` (3 x 5,000
+    /// schedules every second, 30 s, into an `http` pipeline whose receiver
+    /// writes one row per run: work-row lag against a floor of the same rows
+    /// written at each whole second with no scheduler, measured before and
+    /// after in the same run; use `--private`).
     #[arg(default_value = "steady")]
     scenario: String,
     /// Replicas to start (default per scenario).
@@ -130,11 +135,12 @@ async fn main() -> anyhow::Result<()> {
         "failover",
         "wal",
         "history",
+        "floor",
     ]
     .contains(&args.scenario.as_str())
     {
         bail!(
-            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover, wal, history",
+            "unknown scenario {:?}; available: steady, burst, scale, api, throughput, failover, wal, history, floor",
             args.scenario
         );
     }
@@ -175,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
         "api" => api::run(&args, &url).await,
         "throughput" => throughput::run(&args, &url).await,
         "failover" => failover::run(&args, &url).await,
+        "floor" => floor::run(&args, &url, cluster.as_ref().map(|c| c.data_dir())).await,
         "wal" => wal::run(&args, &url, cluster.as_ref().map(|c| c.data_dir())).await,
         "history" => history::run(&args, &url, cluster.as_ref().map(|c| c.data_dir())).await,
         _ => steady::run(&args, &url).await,

@@ -262,17 +262,20 @@ pub async fn audit_all(
 }
 
 /// The `skipped` rows of ticks in `[from, to]` that break the audit's rule
-/// "none skipped unless a run really overlapped": the run a skip names
-/// (`overlapped_run_id`) must have started before the skip was claimed and
-/// not finished before it (`completed_at` is when the run ended, which its
-/// replica may write a little later). One line per offending row.
+/// "none skipped unless a run really overlapped", as README states it: the
+/// run a skip names (`overlapped_run_id`) had started by the time the tick
+/// fell due and had not finished by then (`completed_at` is when the run
+/// ended, which its replica may write a little later). The ticks audited
+/// have no jitter: they fall due at `scheduled_at`. A run that ended after
+/// the tick fell due but before a late claim judged it did overlap it. One
+/// line per offending row.
 pub async fn false_skips(c: &Client, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
     c.query(
         "SELECT s.schedule_name, s.scheduled_at, s.claimed_at, o.run_id, o.started_at, o.completed_at \
          FROM scheduler_runs s LEFT JOIN scheduler_runs o ON o.run_id = s.overlapped_run_id \
          WHERE s.status = 'skipped' AND s.scheduled_at > $1 AND s.scheduled_at <= $2 \
-           AND NOT (o.started_at IS NOT NULL AND o.started_at <= s.claimed_at \
-                    AND (o.completed_at IS NULL OR o.completed_at >= s.claimed_at))",
+           AND NOT (o.started_at IS NOT NULL AND o.started_at <= s.scheduled_at \
+                    AND (o.completed_at IS NULL OR o.completed_at >= s.scheduled_at))",
         &[&from, &to],
     )
     .await

@@ -257,7 +257,22 @@ pub fn list_sql() -> String {
     )
 }
 
+/// The first window of ticks [`list`] reads, back from the newest it may
+/// return; each next one is twice as long.
+const FIRST_WINDOW_DAYS: i64 = 1;
+
+/// Past this long a window, [`list`] reads the rest of the ledger at once.
+const LAST_WINDOW_DAYS: i64 = 1024;
+
 /// Run history, newest tick first, keyset-paginated on (scheduled_at, run_id).
+///
+/// Read window by window back in time (a day, then two, four, …, then all
+/// the rest), each a statement of its own with a tick range, so that each
+/// reads and plans only the partitions it covers: a page of recent runs
+/// costs a partition or two however long the history, where one statement
+/// without a range would plan and probe every partition (34 of them hold a
+/// month: 1.7 ms of planning alone, `spine-bench history`). The pages are
+/// the same as one statement's.
 pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<RunPage, StoreError> {
     let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
     let statuses: Option<Vec<&str>> =
@@ -268,22 +283,47 @@ pub async fn list(client: &impl GenericClient, filter: &RunFilter) -> Result<Run
     };
     let sql = list_sql();
     let trigger = filter.trigger.map(RunTrigger::as_str);
-    let rows = client
-        .query(
-            &sql,
-            &[
-                &filter.schedule_name,
-                &statuses,
-                &trigger,
-                &filter.since,
-                &filter.until,
-                &before_at,
-                &before_id,
-                &limit,
-            ],
-        )
-        .await?;
-    let runs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    // The newest tick the page may hold: windows count back from there.
+    let top = [filter.until, before_at]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(Utc::now);
+    let mut upper = filter.until;
+    let mut days = FIRST_WINDOW_DAYS;
+    let mut runs: Vec<Run> = Vec::new();
+    loop {
+        let lower = top - chrono::Duration::days(days);
+        let (since, last) = match filter.since {
+            Some(since) if since >= lower => (Some(since), true),
+            since if days > LAST_WINDOW_DAYS => (since, true),
+            _ => (Some(lower), false),
+        };
+        let wanted = limit - runs.len() as i64;
+        let rows = client
+            .query(
+                &sql,
+                &[
+                    &filter.schedule_name,
+                    &statuses,
+                    &trigger,
+                    &since,
+                    &upper,
+                    &before_at,
+                    &before_id,
+                    &wanted,
+                ],
+            )
+            .await?;
+        for row in &rows {
+            runs.push(from_row(row)?);
+        }
+        if runs.len() as i64 >= limit || last {
+            break;
+        }
+        upper = since;
+        days *= 2;
+    }
     let next = (runs.len() as i64 == limit)
         .then(|| runs.last().map(|r| (r.scheduled_at, r.run_id)))
         .flatten();

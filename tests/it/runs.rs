@@ -187,3 +187,59 @@ async fn history_is_newest_first_with_filters_and_cursor() {
     assert_eq!(window.runs.len(), 10);
     assert!(window.next.is_none());
 }
+
+/// `list` reads back in time window by window (a day, two, four, …): a page
+/// spanning several windows, and the pages after it, are the same as one
+/// statement over the whole ledger would give.
+#[tokio::test]
+async fn a_page_spanning_windows_back_in_time_is_whole_and_in_order() {
+    let db = TestDb::migrated().await;
+    let c = db.client().await;
+    let node = Uuid::now_v7();
+    let now = Utc::now();
+    let ages = [
+        Duration::minutes(5),
+        Duration::hours(30),
+        Duration::days(3),
+        Duration::days(40),
+        Duration::days(2000),
+    ];
+    for age in ages {
+        c.execute(
+            INSERT_TICK,
+            &[
+                &Uuid::now_v7(),
+                &"w",
+                &"schedule",
+                &(now - age),
+                &1i32,
+                &node,
+            ],
+        )
+        .await
+        .expect("insert");
+    }
+    let filter = |before| RunFilter {
+        schedule_name: Some("w".into()),
+        limit: Some(3),
+        before,
+        ..RunFilter::default()
+    };
+    let first = runs::list(&c, &filter(None)).await.expect("first page");
+    let got: Vec<DateTime<Utc>> = first.runs.iter().map(|r| r.scheduled_at).collect();
+    let expected: Vec<DateTime<Utc>> = ages[..3].iter().map(|a| now - *a).collect();
+    assert_eq!(got.len(), 3, "three windows' runs make the page: {got:?}");
+    for (g, e) in got.iter().zip(&expected) {
+        assert!((*g - *e).num_microseconds().unwrap_or(i64::MAX).abs() <= 1);
+    }
+    let second = runs::list(&c, &filter(first.next))
+        .await
+        .expect("second page");
+    assert_eq!(
+        second.runs.len(),
+        2,
+        "the rest, the oldest beyond every window"
+    );
+    assert!(second.runs[0].scheduled_at > second.runs[1].scheduled_at);
+    assert_eq!(second.next, None);
+}

@@ -12,8 +12,9 @@
 --   `result` (what a completion writes);
 -- - pending runs are marked by `pending_since` (set while `pending`, CHECK
 --   below), failed and abandoned runs by `failed_at` (set when they fail,
---   for the retry sweep): each has a partial index over its own column, so
---   only the rare transitions into and out of those states leave HOT;
+--   cleared by the retry sweep's pass that handles them): each has a
+--   partial index over its own column, so only the rare transitions into
+--   and out of those states leave HOT;
 -- - running runs are listed in `scheduler_inflight`, one row per claim (or
 --   take of pending runs) and replica, not per run, deleted by that replica
 --   once all its runs have ended (`store::inflight`); the overlap check, the

@@ -60,21 +60,51 @@ pub async fn ledger_baseline(client: &Client, rows: usize) -> anyhow::Result<f64
     Ok(rate)
 }
 
-/// Calls and mean time per statement since the reset, most total time first.
+/// Calls and mean time per statement since the reset, most total time
+/// first, each statement's text cut to 70 characters.
 pub async fn statement_calls(client: &Client) -> anyhow::Result<Vec<(String, i64, f64)>> {
+    statement_calls_cut(client, 70).await
+}
+
+/// [`statement_calls`], each statement's text (whitespace collapsed) cut
+/// to `chars` characters.
+pub async fn statement_calls_cut(
+    client: &Client,
+    chars: i32,
+) -> anyhow::Result<Vec<(String, i64, f64)>> {
     let rows = client
         .query(
-            "SELECT regexp_replace(left(query, 70), '\\s+', ' ', 'g'), calls, mean_exec_time
+            "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), $1), calls, mean_exec_time
              FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND query NOT LIKE '%pg_stat%'
              ORDER BY total_exec_time DESC",
-            &[],
+            &[&chars],
         )
         .await?;
     Ok(rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Fire lags in ms (`started_at − scheduled_at`) of the runs ticked in
+/// `[lo, hi]` that started, ascending.
+pub async fn fire_lags(
+    client: &Client,
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> anyhow::Result<Vec<f64>> {
+    Ok(client
+        .query(
+            "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000
+             FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND started_at IS NOT NULL
+             ORDER BY 1",
+            &[&lo, &hi],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
         .collect())
 }
 
@@ -239,4 +269,28 @@ pub async fn bulk_schedules(
             .await?;
     }
     Ok(())
+}
+
+/// The ledger's scheduled ticks in `[lo, hi]`, counted per (schedule,
+/// tick): completed, doubled (more than one row), recorded `missed`, and
+/// present (any row), in that column order.
+pub async fn tick_audit(
+    client: &Client,
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> anyhow::Result<tokio_postgres::Row> {
+    Ok(client
+        .query_one(
+            "WITH t AS (
+                SELECT schedule_name, scheduled_at, count(*) AS n,
+                       bool_or(status = 'completed') AS done,
+                       bool_or(status = 'missed') AS missed
+                FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'
+                GROUP BY 1, 2)
+             SELECT count(*) FILTER (WHERE done), count(*) FILTER (WHERE n > 1),
+                    count(*) FILTER (WHERE missed), count(*)
+             FROM t",
+            &[&lo, &hi],
+        )
+        .await?)
 }

@@ -56,7 +56,7 @@ use tokio_postgres::Client;
 
 use crate::common::{
     bulk_schedules, ledger_baseline, loadavg, pct, proc_usage, replica_command, statement_calls,
-    stop_replicas,
+    stop_replicas, tick_audit,
 };
 use crate::steady::{statements_available, wait_for_replicas};
 use crate::Args;
@@ -604,20 +604,7 @@ async fn audit_ledger(
     hi: DateTime<Utc>,
     due: i64,
 ) -> anyhow::Result<Ledger> {
-    let audit = client
-        .query_one(
-            "WITH t AS (
-                SELECT schedule_name, scheduled_at, count(*) AS n,
-                       bool_or(status = 'completed') AS done,
-                       bool_or(status = 'missed') AS missed
-                FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'
-                GROUP BY 1, 2)
-             SELECT count(*) FILTER (WHERE done), count(*) FILTER (WHERE n > 1),
-                    count(*) FILTER (WHERE missed), count(*)
-             FROM t",
-            &[&lo, &hi],
-        )
-        .await?;
+    let audit = tick_audit(client, lo, hi).await?;
     let present: i64 = audit.get(3);
     let other = client
         .query(
@@ -631,17 +618,7 @@ async fn audit_ledger(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let fire_lag = client
-        .query(
-            "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000
-             FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND started_at IS NOT NULL
-             ORDER BY 1",
-            &[&lo, &hi],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let fire_lag = crate::common::fire_lags(client, lo, hi).await?;
     // The replica's side of a run: from its start to the receiver parsing
     // the request (the HTTP client, its pool and the loopback).
     let send = client

@@ -29,7 +29,7 @@ use serde_json::Value;
 use spine_scheduler::store::{self, partitions, runs};
 use tokio_postgres::Client;
 
-use crate::common::{bench_dir, bulk_schedules, pct, replica_command, stop_replicas};
+use crate::common::{bench_dir, bulk_schedules, pct, replica_command, stop_replicas, tick_audit};
 use crate::steady::{statements_available, wait_for_replicas};
 use crate::Args;
 
@@ -193,20 +193,7 @@ async fn audit(
     let lo = DateTime::from_timestamp(lo.timestamp(), 0).context("window start")?;
     let hi = DateTime::from_timestamp(hi.timestamp(), 0).context("window end")?;
     let secs = (hi.timestamp() - lo.timestamp() + 1).max(0);
-    let row = client
-        .query_one(
-            "WITH t AS (
-                SELECT schedule_name, scheduled_at, count(*) AS n,
-                       bool_or(status = 'completed') AS done,
-                       bool_or(status = 'missed') AS missed
-                FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'
-                GROUP BY 1, 2)
-             SELECT count(*) FILTER (WHERE done), count(*) FILTER (WHERE n > 1),
-                    count(*) FILTER (WHERE missed), count(*)
-             FROM t",
-            &[&lo, &hi],
-        )
-        .await?;
+    let row = tick_audit(client, lo, hi).await?;
     let due = secs * schedules as i64;
     let present: i64 = row.get(3);
     let lags = client
@@ -410,7 +397,7 @@ async fn measure(
     .await?;
     let to = db_now(client).await?;
     let per_statement = if statements {
-        statements_wide(client).await?
+        crate::common::statement_calls_cut(client, 120).await?
     } else {
         Vec::new()
     };
@@ -1008,28 +995,6 @@ fn logged_plans(data_dir: &Path, n: usize) -> String {
         }
     }
     out
-}
-
-/// Calls and mean time per statement since the reset, most total time
-/// first, with more of each statement's text than `statement_calls`.
-async fn statements_wide(client: &Client) -> anyhow::Result<Vec<(String, i64, f64)>> {
-    let rows = client
-        .query(
-            "SELECT regexp_replace(left(query, 400), '\\s+', ' ', 'g'), calls, mean_exec_time
-             FROM pg_stat_statements
-             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND query NOT LIKE '%pg_stat%'
-             ORDER BY total_exec_time DESC",
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let q: String = r.get(0);
-            (q.chars().take(120).collect(), r.get(1), r.get(2))
-        })
-        .collect())
 }
 
 /// The statements with no `scheduled_at` bound, over every partition.

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use crate::common::{
     bulk_schedules, db_counters, ledger_baseline, pct, proc_usage, spawn_replicas, statement_calls,
-    stop_replicas,
+    stop_replicas, tick_audit,
 };
 use crate::Args;
 
@@ -115,33 +115,10 @@ pub async fn every_second(
     let audited_secs = (last - first + 1).max(0);
     let lo = DateTime::from_timestamp(first, 0).context("window start")?;
     let hi = DateTime::from_timestamp(last, 0).context("window end")?;
-    let audit = client
-        .query_one(
-            "WITH t AS (
-                SELECT schedule_name, scheduled_at, count(*) AS n,
-                       bool_or(status = 'completed') AS done,
-                       bool_or(status = 'missed') AS missed
-                FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'
-                GROUP BY 1, 2)
-             SELECT count(*) FILTER (WHERE done), count(*) FILTER (WHERE n > 1),
-                    count(*) FILTER (WHERE missed), count(*)
-             FROM t",
-            &[&lo, &hi],
-        )
-        .await?;
+    let audit = tick_audit(client, lo, hi).await?;
     let due = audited_secs as usize * schedules;
     let present: i64 = audit.get(3);
-    let lags: Vec<f64> = client
-        .query(
-            "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000
-             FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND started_at IS NOT NULL
-             ORDER BY 1",
-            &[&lo, &hi],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let lags: Vec<f64> = crate::common::fire_lags(client, lo, hi).await?;
     let slowest = client
         .query(
             "SELECT to_char(r.scheduled_at, 'HH24:MI:SS'), coalesce(n.hostname, '?'), count(*),

@@ -294,3 +294,24 @@ pub async fn tick_audit(
         )
         .await?)
 }
+
+/// How many scheduled ticks in `[lo, hi]` have each status other than
+/// `completed` and `missed` (what the audit reports besides them).
+pub async fn other_statuses(
+    client: &Client,
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(client
+        .query(
+            "SELECT status, count(*) FROM scheduler_runs
+             WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'
+               AND status NOT IN ('completed', 'missed')
+             GROUP BY 1 ORDER BY 1",
+            &[&lo, &hi],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}

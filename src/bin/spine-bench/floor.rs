@@ -606,18 +606,7 @@ async fn audit_ledger(
 ) -> anyhow::Result<Ledger> {
     let audit = tick_audit(client, lo, hi).await?;
     let present: i64 = audit.get(3);
-    let other = client
-        .query(
-            "SELECT status, count(*) FROM scheduler_runs
-             WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'
-               AND status NOT IN ('completed', 'missed')
-             GROUP BY 1 ORDER BY 1",
-            &[&lo, &hi],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let other = crate::common::other_statuses(client, lo, hi).await?;
     let fire_lag = crate::common::fire_lags(client, lo, hi).await?;
     // The replica's side of a run: from its start to the receiver parsing
     // the request (the HTTP client, its pool and the loopback).

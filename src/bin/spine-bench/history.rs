@@ -573,6 +573,7 @@ async fn index_statements(client: &Client) -> anyhow::Result<Vec<String>> {
 }
 
 /// What the generation did.
+#[derive(Default)]
 struct Generated {
     rows: i64,
     seconds: f64,
@@ -615,15 +616,7 @@ async fn generate(
                         "SET synchronous_commit = off; SET maintenance_work_mem = '256MB'",
                     )
                     .await?;
-                let mut g = Generated {
-                    rows: 0,
-                    seconds: 0.0,
-                    insert: 0.0,
-                    vacuum: 0.0,
-                    index: 0.0,
-                    attach: 0.0,
-                    attach_max_ms: 0.0,
-                };
+                let mut g = Generated::default();
                 loop {
                     let day = next.fetch_add(1, Ordering::SeqCst) as i64;
                     if day >= DAYS {
@@ -690,15 +683,7 @@ async fn generate(
             })
         })
         .collect();
-    let mut g = Generated {
-        rows: 0,
-        seconds: 0.0,
-        insert: 0.0,
-        vacuum: 0.0,
-        index: 0.0,
-        attach: 0.0,
-        attach_max_ms: 0.0,
-    };
+    let mut g = Generated::default();
     for w in workers {
         let w = w.await.context("loader task")??;
         g.insert += w.insert;

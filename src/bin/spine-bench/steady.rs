@@ -133,18 +133,7 @@ pub async fn every_second(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();
-    let unfinished = client
-        .query(
-            "SELECT status, count(*) FROM scheduler_runs
-             WHERE scheduled_at BETWEEN $1 AND $2 AND trigger = 'schedule'
-               AND status NOT IN ('completed', 'missed')
-             GROUP BY 1 ORDER BY 1",
-            &[&lo, &hi],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let unfinished = crate::common::other_statuses(client, lo, hi).await?;
     Ok(Window {
         slowest,
         unfinished,

@@ -314,7 +314,7 @@ async fn execute(
             }
             // Its row was written waiting (no start): from now on the
             // overlap counts of every replica see it as started.
-            mark_started(&deps, job.run_id, now).await;
+            mark_started(&deps, job.run_id, job.scheduled_at, now).await;
         }
         let _permit = permits.acquire().await;
         let started_at = deps.clock.now();
@@ -396,9 +396,9 @@ async fn execute(
 
 /// Records the start of a run that waited (its row had no `started_at`). A
 /// failure only leaves the start to the completion write.
-async fn mark_started(deps: &Deps, run_id: Uuid, at: DateTime<Utc>) {
+async fn mark_started(deps: &Deps, run_id: Uuid, tick: DateTime<Utc>, at: DateTime<Utc>) {
     let result = match deps.pool.get().await {
-        Ok(client) => runs::mark_started(&client, run_id, at)
+        Ok(client) => runs::mark_started(&client, run_id, tick, at)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),

@@ -361,7 +361,10 @@ pub async fn insert_runs(
     if runs.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = runs.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = runs
+        .iter()
+        .map(|(t, _)| super::run_ids::for_tick(*t))
+        .collect();
     let ticks: Vec<DateTime<Utc>> = runs.iter().map(|(t, _)| *t).collect();
     let attempts: Vec<i32> = runs.iter().map(|(_, a)| *a).collect();
     let rows = client

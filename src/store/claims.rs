@@ -616,7 +616,10 @@ async fn insert_rows(
     gone: &[Uuid],
     early: bool,
 ) -> Result<(DateTime<Utc>, Vec<Claimed>), StoreError> {
-    let run_ids: Vec<Uuid> = requests.iter().map(|_| Uuid::now_v7()).collect();
+    let run_ids: Vec<Uuid> = requests
+        .iter()
+        .map(|r| super::run_ids::for_tick(r.scheduled_at))
+        .collect();
     let schedule_names: Vec<&str> = requests.iter().map(|r| r.schedule_name.as_str()).collect();
     let finished = finished(&schedule_names);
     let pipelines: Vec<&str> = requests.iter().map(|r| r.pipeline.as_str()).collect();

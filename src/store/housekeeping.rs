@@ -87,7 +87,8 @@ const RETRY_BATCH: i64 = 1000;
 /// attempt of the tick: in mode `all` that is the tick's next attempt
 /// number, and the backfill gets the policy's retries all the same
 /// (`backfill::settled` waits for them by the same rule and horizon). The
-/// next attempt's id is the `n`-th of `$1` (UUIDv7s made by the caller).
+/// next attempt's id is the `n`-th of `$1` (UUIDv7s made by the caller)
+/// with the tick put in its time field (`{retry_id}`, see `run_ids`).
 const RETRY_PASS: &str = "\
 WITH seen AS (
     UPDATE scheduler_runs r SET failed_at = NULL
@@ -116,7 +117,7 @@ WITH seen AS (
 ), inserted AS (
     INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, attempt,
                                 node_id, status, pending_since, not_before, params, backfill_id)
-    SELECT ($1::uuid[])[d.n], d.schedule_name, d.pipeline, 'retry', d.scheduled_at,
+    SELECT {retry_id}, d.schedule_name, d.pipeline, 'retry', d.scheduled_at,
            d.attempt + 1, $3, 'pending', now(), now() + make_interval(secs => d.delay),
            d.params, d.backfill_id
     FROM due d
@@ -134,11 +135,15 @@ pub async fn schedule_retries(
     client: &impl GenericClient,
     leader: Uuid,
 ) -> Result<u64, StoreError> {
+    let pass = RETRY_PASS.replace(
+        "{retry_id}",
+        &super::run_ids::sql_for_tick("($1::uuid[])[d.n]", "d.scheduled_at"),
+    );
     let mut created = 0;
     loop {
         let ids: Vec<Uuid> = (0..RETRY_BATCH).map(|_| Uuid::now_v7()).collect();
         let row = client
-            .query_one(RETRY_PASS, &[&ids, &RETRY_BATCH, &leader])
+            .query_one(&pass, &[&ids, &RETRY_BATCH, &leader])
             .await?;
         let (seen, n): (i64, i64) = (row.try_get("seen")?, row.try_get("created")?);
         created += u64::try_from(n).unwrap_or(0);
@@ -234,7 +239,10 @@ pub async fn record_missed(
     if ticks.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = ticks.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = ticks
+        .iter()
+        .map(|t| super::run_ids::for_tick(t.scheduled_at))
+        .collect();
     let names: Vec<&str> = ticks.iter().map(|t| t.schedule_name.as_str()).collect();
     let pipelines: Vec<&str> = ticks.iter().map(|t| t.pipeline.as_str()).collect();
     let at: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.scheduled_at).collect();

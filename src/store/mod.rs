@@ -20,6 +20,7 @@ pub mod membership;
 pub mod migrate;
 pub mod nodes;
 pub mod partitions;
+pub mod run_ids;
 pub mod runs;
 pub mod schedule_changes;
 pub mod schedules;

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{run_ids, StoreError};
 use crate::types::{RunStatus, RunTrigger};
 
 /// One ledger row.
@@ -111,13 +111,26 @@ fn from_row(row: &Row) -> Result<Run, StoreError> {
     })
 }
 
-/// Reads one run.
+/// The statement [`get`] runs: $1 the run id, $2 and $3 the range of
+/// ticks to look in (tests read its EXPLAIN).
+pub fn get_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM scheduler_runs \
+         WHERE run_id = $1 AND scheduled_at >= $2 AND scheduled_at < $3"
+    )
+}
+
+/// Reads one run: first among the ticks its id points at (a partition or
+/// two), then, if not found there, over the whole ledger
+/// ([`run_ids::ranges`]).
 pub async fn get(client: &impl GenericClient, run_id: Uuid) -> Result<Option<Run>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM scheduler_runs WHERE run_id = $1");
-    match client.query_opt(&sql, &[&run_id]).await? {
-        Some(row) => from_row(&row).map(Some),
-        None => Ok(None),
+    let sql = get_sql();
+    for (from, to) in run_ids::ranges(run_id) {
+        if let Some(row) = client.query_opt(&sql, &[&run_id, &from, &to]).await? {
+            return from_row(&row).map(Some);
+        }
     }
+    Ok(None)
 }
 
 /// Records a run-now request: a `pending` manual run that a replica will
@@ -149,12 +162,14 @@ pub async fn insert_manual_run(
     // A manual run's key in the tick key is (schedule, when asked, 1, true):
     // two asked within the same microsecond would collide, so the later one
     // is moved on by a microsecond ($6) and written again.
+    // Its id carries the instant it is written with (`run_ids`).
+    let at = "now() + $6::int4 * interval '1 microsecond'";
+    let run_id = run_ids::sql_for_tick("$1::uuid", at);
     let sql = format!(
         "WITH ins AS ( \
              INSERT INTO scheduler_runs (run_id, schedule_name, pipeline, trigger, scheduled_at, \
                                          status, pending_since, params, rerun_of) \
-             VALUES ($1, $2, $3, 'manual', now() + $6::int4 * interval '1 microsecond', 'pending', \
-                     now(), $4, $5) \
+             VALUES ({run_id}, $2, $3, 'manual', {at}, 'pending', now(), $4, $5) \
              ON CONFLICT (schedule_name, scheduled_at, attempt, (trigger = 'manual')) DO NOTHING \
              RETURNING {COLUMNS}) \
          SELECT ins.*, pg_notify('{RUNS_CHANNEL}', ins.run_id::text) FROM ins"
@@ -465,24 +480,37 @@ pub async fn running_on(
 ) -> Result<Option<Uuid>, StoreError> {
     let stmt = client
         .prepare_cached(
-            "SELECT node_id FROM scheduler_runs WHERE run_id = $1 AND status = 'running'",
+            "SELECT status, node_id FROM scheduler_runs \
+             WHERE run_id = $1 AND scheduled_at >= $2 AND scheduled_at < $3",
         )
         .await?;
-    let row = client.query_opt(&stmt, &[&run_id]).await?;
-    Ok(row.and_then(|r| r.get::<_, Option<Uuid>>(0)))
+    for (from, to) in run_ids::ranges(run_id) {
+        if let Some(row) = client.query_opt(&stmt, &[&run_id, &from, &to]).await? {
+            let status: String = row.try_get(0)?;
+            return Ok(if status == "running" {
+                row.try_get(1)?
+            } else {
+                None
+            });
+        }
+    }
+    Ok(None)
 }
 
-/// Records the start of a run that was written waiting (no `started_at`).
+/// Records the start of the run of `tick` that was written waiting (no
+/// `started_at`).
 pub async fn mark_started(
     client: &impl deadpool_postgres::GenericClient,
     run_id: Uuid,
+    tick: DateTime<Utc>,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "UPDATE scheduler_runs SET started_at = $2 \
-             WHERE run_id = $1 AND status = 'running' AND started_at IS NULL",
-            &[&run_id, &at],
+            "UPDATE scheduler_runs SET started_at = $3 \
+             WHERE run_id = $1 AND scheduled_at = $2 AND status = 'running' \
+               AND started_at IS NULL",
+            &[&run_id, &tick, &at],
         )
         .await?;
     Ok(())
@@ -536,28 +564,34 @@ pub async fn request_cancel(
     run_id: Uuid,
     mode: &str,
 ) -> Result<CancelAsked, StoreError> {
-    let row = client
-        .query_opt(
-            &format!(
-                "WITH asked AS (
-                     UPDATE scheduler_runs
-                     SET cancel_requested_at = coalesce(cancel_requested_at, now()),
-                         cancel_mode = CASE WHEN $2 = 'immediate' THEN 'immediate'
-                                            ELSE coalesce(cancel_mode, $2) END
-                     WHERE run_id = $1 AND status = 'running'
-                     RETURNING run_id, cancel_mode, cancel_requested_by
-                 )
-                 SELECT r.status,
-                        (SELECT count(pg_notify('{RUNS_CHANNEL}',
-                                'cancel:' || a.run_id || ':' || a.cancel_mode || ':'
-                                || coalesce(a.cancel_requested_by::text, '')))
-                         FROM asked a) AS announced
-                 FROM scheduler_runs r WHERE r.run_id = $1"
-            ),
-            &[&run_id, &mode],
-        )
-        .await?;
-    let Some(row) = row else {
+    let sql = format!(
+        "WITH asked AS (
+             UPDATE scheduler_runs
+             SET cancel_requested_at = coalesce(cancel_requested_at, now()),
+                 cancel_mode = CASE WHEN $2 = 'immediate' THEN 'immediate'
+                                    ELSE coalesce(cancel_mode, $2) END
+             WHERE run_id = $1 AND scheduled_at >= $3 AND scheduled_at < $4
+               AND status = 'running'
+             RETURNING run_id, cancel_mode, cancel_requested_by
+         )
+         SELECT r.status,
+                (SELECT count(pg_notify('{RUNS_CHANNEL}',
+                        'cancel:' || a.run_id || ':' || a.cancel_mode || ':'
+                        || coalesce(a.cancel_requested_by::text, '')))
+                 FROM asked a) AS announced
+         FROM scheduler_runs r
+         WHERE r.run_id = $1 AND r.scheduled_at >= $3 AND r.scheduled_at < $4"
+    );
+    let mut found = None;
+    for (from, to) in run_ids::ranges(run_id) {
+        found = client
+            .query_opt(&sql, &[&run_id, &mode, &from, &to])
+            .await?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let Some(row) = found else {
         return Ok(CancelAsked::NotFound);
     };
     let status: String = row.try_get(0)?;

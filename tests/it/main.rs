@@ -35,6 +35,7 @@ mod ownership;
 mod pg_cluster;
 mod pipelines;
 mod run_at;
+mod run_ids;
 mod runs;
 mod schedules;
 mod tls;

@@ -210,11 +210,7 @@ WITH c AS (
     FROM ",
     crate::unfinished_runs!(),
     " u
-    -- A semi-join, not `= ANY($2)`: in the generic plan of this prepared
-    -- statement `= ANY` of a parameter compares each listed run with each
-    -- name of the batch in turn (listed x batch: 5,000 x 1,700 at 5,000
-    -- fires/s); a hashed semi-join reads each once.
-    WHERE u.schedule_name IN (SELECT unnest($2::text[]))
+    WHERE u.schedule_name = ANY($2::text[])
       AND NOT EXISTS (SELECT 1 FROM unnest($11::uuid[]) AS f(run_id) WHERE f.run_id = u.run_id)
       AND NOT EXISTS (SELECT 1 FROM unnest($12::uuid[]) AS g(node_id) WHERE g.node_id = u.node_id)
 ), running AS (

@@ -474,3 +474,30 @@ async fn a_tick_no_partition_covers_lands_in_the_default_partition() {
     )
     .await;
 }
+
+/// The session's `jit` setting.
+async fn jit(c: &Client) -> String {
+    let row = c.query_one("SHOW jit", &[]).await.expect("SHOW jit");
+    row.get(0)
+}
+
+/// JIT compiles by estimated cost, and estimates over a month of
+/// partitions made the leader's retry pass compile for a second every pass
+/// (`store::connect::NO_JIT`): every session of the scheduler — pooled or
+/// dedicated — turns it off, unless the URL's options say otherwise.
+#[tokio::test]
+async fn the_schedulers_sessions_run_without_jit() {
+    let db = TestDb::migrated().await;
+    let pool = spine_scheduler::store::pool(&db.url, 1).expect("pool");
+    let pooled = pool.get().await.expect("pooled connection");
+    assert_eq!(jit(&pooled).await, "off", "a pooled session");
+    let dedicated = spine_scheduler::store::connect(&db.url)
+        .await
+        .expect("dedicated connection");
+    assert_eq!(jit(&dedicated).await, "off", "a dedicated session");
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let own = spine_scheduler::store::connect(&format!("{}{sep}options=-c%20jit%3Don", db.url))
+        .await
+        .expect("connection with its own options");
+    assert_eq!(jit(&own).await, "on", "the URL's own setting is kept");
+}

@@ -88,8 +88,9 @@ pub async fn statement_calls_cut(
         .collect())
 }
 
-/// Fire lags in ms (`started_at − scheduled_at`) of the runs ticked in
-/// `[lo, hi]` that started, ascending.
+/// Fire lags in ms (`started_at − scheduled_at`) of the scheduled runs
+/// (trigger `schedule`: not retries or manual runs, whose start is not a
+/// tick's) ticked in `[lo, hi]` that started, ascending.
 pub async fn fire_lags(
     client: &Client,
     lo: DateTime<Utc>,
@@ -99,6 +100,7 @@ pub async fn fire_lags(
         .query(
             "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000
              FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND started_at IS NOT NULL
+               AND trigger = 'schedule'
              ORDER BY 1",
             &[&lo, &hi],
         )

@@ -29,7 +29,9 @@ use serde_json::Value;
 use spine_scheduler::store::{self, partitions, run_ids, runs};
 use tokio_postgres::Client;
 
-use crate::common::{bench_dir, bulk_schedules, pct, replica_command, stop_replicas, tick_audit};
+use crate::common::{
+    bench_dir, bulk_schedules, fire_lags, pct, replica_command, stop_replicas, tick_audit,
+};
 use crate::steady::{statements_available, wait_for_replicas};
 use crate::Args;
 
@@ -196,18 +198,7 @@ async fn audit(
     let row = tick_audit(client, lo, hi).await?;
     let due = secs * schedules as i64;
     let present: i64 = row.get(3);
-    let lags = client
-        .query(
-            "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000
-             FROM scheduler_runs WHERE scheduled_at BETWEEN $1 AND $2 AND started_at IS NOT NULL
-               AND trigger = 'schedule'
-             ORDER BY 1",
-            &[&lo, &hi],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let lags = fire_lags(client, lo, hi).await?;
     Ok(Audit {
         due,
         completed: row.get(0),
